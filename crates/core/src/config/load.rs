@@ -1,0 +1,217 @@
+//! Reading a [`Figment`] into the raw model, collecting every problem instead of stopping at the
+//! first: a key that fails to parse is reported and dropped, and the section is read again.
+
+use figment::error::Kind as FigKind;
+use figment::providers::Serialized;
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+
+use super::raw::{self, RawDependency};
+use super::validate::{validate, RawConfig};
+use super::{Config, ConfigError, ConfigErrors};
+
+/// Reads and validates the configuration held by `figment`. `env` resolves the environment
+/// variables that `*_env` keys name (pass `|k| std::env::var(k).ok()` in production).
+pub fn load(
+    figment: &Figment,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let root: Dict = match figment.extract::<Dict>() {
+        Ok(root) => root,
+        Err(e) => {
+            // The file itself does not parse (TOML syntax): nothing else can be read.
+            for e in e {
+                errors.push(ConfigError::new(e.path.join("."), e.kind.to_string()));
+            }
+            return Err(ConfigErrors(errors));
+        }
+    };
+    // figment nests everything under the selected profile's name only when profiles are used;
+    // a plain file gives the sections at the top.
+    for key in root.keys() {
+        if !raw::SECTIONS.contains(&key.as_str()) {
+            errors.push(ConfigError::new(
+                key.clone(),
+                format!(
+                    "unknown section{}; the sections are: {}",
+                    suggest(key, raw::SECTIONS),
+                    raw::SECTIONS.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let raw = RawConfig {
+        server: section(&root, "server", &mut errors),
+        startup: section(&root, "startup", &mut errors),
+        liveness: section(&root, "liveness", &mut errors),
+        readiness: section(&root, "readiness", &mut errors),
+        drain: section(&root, "drain", &mut errors),
+        probes: section(&root, "probes", &mut errors),
+        dependencies: dependencies(&root, &mut errors),
+    };
+    match validate(raw, env) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(more) => {
+            errors.extend(more.0);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn section<T: DeserializeOwned + Default>(
+    root: &Dict,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    match root.get(name) {
+        None => T::default(),
+        Some(Value::Dict(_, dict)) => extract_lenient(dict.clone(), name, errors),
+        Some(other) => {
+            errors.push(ConfigError::new(
+                name,
+                format!(
+                    "expected a table ([{name}]), found {}",
+                    describe_value(other)
+                ),
+            ));
+            T::default()
+        }
+    }
+}
+
+fn dependencies(root: &Dict, errors: &mut Vec<ConfigError>) -> Vec<RawDependency> {
+    match root.get("dependencies") {
+        None => Vec::new(),
+        Some(Value::Array(_, items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let prefix = format!("dependencies[{i}]");
+                match item {
+                    Value::Dict(_, dict) => extract_lenient(dict.clone(), &prefix, errors),
+                    other => {
+                        errors.push(ConfigError::new(
+                            prefix,
+                            format!(
+                                "expected a table ([[dependencies]]), found {}",
+                                describe_value(other)
+                            ),
+                        ));
+                        RawDependency::default()
+                    }
+                }
+            })
+            .collect(),
+        Some(other) => {
+            errors.push(ConfigError::new(
+                "dependencies",
+                format!(
+                    "expected an array of tables ([[dependencies]]), found {}",
+                    describe_value(other)
+                ),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes `dict`; each key that fails is reported under `prefix` and removed, then the rest
+/// is read again, so one wrong type does not hide the next.
+fn extract_lenient<T: DeserializeOwned + Default>(
+    mut dict: Dict,
+    prefix: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    // Each round removes at least one key, so this ends; the bound is only a guard.
+    for _ in 0..256 {
+        let err = match Figment::from(Serialized::defaults(&dict)).extract::<T>() {
+            Ok(value) => return value,
+            Err(err) => err,
+        };
+        let mut removed = false;
+        for e in err {
+            let mut path = e.path.clone();
+            let message = match &e.kind {
+                FigKind::UnknownField(field, expected) => {
+                    if path.last() != Some(field) {
+                        path.push(field.clone());
+                    }
+                    format!(
+                        "unknown key{}; expected one of: {}",
+                        suggest(field, expected),
+                        expected.join(", ")
+                    )
+                }
+                FigKind::InvalidType(actual, expected) => {
+                    format!("expected {expected}, found {actual}")
+                }
+                FigKind::InvalidValue(actual, expected) => {
+                    format!("invalid value {actual}: expected {expected}")
+                }
+                other => other.to_string(),
+            };
+            errors.push(ConfigError::new(join_key(prefix, &path), message));
+            removed |= remove_path(&mut dict, &path);
+        }
+        if !removed {
+            return T::default();
+        }
+    }
+    T::default()
+}
+
+fn remove_path(dict: &mut Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => dict.remove(last).is_some(),
+        [first, rest @ ..] => match dict.get_mut(first) {
+            Some(Value::Dict(_, inner)) => remove_path(inner, rest),
+            // An array element (a list of strings with one bad item): drop the whole key.
+            Some(_) => dict.remove(first).is_some(),
+            None => false,
+        },
+    }
+}
+
+/// `prefix` + path, with array indices written `[i]`.
+fn join_key(prefix: &str, path: &[String]) -> String {
+    let mut key = prefix.to_owned();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
+}
+
+/// ` (did you mean "x"?)` when a known name is close to `given`.
+pub(crate) fn suggest(given: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(given, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!(" (did you mean \"{k}\"?)"))
+        .unwrap_or_default()
+}
+
+fn describe_value(v: &Value) -> &'static str {
+    match v {
+        Value::String(..) => "a string",
+        Value::Char(..) => "a character",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "nothing",
+        Value::Dict(..) => "a table",
+        Value::Array(..) => "an array",
+    }
+}

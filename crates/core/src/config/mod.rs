@@ -1,0 +1,295 @@
+//! The `health.toml` model: raw serde structs in, a validated [`Config`] out.
+//!
+//! [`load`] reads a [`figment::Figment`] (the binary builds it from the file and `VITALS_*`
+//! variables), reports every problem at once, each under its key path with a fix, and yields a
+//! [`Config`] whose invariants the rest of vitals relies on: unique names, timeouts shorter than
+//! intervals, secrets resolved from the environment.
+
+mod load;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::{Duration, Secret};
+
+pub use load::load;
+pub use validate::validate;
+
+/// One problem in the configuration, under the key that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, such as `dependencies[2].timeout`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} configuration problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub startup: Startup,
+    pub liveness: Liveness,
+    pub readiness: Readiness,
+    pub drain: Drain,
+    pub probes: Probes,
+    pub dependencies: Vec<Dependency>,
+}
+
+impl Default for Config {
+    /// No dependencies: ready as soon as it starts.
+    fn default() -> Self {
+        validate(Default::default(), &|_| None).expect("the empty configuration is valid")
+    }
+}
+
+impl Config {
+    pub fn dependency(&self, name: &str) -> Option<(usize, &Dependency)> {
+        self.dependencies
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Environment variable name the admin token came from (kept for messages).
+    pub admin_token_env: Option<String>,
+    pub admin_token: Option<Secret>,
+    pub header_read_timeout: Duration,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub timeout: Duration,
+    /// Indices into [`Config::dependencies`] that must succeed once before startup passes.
+    pub require: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub stall_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    pub degraded_status: u16,
+}
+
+/// Statuses `/readyz` may answer while degraded: any 2xx, or 429 (Consul's "warning").
+pub fn is_valid_degraded_status(code: u16) -> bool {
+    (200..300).contains(&code) || code == 429
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub delay: Duration,
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Probes {
+    pub liveness: ProbeTiming,
+    pub readiness: ProbeTiming,
+    pub startup: ProbeTiming,
+}
+
+/// How an orchestrator should probe one vitals route. Read by the platform adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTiming {
+    pub period: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    OpenAi,
+    Anthropic,
+    Http,
+    Tcp,
+    Redis,
+    Postgres,
+    Exec,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::OpenAi,
+        Kind::Anthropic,
+        Kind::Http,
+        Kind::Tcp,
+        Kind::Redis,
+        Kind::Postgres,
+        Kind::Exec,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OpenAi => "openai",
+            Kind::Anthropic => "anthropic",
+            Kind::Http => "http",
+            Kind::Tcp => "tcp",
+            Kind::Redis => "redis",
+            Kind::Postgres => "postgres",
+            Kind::Exec => "exec",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Default check interval: LLM calls cost money and are rationed; vector stores are cheap.
+    pub fn default_interval(self) -> Duration {
+        match self {
+            Kind::OpenAi | Kind::Anthropic => Duration::from_secs(30),
+            Kind::Redis | Kind::Postgres => Duration::from_secs(15),
+            Kind::Http | Kind::Tcp | Kind::Exec => Duration::from_secs(30),
+        }
+    }
+
+    pub fn default_timeout(self) -> Duration {
+        match self {
+            Kind::OpenAi | Kind::Anthropic => Duration::from_secs(10),
+            Kind::Tcp => Duration::from_secs(2),
+            _ => Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    pub name: String,
+    pub kind: Kind,
+    pub critical: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    /// A result older than this counts as failing.
+    pub stale_after: Duration,
+    pub check: Check,
+}
+
+/// What to do to check one dependency.
+#[derive(Debug, Clone)]
+pub enum Check {
+    Http(HttpCheck),
+    Tcp(TcpCheck),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Head,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    pub url: url::Url,
+    pub method: HttpMethod,
+    /// Empty means any 2xx.
+    pub expect_status: Vec<u16>,
+    pub expect_body: Option<String>,
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl HttpCheck {
+    pub fn status_ok(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect_status.contains(&status)
+        }
+    }
+}
+
+/// A request header's value: written in the file, or read from the environment and kept secret.
+#[derive(Debug, Clone)]
+pub enum HeaderValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpCheck {
+    /// `host:port`.
+    pub address: String,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! `health.toml` as written: every field optional, unknown keys refused. [`super::validate`]
+//! turns this into the checked [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::Duration;
+
+/// The whole file. Each section is read on its own so that one bad section does not hide the
+/// problems of the others.
+pub(crate) const SECTIONS: &[&str] = &[
+    "server",
+    "startup",
+    "liveness",
+    "readiness",
+    "drain",
+    "probes",
+    "dependencies",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `host:port` the probe server listens on (default `0.0.0.0:8080`).
+    pub listen: Option<String>,
+    /// Name of an environment variable holding a token that lets non-loopback callers
+    /// `POST /drain` with `Authorization: Bearer <token>`.
+    pub admin_token_env: Option<String>,
+    /// How long a client may take to send a request's headers before the connection is closed.
+    pub header_read_timeout: Option<Duration>,
+    /// How many connections are served at once; further ones are closed at accept.
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStartup {
+    /// The startup budget: how long a boot may take. Adapters size startup probes from it.
+    pub timeout: Option<Duration>,
+    /// Dependencies that must succeed once before `/startupz` passes (default: every critical one).
+    pub require: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLiveness {
+    /// `/healthz` fails when the heartbeat is older than this.
+    pub stall_after: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadiness {
+    /// The status `/readyz` answers while degraded: 200 (default) or 429.
+    pub degraded_status: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    /// After SIGTERM, keep serving with readiness 503 for this long.
+    pub delay: Option<Duration>,
+    /// Then wait at most this long for in-flight requests before exiting.
+    pub grace: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbes {
+    /// How the orchestrator should probe `/healthz`.
+    pub liveness: Option<RawProbeTiming>,
+    /// How the orchestrator should probe `/readyz`.
+    pub readiness: Option<RawProbeTiming>,
+    /// How the orchestrator should probe `/startupz`.
+    pub startup: Option<RawProbeTiming>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbeTiming {
+    /// Time between two probes.
+    pub period: Option<Duration>,
+    /// How long one probe may take.
+    pub timeout: Option<Duration>,
+    /// Consecutive failures before the orchestrator acts.
+    pub failure_threshold: Option<u32>,
+    /// Consecutive successes before the orchestrator counts the probe as passing again.
+    pub success_threshold: Option<u32>,
+}
+
+/// One `[[dependencies]]` entry. The fields a kind does not use are refused by validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDependency {
+    /// Unique name, used in routes (`/readyz/{name}`), metrics and logs.
+    pub name: Option<String>,
+    /// What to check: openai, anthropic, http, tcp, redis, postgres or exec.
+    pub kind: Option<String>,
+    /// A critical dependency that is down makes readiness 503; a non-critical one only degrades.
+    pub critical: Option<bool>,
+    /// Time between two checks.
+    pub interval: Option<Duration>,
+    /// How long one check may take; shorter than `interval`.
+    pub timeout: Option<Duration>,
+    /// Consecutive failures before the dependency counts as down.
+    pub failure_threshold: Option<u32>,
+    /// Consecutive successes before a down dependency counts as up again.
+    pub success_threshold: Option<u32>,
+    /// A result older than this counts as a failure (default `2 × interval + timeout`).
+    pub stale_after: Option<Duration>,
+
+    // LLM providers.
+    /// Provider base URL, such as `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// Model name the check uses.
+    pub model: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// LLM check mode: models, completion or semantic.
+    pub check: Option<String>,
+    /// Semantic check: the validation prompt.
+    pub prompt: Option<String>,
+    /// Semantic check: substring or `/regex/` the answer must match.
+    pub expect: Option<String>,
+
+    // tcp.
+    /// `host:port` to connect to.
+    pub address: Option<String>,
+
+    // http.
+    /// URL to request.
+    pub url: Option<String>,
+    /// GET (default) or HEAD.
+    pub method: Option<String>,
+    /// Statuses that count as healthy (default: any 2xx).
+    pub expect_status: Option<Vec<u16>>,
+    /// A substring the response body must contain.
+    pub expect_body: Option<String>,
+    /// Request headers with literal values.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Request headers whose values come from environment variables: header name → variable name.
+    pub headers_env: Option<BTreeMap<String, String>>,
+}
