@@ -130,24 +130,29 @@ pub fn validate(
     );
     let probes = probes(&mut e, raw.probes, startup_timeout);
 
+    // Names are compared as written, so a duplicate is reported even when either entry has
+    // other problems.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in raw.dependencies.iter().enumerate() {
+        let Some(name) = d.name.as_deref() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(name, i) {
+            e.push(
+                format!("dependencies[{i}].name"),
+                format!(
+                    "\"{name}\" is already used by dependencies[{first}]; names must be unique"
+                ),
+            );
+            seen.insert(name, first);
+        }
+    }
     let dependencies: Vec<Dependency> = raw
         .dependencies
         .into_iter()
         .enumerate()
         .filter_map(|(i, d)| dependency(&mut e, i, d, env))
         .collect();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, d) in dependencies.iter().enumerate() {
-        if let Some(first) = seen.insert(&d.name, i) {
-            e.push(
-                format!("dependencies[{i}].name"),
-                format!(
-                    "\"{}\" is already used by dependencies[{first}]; names must be unique",
-                    d.name
-                ),
-            );
-        }
-    }
 
     let require = match raw.startup.require {
         None => dependencies

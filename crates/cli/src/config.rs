@@ -1,0 +1,89 @@
+//! Loading `health.toml` plus `VITALS_*` variables, and `vitals validate`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use vitals_core::Config;
+
+use crate::EXIT_CONFIG;
+
+/// The file (when given), then `VITALS_<SECTION>__<KEY>` variables. Only variables with `__` are
+/// configuration, so `VITALS_CONFIG` and `VITALS_LOG_FORMAT` stay flags.
+pub fn figment(path: Option<&Path>) -> Figment {
+    let mut f = Figment::new();
+    if let Some(path) = path {
+        f = f.merge(Toml::file_exact(path));
+    }
+    f.merge(
+        Env::prefixed("VITALS_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    )
+}
+
+/// Reads and validates; on failure prints every problem and returns the exit code.
+pub fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
+    if let Some(path) = path {
+        if let Err(e) = std::fs::metadata(path) {
+            eprintln!(
+                "error: cannot read {}: {e}; pass an existing file to --config",
+                path.display()
+            );
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    match vitals_core::config::load(&figment(path), &|k| std::env::var(k).ok()) {
+        Ok(c) => Ok(c),
+        Err(errors) => {
+            let source = path
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "configuration".into());
+            eprint!("error: {source}: {errors}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+pub fn validate_command(path: &Path) -> ExitCode {
+    match load(Some(path)) {
+        Err(code) => code,
+        Ok(config) => {
+            println!("{}: valid", path.display());
+            println!("  listen {}", config.server.listen);
+            println!(
+                "  startup budget {}, requires: {}",
+                config.startup.timeout,
+                names(&config, &config.startup.require)
+            );
+            if config.dependencies.is_empty() {
+                println!("  no dependencies: ready as soon as it starts");
+            }
+            for d in &config.dependencies {
+                println!(
+                    "  dependency {} ({}, {}): every {}, timeout {}, down after {} failure(s), stale after {}",
+                    d.name,
+                    d.kind,
+                    if d.critical { "critical" } else { "non-critical" },
+                    d.interval,
+                    d.timeout,
+                    d.failure_threshold,
+                    d.stale_after
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn names(config: &Config, indices: &[usize]) -> String {
+    if indices.is_empty() {
+        return "nothing".into();
+    }
+    indices
+        .iter()
+        .map(|&i| config.dependencies[i].name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,307 @@
+//! `kind = "http"`: a GET or HEAD that must answer an expected status, and optionally contain a
+//! substring in the first 64 KiB of its body.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue as ReqHeaderValue};
+use vitals_core::config::{HeaderValue, HttpCheck, HttpMethod};
+use vitals_core::lifecycle::Outcome;
+use vitals_core::Secret;
+
+use super::{failed, root_cause, BuildError};
+
+/// How much of a body is read at most: enough for any health document, bounded for a hostile one.
+const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct HttpChecker {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    method: HttpMethod,
+    expect_status: Vec<u16>,
+    expect_body: Option<String>,
+    headers: HeaderMap,
+    secrets: Vec<Secret>,
+}
+
+impl HttpChecker {
+    pub fn new(check: &HttpCheck, timeout: Duration) -> Result<Self, BuildError> {
+        let mut headers = HeaderMap::new();
+        let mut secrets = Vec::new();
+        for (name, value) in &check.headers {
+            let v = match value {
+                HeaderValue::Plain(v) => ReqHeaderValue::from_str(v),
+                HeaderValue::Secret(s) => {
+                    secrets.push(s.clone());
+                    ReqHeaderValue::from_str(s.expose()).map(|mut v| {
+                        v.set_sensitive(true);
+                        v
+                    })
+                }
+            };
+            // Validation already checked every value; a failure here is a bug, reported as such.
+            let v = v.map_err(|_| BuildError {
+                name: check.url.to_string(),
+                reason: format!("header {name} has an invalid value"),
+            })?;
+            headers.insert(name.clone(), v);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError {
+                name: check.url.to_string(),
+                reason: root_cause(&e),
+            })?;
+        Ok(HttpChecker {
+            client,
+            url: check.url.clone(),
+            method: check.method,
+            expect_status: check.expect_status.clone(),
+            expect_body: check.expect_body.clone(),
+            headers,
+            secrets,
+        })
+    }
+
+    pub async fn check(&self) -> Outcome {
+        let outcome = self.run().await;
+        match outcome {
+            Outcome::Failed { reason } => failed(self.scrub(reason)),
+            other => other,
+        }
+    }
+
+    fn scrub(&self, mut reason: String) -> String {
+        for s in &self.secrets {
+            reason = s.scrub(&reason);
+        }
+        reason
+    }
+
+    async fn run(&self) -> Outcome {
+        let method = match self.method {
+            HttpMethod::Get => reqwest::Method::GET,
+            HttpMethod::Head => reqwest::Method::HEAD,
+        };
+        let response = match self
+            .client
+            .request(method, self.url.clone())
+            .headers(self.headers.clone())
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return failed(describe_reqwest_error(&e)),
+        };
+        let status = response.status().as_u16();
+        let html = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("html"));
+        let status_ok = if self.expect_status.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.expect_status.contains(&status)
+        };
+        if !status_ok {
+            let expected = if self.expect_status.is_empty() {
+                "2xx".to_owned()
+            } else {
+                self.expect_status
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            };
+            return failed(format!(
+                "HTTP {status} (expected {expected}){}",
+                if html { ", an HTML error page" } else { "" }
+            ));
+        }
+        let Some(needle) = &self.expect_body else {
+            return Outcome::Success;
+        };
+        match read_bounded(response, BODY_LIMIT).await {
+            Ok(body) if contains(&body, needle.as_bytes()) => Outcome::Success,
+            Ok(body) => failed(format!(
+                "HTTP {status} but the body ({} bytes{}) does not contain {needle:?}",
+                body.len(),
+                if body.len() >= BODY_LIMIT {
+                    " read"
+                } else {
+                    ""
+                }
+            )),
+            Err(e) => failed(format!(
+                "HTTP {status} but reading the body failed: {}",
+                describe_reqwest_error(&e)
+            )),
+        }
+    }
+}
+
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A short, specific reason; never the URL's query or any header.
+pub(crate) fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let cause = root_cause(e);
+    if e.is_connect() {
+        if cause.contains("dns error")
+            || cause.contains("failed to lookup")
+            || cause.contains("Name or service not known")
+        {
+            return format!("cannot resolve host: {cause}");
+        }
+        if cause.to_lowercase().contains("certificate")
+            || cause.contains("tls")
+            || cause.contains("TLS")
+        {
+            return format!("TLS error: {cause}");
+        }
+        if cause.contains("Connection refused") {
+            return "connection refused".to_owned();
+        }
+        return format!("cannot connect: {cause}");
+    }
+    if e.is_redirect() {
+        return "too many redirects".to_owned();
+    }
+    if e.is_body() || e.is_decode() {
+        return format!("bad response body: {cause}");
+    }
+    cause
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker(url: &str, f: impl FnOnce(&mut HttpCheck)) -> HttpChecker {
+        let mut c = HttpCheck {
+            url: url.parse().unwrap(),
+            method: HttpMethod::Get,
+            expect_status: vec![],
+            expect_body: None,
+            headers: vec![],
+        };
+        f(&mut c);
+        HttpChecker::new(&c, Duration::from_secs(2)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_hundred_is_up() {
+        let mut server = mockito::Server::new_async().await;
+        let m = server
+            .mock("GET", "/health")
+            .with_status(200)
+            .create_async()
+            .await;
+        let c = checker(&format!("{}/health", server.url()), |_| {});
+        assert_eq!(c.check().await, Outcome::Success);
+        m.assert_async().await;
+    }
+
+    #[tokio::test]
+    async fn html_error_page_says_so() {
+        let mut server = mockito::Server::new_async().await;
+        server
+            .mock("GET", "/health")
+            .with_status(502)
+            .with_header("content-type", "text/html")
+            .with_body("<html><body>Bad gateway</body></html>")
+            .create_async()
+            .await;
+        let c = checker(&format!("{}/health", server.url()), |_| {});
+        assert_eq!(
+            c.check().await,
+            failed("HTTP 502 (expected 2xx), an HTML error page")
+        );
+    }
+
+    #[tokio::test]
+    async fn expected_statuses_and_body() {
+        let mut server = mockito::Server::new_async().await;
+        server
+            .mock("GET", "/s")
+            .with_status(204)
+            .create_async()
+            .await;
+        server
+            .mock("GET", "/b")
+            .with_status(200)
+            .with_body("{\"status\":\"degraded\"}")
+            .create_async()
+            .await;
+        let c = checker(&format!("{}/s", server.url()), |c| {
+            c.expect_status = vec![200]
+        });
+        assert_eq!(c.check().await, failed("HTTP 204 (expected 200)"));
+        let c = checker(&format!("{}/b", server.url()), |c| {
+            c.expect_body = Some("\"ok\"".into())
+        });
+        assert_eq!(
+            c.check().await,
+            failed("HTTP 200 but the body (21 bytes) does not contain \"\\\"ok\\\"\"")
+        );
+        let c = checker(&format!("{}/b", server.url()), |c| {
+            c.expect_body = Some("degraded".into())
+        });
+        assert_eq!(c.check().await, Outcome::Success);
+    }
+
+    #[tokio::test]
+    async fn secret_header_is_sent_and_never_reported() {
+        let mut server = mockito::Server::new_async().await;
+        let m = server
+            .mock("HEAD", "/h")
+            .match_header("authorization", "Bearer tok-123456")
+            .with_status(401)
+            .create_async()
+            .await;
+        let c = checker(&format!("{}/h", server.url()), |c| {
+            c.method = HttpMethod::Head;
+            c.headers = vec![(
+                "authorization".parse().unwrap(),
+                HeaderValue::Secret(Secret::new("Bearer tok-123456")),
+            )];
+        });
+        let outcome = c.check().await;
+        m.assert_async().await;
+        assert_eq!(outcome, failed("HTTP 401 (expected 2xx)"));
+        assert!(!format!("{c:?}").contains("tok-123456"));
+    }
+
+    #[tokio::test]
+    async fn refused_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let c = checker(&format!("http://{addr}/"), |_| {});
+        assert_eq!(c.check().await, failed("connection refused"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Every metric vitals exports, named in one place (DESIGN.md's metrics contract).
+//!
+//! Counters and histograms are updated by the check loops; the 0/1 gauges are set from the
+//! snapshot at scrape time, so `vitals_ready` is 1 exactly when `/readyz` would answer 2xx at that
+//! moment. Labels are bounded: dependency names come from the configuration, never from errors.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use vitals_core::config::Config;
+use vitals_core::lifecycle::{Lifecycle, Outcome, Readiness};
+
+/// Buckets for check latencies, 1 ms to 30 s: a local store answers in milliseconds, an LLM
+/// completion in seconds, and a timeout lands in the last bucket.
+pub const CHECK_DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: String,
+    kind: String,
+    critical: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabel {
+    dependency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    dependency: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    dependency: String,
+    direction: String,
+}
+
+/// The registry and handles to each metric.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Serialises scrapes: gauges are set from the snapshot, then encoded.
+    scrape: Mutex<()>,
+    names: Vec<String>,
+    /// Whether `/readyz` answers 2xx while degraded (`readiness.degraded_status`).
+    degraded_is_2xx: bool,
+    dep_labels: Vec<DependencyLabels>,
+    live: Gauge,
+    started: Gauge,
+    ready: Gauge,
+    degraded: Gauge,
+    draining: Gauge,
+    dependency_up: Family<DependencyLabels, Gauge>,
+    check_duration: Family<NameLabel, Histogram>,
+    checks: Family<OutcomeLabels, Counter>,
+    last_success: Family<NameLabel, Gauge<f64, AtomicU64>>,
+    llm_tokens: Family<TokenLabels, Counter>,
+    process_start: Gauge<f64, AtomicU64>,
+}
+
+fn check_histogram() -> Histogram {
+    Histogram::new(CHECK_DURATION_BUCKETS)
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Metrics {
+    pub fn new(config: &Config) -> Self {
+        let mut registry = Registry::default();
+        let live = Gauge::default();
+        let started = Gauge::default();
+        let ready = Gauge::default();
+        let degraded = Gauge::default();
+        let draining = Gauge::default();
+        let dependency_up = Family::<DependencyLabels, Gauge>::default();
+        let check_duration = Family::<NameLabel, Histogram>::new_with_constructor(
+            check_histogram as fn() -> Histogram,
+        );
+        let checks = Family::<OutcomeLabels, Counter>::default();
+        let last_success = Family::<NameLabel, Gauge<f64, AtomicU64>>::default();
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
+        let process_start = Gauge::<f64, AtomicU64>::default();
+
+        registry.register("vitals_live", "1 when /healthz answers 200", live.clone());
+        registry.register(
+            "vitals_started",
+            "1 once the startup gate has passed (/startupz 200)",
+            started.clone(),
+        );
+        registry.register(
+            "vitals_ready",
+            "1 exactly when /readyz answers 2xx",
+            ready.clone(),
+        );
+        registry.register(
+            "vitals_degraded",
+            "1 when a non-critical dependency is down and /readyz says degraded",
+            degraded.clone(),
+        );
+        registry.register(
+            "vitals_draining",
+            "1 while draining after SIGTERM or POST /drain",
+            draining.clone(),
+        );
+        registry.register(
+            "vitals_dependency_up",
+            "1 when the dependency counts as up (thresholds and staleness applied)",
+            dependency_up.clone(),
+        );
+        registry.register(
+            "vitals_dependency_check_duration_seconds",
+            "How long each dependency check took",
+            check_duration.clone(),
+        );
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "vitals_dependency_checks",
+            "Dependency checks by outcome (success, failure, timeout)",
+            checks.clone(),
+        );
+        registry.register(
+            "vitals_dependency_last_success_timestamp_seconds",
+            "Unix time of the dependency's last successful check",
+            last_success.clone(),
+        );
+        registry.register(
+            "vitals_llm_probe_tokens",
+            "Tokens spent by LLM probes, from the provider's usage",
+            llm_tokens.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            process_start.clone(),
+        );
+        process_start.set(unix_seconds(SystemTime::now()));
+
+        let dep_labels: Vec<DependencyLabels> = config
+            .dependencies
+            .iter()
+            .map(|d| DependencyLabels {
+                dependency: d.name.clone(),
+                kind: d.kind.as_str().to_owned(),
+                critical: d.critical.to_string(),
+            })
+            .collect();
+        let names: Vec<String> = config.dependencies.iter().map(|d| d.name.clone()).collect();
+        // Create every series up front so a dashboard sees zeros, not gaps, before the first check.
+        for (labels, name) in dep_labels.iter().zip(&names) {
+            drop(dependency_up.get_or_create(labels));
+            drop(check_duration.get_or_create(&NameLabel {
+                dependency: name.clone(),
+            }));
+            for outcome in ["success", "failure", "timeout"] {
+                drop(checks.get_or_create(&OutcomeLabels {
+                    dependency: name.clone(),
+                    outcome: outcome.to_owned(),
+                }));
+            }
+        }
+        Metrics {
+            registry,
+            scrape: Mutex::new(()),
+            names,
+            degraded_is_2xx: (200..300).contains(&config.readiness.degraded_status),
+            dep_labels,
+            live,
+            started,
+            ready,
+            degraded,
+            draining,
+            dependency_up,
+            check_duration,
+            checks,
+            last_success,
+            llm_tokens,
+            process_start,
+        }
+    }
+
+    /// Records one finished check of dependency `index`.
+    pub fn record_check(&self, index: usize, outcome: &Outcome, latency: Duration) {
+        let Some(name) = self.names.get(index) else {
+            return;
+        };
+        self.check_duration
+            .get_or_create(&NameLabel {
+                dependency: name.clone(),
+            })
+            .observe(latency.as_secs_f64());
+        self.checks
+            .get_or_create(&OutcomeLabels {
+                dependency: name.clone(),
+                outcome: outcome.label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Adds tokens an LLM probe spent, as the provider reported them.
+    pub fn record_tokens(&self, index: usize, prompt: u64, completion: u64) {
+        let Some(name) = self.names.get(index) else {
+            return;
+        };
+        for (direction, n) in [("prompt", prompt), ("completion", completion)] {
+            self.llm_tokens
+                .get_or_create(&TokenLabels {
+                    dependency: name.clone(),
+                    direction: direction.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// The Prometheus text exposition for this moment: gauges from `state` at `now`, `live` from
+    /// the heartbeat.
+    pub fn encode(&self, state: &Lifecycle, now: std::time::Instant, live: bool) -> String {
+        let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let readiness = state.readiness(now);
+        self.live.set(i64::from(live && state.live()));
+        self.started.set(i64::from(state.started()));
+        let degraded = readiness == Readiness::Degraded;
+        self.ready.set(i64::from(
+            readiness.is_serving() && (self.degraded_is_2xx || !degraded),
+        ));
+        self.degraded.set(i64::from(degraded));
+        self.draining.set(i64::from(state.is_draining()));
+        let wall_now = SystemTime::now();
+        for (i, labels) in self.dep_labels.iter().enumerate() {
+            self.dependency_up
+                .get_or_create(labels)
+                .set(i64::from(state.is_up(i, now)));
+            if let Some(at) = state.dependencies().get(i).and_then(|d| d.last_success_at) {
+                let ago = now.saturating_duration_since(at);
+                self.last_success
+                    .get_or_create(&NameLabel {
+                        dependency: labels.dependency.clone(),
+                    })
+                    .set(unix_seconds(wall_now - ago));
+            }
+        }
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn process_start_seconds(&self) -> f64 {
+        self.process_start.get()
+    }
+}

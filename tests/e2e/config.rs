@@ -1,0 +1,121 @@
+use std::process::Command;
+
+use crate::bin;
+
+fn validate(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile_dir();
+    let path = dir.join("health.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("validate").arg("--config").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "vitals-e2e-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn invalid_config_exits_64_listing_every_problem() {
+    let (code, _, stderr) = validate(
+        r#"
+        [server]
+        listen = "everywhere"
+        [[dependencies]]
+        name = "tool"
+        kind = "http"
+        url = "http://127.0.0.1:9/"
+        interval = "2s"
+        timeout = "0s"
+        headers_env = { Authorization = "NOT_SET_ANYWHERE_E2E" }
+        [[dependencies]]
+        name = "tool"
+        kind = "tcp"
+        address = "x:1"
+        bogus = 1
+        "#,
+        &[],
+    );
+    assert_eq!(code, Some(64), "{stderr}");
+    for want in [
+        "server.listen: \"everywhere\" is not an address",
+        "dependencies[0].timeout: must be greater than zero",
+        "dependencies[0].headers_env.Authorization: environment variable NOT_SET_ANYWHERE_E2E is not set",
+        "dependencies[1].bogus: unknown key",
+        "dependencies[1].name: \"tool\" is already used by dependencies[0]",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("5 configuration problems"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_a_bad_config_before_starting_anything() {
+    let dir = tempfile_dir();
+    let path = dir.join("health.toml");
+    std::fs::write(&path, "[readiness]\ndegraded_status = 500\n").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("readiness.degraded_status: 500 is not allowed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving"), "nothing may start: {stderr}");
+}
+
+#[test]
+fn a_missing_file_is_a_config_error() {
+    let out = Command::new(bin())
+        .args(["validate", "--config", "/nonexistent/health.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/health.toml"));
+}
+
+#[test]
+fn valid_config_summarises_and_env_overrides_the_file() {
+    let (code, stdout, stderr) = validate(
+        "[[dependencies]]\nname = \"crm\"\nkind = \"tcp\"\naddress = \"crm:5432\"\ncritical = false\n",
+        &[("VITALS_SERVER__LISTEN", "127.0.0.1:9999")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("listen 127.0.0.1:9999"), "{stdout}");
+    assert!(
+        stdout.contains("dependency crm (tcp, non-critical): every 30s, timeout 2s"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = validate("", &[("VITALS_DRAIN__DELAY", "soon")]);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("drain.delay: \"soon\" is not a duration"),
+        "{stderr}"
+    );
+}

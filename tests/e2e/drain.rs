@@ -1,0 +1,79 @@
+use std::time::{Duration, Instant};
+
+use vitals_test_util::VitalsProcess;
+
+use crate::{bin, client, expect_status_within, status};
+
+#[tokio::test]
+async fn sigterm_drains_readiness_first_then_exits_zero() {
+    let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"2s\"\ngrace = \"1s\"\n", &[]);
+    assert_eq!(status(&v.url("/readyz")).await, 200);
+    let sent = Instant::now();
+    v.signal("TERM");
+    expect_status_within(&v.url("/readyz"), 503, Duration::from_millis(500)).await;
+    // Throughout the delay, liveness stays 200 and readiness stays 503.
+    while sent.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(status(&v.url("/healthz")).await, 200);
+        assert_eq!(status(&v.url("/readyz")).await, 503);
+        assert_eq!(
+            status(&v.url("/startupz")).await,
+            200,
+            "/startupz is unchanged while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = client()
+        .get(v.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vitals_draining 1") && metrics.contains("vitals_ready 0"),
+        "{metrics}"
+    );
+    let exit = v
+        .wait_exit(Duration::from_secs(5))
+        .expect("vitals did not exit after delay + grace");
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "exited before drain.delay: {:?}",
+        sent.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn sigint_drains_too_and_a_second_signal_exits_at_once() {
+    let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"30s\"\n", &[]);
+    v.signal("INT");
+    expect_status_within(&v.url("/readyz"), 503, Duration::from_millis(500)).await;
+    assert_eq!(status(&v.url("/healthz")).await, 200);
+    let t = Instant::now();
+    v.signal("INT");
+    let exit = v
+        .wait_exit(Duration::from_secs(5))
+        .expect("second signal did not end it");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(130));
+}
+
+#[tokio::test]
+async fn post_drain_is_for_loopback_and_starts_the_same_sequence() {
+    let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"200ms\"\ngrace = \"1s\"\n", &[]);
+    let get = client().get(v.url("/drain")).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    assert_eq!(get.headers()["allow"], "POST");
+    let r = client().post(v.url("/drain")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let exit = v
+        .wait_exit(Duration::from_secs(5))
+        .expect("did not exit after POST /drain");
+    assert_eq!(exit.code(), Some(0));
+    assert!(v
+        .logs()
+        .iter()
+        .any(|l| l.contains("drain requested over HTTP")));
+}

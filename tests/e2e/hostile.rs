@@ -1,0 +1,97 @@
+//! Clients that misbehave must not delay the probes.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vitals_test_util::VitalsProcess;
+
+use crate::{bin, client, status};
+
+#[tokio::test]
+async fn slowloris_and_idle_connections_are_cut_and_do_not_delay_probes() {
+    let v = VitalsProcess::start(&bin(), "[server]\nheader_read_timeout = \"1s\"\n", &[]);
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(v.addr()).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let idle = TcpStream::connect(v.addr()).await.unwrap();
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(status(&v.url("/healthz")).await, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "probe delayed {:?}",
+            t.elapsed()
+        );
+    }
+    // Each slow connection is closed once the header-read timeout passes.
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    let mut s = slow.pop().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("slow client never cut")
+        .unwrap_or(0);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    let _ = n;
+    let mut idle = idle;
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("idle client never cut")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "idle connection closed without a response");
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_are_refused() {
+    let v = VitalsProcess::start(&bin(), "", &[]);
+    let mut s = TcpStream::connect(v.addr()).await.unwrap();
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    let mut s = TcpStream::connect(v.addr()).await.unwrap();
+    s.write_all(b"\x16\x03\x01 this is not http\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(status(&v.url("/readyz")).await, 200);
+}
+
+#[tokio::test]
+async fn the_connection_cap_frees_up_as_slow_clients_time_out() {
+    let v = VitalsProcess::start(
+        &bin(),
+        "[server]\nheader_read_timeout = \"1s\"\nmax_connections = 4\n",
+        &[],
+    );
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(v.addr()).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Over the cap: the new connection is closed without an answer.
+    let over = client().get(v.url("/healthz")).send().await;
+    assert!(over.is_err(), "a fifth connection was served: {over:?}");
+    // The hostile ones time out and the cap frees up.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(status(&v.url("/healthz")).await, 200);
+}

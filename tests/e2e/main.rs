@@ -1,0 +1,77 @@
+//! End-to-end tests: the real `vitals` binary against real local HTTP and TCP servers.
+//!
+//! Every server here listens on 127.0.0.1 with a port the OS picked; nothing is mocked inside
+//! vitals. Timing bounds are the design's own (a failure visible within interval + timeout), with
+//! a small margin for process scheduling, never a sleep that hopes.
+
+mod config;
+mod drain;
+mod hostile;
+mod readiness;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vitals"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Status of `GET url`.
+pub async fn status(url: &str) -> u16 {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .status()
+        .as_u16()
+}
+
+/// Polls `url` until it answers `want`, failing if that takes longer than `within`. This checks a
+/// stated bound; it is not a retry that hides a wrong answer.
+pub async fn expect_status_within(url: &str, want: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = status(url).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() <= within,
+            "{url} still answered {got}, not {want}, after {:?} (bound {within:?})",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `url` until its body contains `want`, failing after `within`.
+pub async fn expect_body_within(url: &str, want: &str, within: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let body = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains(want) {
+            return body;
+        }
+        assert!(
+            start.elapsed() <= within,
+            "{url} never said {want:?} within {within:?}; last:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
