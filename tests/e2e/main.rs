@@ -7,6 +7,7 @@
 mod config;
 mod drain;
 mod hostile;
+mod metrics;
 mod readiness;
 
 use std::path::PathBuf;

@@ -14,5 +14,5 @@ mod metrics;
 mod monitor;
 
 pub use heartbeat::Heartbeat;
-pub use metrics::Metrics;
+pub use metrics::{Format as MetricsFormat, Metrics};
 pub use monitor::{now, Control, Monitor, Snapshot};

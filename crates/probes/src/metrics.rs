@@ -47,6 +47,61 @@ struct TokenLabels {
     direction: String,
 }
 
+/// The two exposition formats. Prometheus asks for OpenMetrics; `promtool check metrics`, curl
+/// and older scrapers read the classic text format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`.
+    Text,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// The format an `Accept` header asks for.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// OpenMetrics → classic text: a counter family takes its samples' `_total` name, and `# UNIT`
+/// and `# EOF` go. Everything else (gauges, histograms, label syntax) is the same in both.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 64);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The registry and handles to each metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -227,9 +282,15 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition for this moment: gauges from `state` at `now`, `live` from
-    /// the heartbeat.
-    pub fn encode(&self, state: &Lifecycle, now: std::time::Instant, live: bool) -> String {
+    /// The exposition for this moment, in `format`: gauges from `state` at `now`, `live` from the
+    /// heartbeat.
+    pub fn encode(
+        &self,
+        state: &Lifecycle,
+        now: std::time::Instant,
+        live: bool,
+        format: Format,
+    ) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let readiness = state.readiness(now);
         self.live.set(i64::from(live && state.live()));
@@ -257,10 +318,35 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Text => openmetrics_to_text(&out),
+        }
     }
 
     pub fn process_start_seconds(&self) -> f64 {
         self.process_start.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_take_their_total_name_in_the_text_format() {
+        let om = "# HELP c Checks.\n# TYPE c counter\nc_total{a=\"b\"} 1\n# HELP g G.\n# TYPE g gauge\n# UNIT g seconds\ng 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP c_total Checks.\n# TYPE c_total counter\nc_total{a=\"b\"} 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
+        );
+    }
+
+    #[test]
+    fn negotiation_prefers_what_prometheus_asks_for() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(None), Format::Text);
     }
 }

@@ -11,14 +11,12 @@ use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 use vitals_core::config::{is_valid_degraded_status, Config};
 use vitals_core::lifecycle::Readiness;
-use vitals_probes::{now, Control, Heartbeat, Metrics};
+use vitals_probes::{now, Control, Heartbeat, Metrics, MetricsFormat};
 
 use crate::status;
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const OPENMETRICS: HeaderValue =
-    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const DEGRADED: HeaderValue = HeaderValue::from_static("degraded");
 const AGENT_MODE: &str = "x-agent-mode";
@@ -89,7 +87,7 @@ impl App {
             "/readyz" if get_or_head => self.readiness(query),
             "/startupz" if get_or_head => self.startup(),
             "/status" if get_or_head => self.status(),
-            "/metrics" if get_or_head => self.metrics(),
+            "/metrics" if get_or_head => self.metrics(req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok())),
             "/drain" if method == Method::POST => self.drain(req, peer),
             p if p.starts_with("/readyz/") && get_or_head => self.dependency(&p["/readyz/".len()..]),
             "/healthz" | "/livez" | "/readyz" | "/startupz" | "/status" | "/metrics" => method_not_allowed("GET, HEAD"),
@@ -242,15 +240,16 @@ impl App {
         }
     }
 
-    fn metrics(&self) -> Resp {
+    fn metrics(&self, accept: Option<&str>) -> Resp {
         let snapshot = self.control.snapshot();
         let live = self
             .heartbeat
             .is_fresh(self.config.liveness.stall_after.std());
+        let format = MetricsFormat::negotiate(accept);
         respond(
             StatusCode::OK,
-            OPENMETRICS,
-            self.metrics.encode(&snapshot, now(), live),
+            HeaderValue::from_static(format.content_type()),
+            self.metrics.encode(&snapshot, now(), live, format),
         )
     }
 
@@ -322,3 +321,6 @@ fn method_not_allowed(allow: &'static str) -> Resp {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests;

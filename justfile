@@ -1,0 +1,20 @@
+# vitals recipes; CI runs `scripts/test-all`, which is `just test`.
+
+# Run the sidecar (no config: no dependencies, ready at once on 0.0.0.0:8080).
+run *ARGS:
+    cargo run --release -p vitals -- serve {{ARGS}}
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Install test services and run the whole suite (the same command CI runs).
+test:
+    scripts/test-all
+
+# Load benchmark of the probe routes against a bare hyper server; results go in BENCHMARKS.md.
+bench:
+    scripts/bench-probes
