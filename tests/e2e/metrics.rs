@@ -41,9 +41,16 @@ async fn metrics_follow_the_contract_and_pass_promtool() {
         down.url("/")
     );
     let v = VitalsProcess::start(&bin(), &config, &[]);
-    let text = expect_body_within(
+    // Both first checks must have finished: the failing one counted, the healthy one up.
+    expect_body_within(
         &v.url("/metrics"),
         r#"vitals_dependency_checks_total{dependency="search",outcome="failure"} 1"#,
+        Duration::from_secs(3),
+    )
+    .await;
+    let text = expect_body_within(
+        &v.url("/metrics"),
+        r#"vitals_dependency_up{dependency="llm-gateway",kind="http",critical="true"} 1"#,
         Duration::from_secs(3),
     )
     .await;

@@ -20,9 +20,7 @@ pub enum Checker {
 impl Checker {
     pub fn new(dependency: &Dependency) -> Result<Self, BuildError> {
         Ok(match &dependency.check {
-            Check::Http(c) => {
-                Checker::Http(Box::new(HttpChecker::new(c, dependency.timeout.std())?))
-            }
+            Check::Http(c) => Checker::Http(Box::new(HttpChecker::new(c)?)),
             Check::Tcp(c) => Checker::Tcp(TcpChecker::new(c)),
         })
     }
