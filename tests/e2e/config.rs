@@ -3,8 +3,8 @@ use std::process::Command;
 use crate::bin;
 
 fn validate(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let dir = tempfile_dir();
-    let path = dir.join("health.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
     std::fs::write(&path, toml).unwrap();
     let mut cmd = Command::new(bin());
     cmd.arg("validate").arg("--config").arg(&path);
@@ -17,23 +17,6 @@ fn validate(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "vitals-e2e-{}-{}",
-        std::process::id(),
-        fastrand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn fastrand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 #[test]
@@ -72,8 +55,8 @@ fn invalid_config_exits_64_listing_every_problem() {
 
 #[test]
 fn serve_refuses_a_bad_config_before_starting_anything() {
-    let dir = tempfile_dir();
-    let path = dir.join("health.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
     std::fs::write(&path, "[readiness]\ndegraded_status = 500\n").unwrap();
     let out = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])

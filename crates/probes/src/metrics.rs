@@ -122,7 +122,6 @@ pub struct Metrics {
     checks: Family<OutcomeLabels, Counter>,
     last_success: Family<NameLabel, Gauge<f64, AtomicU64>>,
     llm_tokens: Family<TokenLabels, Counter>,
-    process_start: Gauge<f64, AtomicU64>,
 }
 
 fn check_histogram() -> Histogram {
@@ -245,7 +244,6 @@ impl Metrics {
             checks,
             last_success,
             llm_tokens,
-            process_start,
         }
     }
 
@@ -322,10 +320,6 @@ impl Metrics {
             Format::OpenMetrics => out,
             Format::Text => openmetrics_to_text(&out),
         }
-    }
-
-    pub fn process_start_seconds(&self) -> f64 {
-        self.process_start.get()
     }
 }
 
