@@ -1,6 +1,8 @@
-//! The `vitals` binary: `serve` (the sidecar) and `validate`.
+//! The `vitals` binary: `serve` (the sidecar), `validate`, `check` and `render`.
 
+mod check;
 mod config;
+mod render;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,6 +32,10 @@ Examples:
   vitals serve --config health.toml             check the dependencies health.toml lists
   vitals validate --config health.toml          report every configuration problem, then exit
   VITALS_DRAIN__DELAY=10s vitals serve          any key can come from VITALS_<SECTION>__<KEY>
+  vitals check http://127.0.0.1:8080/healthz    the container health command (ECS, Docker)
+  vitals render kubernetes --config health.toml print a Deployment with matching probes
+  vitals render all --config health.toml --out deploy/
+                                                every platform's files under deploy/<platform>/
 
 Exit status: 0 on success, 64 for an invalid configuration, 1 for other errors.";
 
@@ -54,6 +60,31 @@ enum Command {
         #[arg(long, short, env = "VITALS_CONFIG", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Fetch URL once and exit 0 on 2xx/3xx, 1 otherwise: the container health command.
+    ///
+    /// A minimal HTTP/1.1 client with no shell, curl or TLS, so it runs in distroless images:
+    /// `["CMD", "/usr/local/bin/vitals", "check", "http://127.0.0.1:8080/healthz"]`. The reason
+    /// for a failure goes to stderr on one line.
+    Check {
+        /// The URL to fetch (http:// only).
+        url: String,
+        /// Give up after this long (connect, send and read together).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Render health.toml into a platform's probe settings, refusing what the platform refuses.
+    ///
+    /// kubernetes: a Deployment (or --patch) with startup, liveness and readiness probes and a
+    /// drain-sized grace period. nomad: a job in HCL and JSON for the Consul or the Nomad
+    /// provider. ecs: a task definition with a `vitals check` health command, the target group
+    /// and service settings. cloudrun: a Knative Service for `gcloud run services replace`.
+    /// Exits 64, writing nothing, when a platform would refuse a setting; each refusal names the
+    /// platform field, the limit, the health.toml key and a fix.
+    Render(render::RenderArgs),
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<vitals_core::Duration>().map(Into::into)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,8 +110,14 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The health command runs every few seconds in every container: no logging set-up.
+    if let Command::Check { url, timeout } = &cli.command {
+        return check::run(url, *timeout);
+    }
     init_logging(cli.log_format);
     match cli.command {
+        Command::Check { .. } => unreachable!("handled above"),
+        Command::Render(args) => render::run(&args),
         Command::Validate { config } => config::validate_command(&config),
         Command::Serve { config, listen } => {
             let config = match config::load(config.as_deref()) {

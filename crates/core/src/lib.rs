@@ -6,12 +6,15 @@
 //!   readiness derived from dependency results.
 //! - [`Duration`]: the one duration type, written as text (`"250ms"`, `"30s"`).
 //! - [`Secret`]: a value read from the environment that never prints.
+//! - [`spec`]: the [`HealthSpec`] the platform adapters render from, and their refusals.
 
 pub mod config;
 mod duration;
 pub mod lifecycle;
 mod secret;
+pub mod spec;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use duration::Duration;
 pub use secret::Secret;
+pub use spec::HealthSpec;

@@ -5,9 +5,15 @@
 //!   hangs; it counts the requests it gets.
 //! - [`HangingTcp`]: accepts connections and never says a word.
 //! - [`VitalsProcess`]: `vitals serve` with a config, on a port the OS picked, with its logs.
+//! - [`spec_from_toml`], [`arb_spec`]: HealthSpecs for the adapters' golden and property tests.
+//! - [`assert_golden`]: compare rendered output with a committed file (`VITALS_BLESS=1` rewrites).
 
+mod golden;
 mod process;
+mod spec;
 mod stub;
 
+pub use golden::assert_golden;
 pub use process::VitalsProcess;
+pub use spec::{arb_spec, spec_from_toml};
 pub use stub::{HangingTcp, StubServer};

@@ -11,6 +11,13 @@ use super::raw::{self, RawDependency};
 use super::validate::{validate, RawConfig};
 use super::{Config, ConfigError, ConfigErrors};
 
+/// Reads and validates a `health.toml` given as text, resolving `*_env` keys through `env`
+/// (for tests and for agents that embed vitals and hold their config in memory).
+pub fn from_toml(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    use figment::providers::{Format, Toml};
+    load(&Figment::from(Toml::string(toml)), env)
+}
+
 /// Reads and validates the configuration held by `figment`. `env` resolves the environment
 /// variables that `*_env` keys name (pass `|k| std::env::var(k).ok()` in production).
 pub fn load(

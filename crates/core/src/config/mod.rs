@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 
 use crate::{Duration, Secret};
 
-pub use load::load;
-pub use validate::validate;
+pub use load::{from_toml, load};
+pub use validate::{startup_failure_threshold, validate};
 
 /// One problem in the configuration, under the key that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -250,7 +250,7 @@ fn probes(e: &mut Errors, raw: RawProbes, startup_timeout: Duration) -> Probes {
         e,
         "probes.liveness",
         raw.liveness.unwrap_or_default(),
-        (Duration::from_secs(10), Duration::from_secs(1), 3),
+        (Duration::from_secs(10), Duration::from_secs(2), 3),
         false,
     );
     let readiness = timing(

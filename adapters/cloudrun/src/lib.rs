@@ -1,0 +1,282 @@
+//! Google Cloud Run: a Knative `serving.knative.dev/v1` Service for `gcloud run services replace`,
+//! with probes from a [`HealthSpec`] (`k8s-openapi` probe types: Cloud Run takes the same shape).
+//!
+//! - startupProbe: HTTP on `/startupz`, its window (`failureThreshold × periodSeconds`) ≤ 240 s;
+//! - livenessProbe: HTTP on `/healthz`;
+//! - readinessProbe only on request (Preview): it needs the `BETA` launch-stage annotation;
+//! - Cloud Run kills 10 s after SIGTERM with no setting to change it: a note says so when the
+//!   drain needs longer.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{HTTPGetAction, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use vitals_core::spec::{self, Layout, Limits, ProbeSpec, Refusals, Rendered, Workload};
+use vitals_core::{Duration, HealthSpec};
+
+pub const PLATFORM: &str = "cloudrun";
+/// SIGTERM to SIGKILL on Cloud Run.
+pub const STOP_WINDOW: Duration = Duration::from_secs(10);
+/// The longest a startup probe may keep trying: `failureThreshold × periodSeconds`.
+pub const STARTUP_WINDOW_MAX: u64 = 240;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// Emit a readinessProbe (Preview) and the BETA launch stage it needs.
+    pub readiness: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Service {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata,
+    spec: ServiceSpec,
+}
+
+#[derive(Debug, Serialize)]
+struct Metadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceSpec {
+    template: Template,
+}
+
+#[derive(Debug, Serialize)]
+struct Template {
+    metadata: Metadata,
+    spec: TemplateSpec,
+}
+
+#[derive(Debug, Serialize)]
+struct TemplateSpec {
+    containers: Vec<Container>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    name: String,
+    image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<Port>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liveness_probe: Option<Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readiness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Port {
+    /// `http1`: Cloud Run's HTTP probes need an HTTP/1 endpoint.
+    name: &'static str,
+    container_port: u16,
+}
+
+/// Renders `service.yaml`, or every setting Cloud Run would refuse.
+pub fn render(
+    spec: &HealthSpec,
+    workload: &Workload,
+    options: Options,
+) -> Result<Rendered, Refusals> {
+    let mut l = Limits::new(PLATFORM);
+    let startup = probe(&spec.startup, spec.port, &mut l);
+    let startup_period = startup.period_seconds.unwrap_or(0) as u64;
+    l.range(
+        "startupProbe.periodSeconds",
+        startup_period,
+        (1, 240),
+        &spec.startup.key("period"),
+        "raise probes.startup.period to 1s or more",
+        "lower probes.startup.period to 240s or less",
+    );
+    let window = startup_period * u64::from(spec.startup.failure_threshold);
+    if window > STARTUP_WINDOW_MAX {
+        l.refuse(
+            "startupProbe.failureThreshold × periodSeconds",
+            format!("{} × {startup_period} = {window}s", spec.startup.failure_threshold),
+            format!("exceeds {STARTUP_WINDOW_MAX}s"),
+            "startup.timeout, probes.startup.period",
+            "lower startup.timeout to 240s or less; for a slower load, bind the port only once loading has started and let /startupz report it",
+        );
+    }
+    let liveness = probe(&spec.liveness, spec.port, &mut l);
+    l.range(
+        "livenessProbe.periodSeconds",
+        liveness.period_seconds.unwrap_or(0) as u64,
+        (1, 3600),
+        &spec.liveness.key("period"),
+        "raise probes.liveness.period to 1s or more",
+        "lower probes.liveness.period to 3600s or less",
+    );
+    let readiness = options
+        .readiness
+        .then(|| probe(&spec.readiness, spec.port, &mut l));
+
+    let mut notes = Vec::new();
+    if spec.stop_budget() > STOP_WINDOW {
+        notes.push(format!(
+            "cloudrun: Cloud Run sends SIGKILL 10s after SIGTERM and has no setting to change it, but drain.delay + drain.grace = {}; in-flight work past 10s is cut off (lower drain.grace, or accept it)",
+            spec.stop_budget()
+        ));
+    }
+    if !options.readiness {
+        notes.push("cloudrun: no readinessProbe (Preview on Cloud Run; pass --cloudrun-readiness to add it with the BETA launch stage): a degraded or not-ready instance keeps getting traffic once started".into());
+    }
+
+    let mut annotations = BTreeMap::new();
+    if options.readiness {
+        annotations.insert(
+            "run.googleapis.com/launch-stage".to_string(),
+            "BETA".to_string(),
+        );
+    }
+    let mut template_annotations = BTreeMap::new();
+    let containers = match workload.layout {
+        Layout::Embedded => vec![Container {
+            name: workload.name.clone(),
+            image: workload.image.clone(),
+            args: Vec::new(),
+            ports: vec![Port {
+                name: "http1",
+                container_port: spec.port,
+            }],
+            startup_probe: Some(startup),
+            liveness_probe: Some(liveness),
+            readiness_probe: readiness,
+        }],
+        Layout::Sidecar => {
+            // vitals starts first, so the agent's probes find it serving.
+            template_annotations.insert(
+                "run.googleapis.com/container-dependencies".to_string(),
+                format!("{{\"{}\":[\"vitals\"]}}", workload.name),
+            );
+            vec![
+                Container {
+                    name: workload.name.clone(),
+                    image: workload.image.clone(),
+                    args: Vec::new(),
+                    ports: vec![Port {
+                        name: "http1",
+                        container_port: workload.agent_port,
+                    }],
+                    startup_probe: None,
+                    liveness_probe: None,
+                    readiness_probe: None,
+                },
+                Container {
+                    name: "vitals".into(),
+                    image: workload.vitals_image.clone(),
+                    args: vec![
+                        "serve".into(),
+                        "--config".into(),
+                        workload.config_path.clone(),
+                    ],
+                    ports: Vec::new(),
+                    startup_probe: Some(startup),
+                    liveness_probe: Some(liveness),
+                    readiness_probe: readiness,
+                },
+            ]
+        }
+    };
+    let service = Service {
+        api_version: "serving.knative.dev/v1",
+        kind: "Service",
+        metadata: Metadata {
+            name: Some(workload.name.clone()),
+            annotations,
+        },
+        spec: ServiceSpec {
+            template: Template {
+                metadata: Metadata {
+                    name: None,
+                    annotations: template_annotations,
+                },
+                spec: TemplateSpec { containers },
+            },
+        },
+    };
+    let service = l.finish(service)?;
+    let yaml = serde_yaml_ng::to_string(&service).expect("plain structs serialize");
+    let mut rendered = Rendered::default();
+    rendered.file(
+        "service.yaml",
+        format!(
+            "# Rendered by `vitals render cloudrun` from health.toml; deploy with: gcloud run services replace service.yaml\n{yaml}"
+        ),
+    );
+    rendered.notes = notes;
+    Ok(rendered)
+}
+
+fn probe(p: &ProbeSpec, port: u16, l: &mut Limits) -> Probe {
+    let which = match p.probe {
+        spec::Probe::Liveness => "livenessProbe",
+        spec::Probe::Readiness => "readinessProbe",
+        spec::Probe::Startup => "startupProbe",
+    };
+    let period = l.whole_secs(
+        &format!("{which}.periodSeconds"),
+        p.period,
+        &p.key("period"),
+    );
+    let timeout = l.whole_secs(
+        &format!("{which}.timeoutSeconds"),
+        p.timeout,
+        &p.key("timeout"),
+    );
+    // The API says a liveness or readiness timeout must be smaller than the period; for the
+    // startup probe it may equal it.
+    let equal_ok = p.probe == spec::Probe::Startup;
+    if timeout > period || (timeout == period && !equal_ok) {
+        l.refuse(
+            format!("{which}.timeoutSeconds"),
+            timeout,
+            format!(
+                "must be {} periodSeconds ({period})",
+                if equal_ok { "at most" } else { "less than" }
+            ),
+            p.key("timeout"),
+            format!("make {} shorter than {}", p.key("timeout"), p.key("period")),
+        );
+    }
+    if p.probe != spec::Probe::Readiness && p.success_threshold != 1 {
+        l.refuse(
+            format!("{which}.successThreshold"),
+            p.success_threshold,
+            "must be 1",
+            p.key("success_threshold"),
+            "set it to 1",
+        );
+    }
+    let int = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(p.probe.path().into()),
+            port: IntOrString::Int(i32::from(port)),
+            ..Default::default()
+        }),
+        period_seconds: Some(int(period)),
+        timeout_seconds: Some(int(timeout)),
+        failure_threshold: Some(int(u64::from(p.failure_threshold))),
+        success_threshold: (p.probe == spec::Probe::Readiness)
+            .then(|| int(u64::from(p.success_threshold))),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+use proptest::prelude::*;
+use serde_yaml_ng::Value;
+use vitals_core::spec::Layout;
+use vitals_core::Duration;
+use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+
+use super::*;
+
+fn golden(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn workload(layout: Layout) -> Workload {
+    Workload {
+        layout,
+        ..Workload::default()
+    }
+}
+
+fn only_file(r: &Rendered) -> &str {
+    assert_eq!(r.files.len(), 1);
+    &r.files[0].contents
+}
+
+const SLOW_BOOT: &str = r#"
+[server]
+listen = "0.0.0.0:9090"
+[startup]
+timeout = "300s"
+[drain]
+delay = "5s"
+grace = "30s"
+[probes]
+startup = { period = "10s", timeout = "3s" }
+"#;
+
+#[test]
+fn sidecar_deployment_matches_golden() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &workload(Layout::Sidecar),
+        Output::Deployment,
+    )
+    .unwrap();
+    assert_golden(golden("sidecar.yaml"), only_file(&r));
+}
+
+#[test]
+fn embedded_patch_matches_golden() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &workload(Layout::Embedded),
+        Output::Patch,
+    )
+    .unwrap();
+    assert_golden(golden("embedded-patch.yaml"), only_file(&r));
+}
+
+#[test]
+fn startup_threshold_covers_the_budget_and_grace_covers_the_drain() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &workload(Layout::Sidecar),
+        Output::Deployment,
+    )
+    .unwrap();
+    let doc: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let pod = &doc["spec"]["template"]["spec"];
+    assert_eq!(pod["terminationGracePeriodSeconds"], Value::from(35));
+    let vitals = &pod["containers"][1];
+    assert_eq!(vitals["startupProbe"]["failureThreshold"], Value::from(30));
+    assert_eq!(vitals["startupProbe"]["periodSeconds"], Value::from(10));
+    assert_eq!(
+        vitals["startupProbe"]["httpGet"]["path"],
+        Value::from("/startupz")
+    );
+    assert_eq!(
+        pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"],
+        Value::from(5)
+    );
+}
+
+/// Each limit: accepted at the bound, refused one past it, with the message.
+#[test]
+fn limits_table() {
+    let base = spec_from_toml("");
+    let cases: Vec<(&str, Box<dyn Fn(&mut HealthSpec)>, Option<&str>)> = vec![
+        ("whole-second period", Box::new(|s| s.liveness.period = Duration::from_secs(3)), None),
+        (
+            "fractional period",
+            Box::new(|s| s.liveness.period = Duration::from_millis(2500)),
+            Some("kubernetes: livenessProbe.periodSeconds = 2s 500ms is not a whole number of seconds (from probes.liveness.period); use 2s or 3s"),
+        ),
+        ("int32 threshold", Box::new(|s| s.readiness.failure_threshold = i32::MAX as u32), None),
+        (
+            "past int32",
+            Box::new(|s| s.readiness.failure_threshold = i32::MAX as u32 + 1),
+            Some("kubernetes: readinessProbe.failureThreshold = 2147483648 exceeds 2147483647 (int32) (from probes.readiness.failure_threshold); lower it"),
+        ),
+        ("readiness success 3", Box::new(|s| s.readiness.success_threshold = 3), None),
+        (
+            "liveness success 2",
+            Box::new(|s| s.liveness.success_threshold = 2),
+            Some("kubernetes: livenessProbe.successThreshold = 2 must be 1 for liveness and startup probes (from probes.liveness.success_threshold); set it to 1"),
+        ),
+        ("1s of drain", Box::new(|s| { s.drain_delay = Duration::ZERO; s.drain_grace = Duration::from_secs(1) }), None),
+        (
+            "no drain at all",
+            Box::new(|s| { s.drain_delay = Duration::ZERO; s.drain_grace = Duration::ZERO }),
+            Some("kubernetes: terminationGracePeriodSeconds = 0 leaves no time to drain (from drain.delay, drain.grace); set drain.grace to the time in-flight work needs"),
+        ),
+    ];
+    for (name, change, refusal) in cases {
+        let mut spec = base.clone();
+        change(&mut spec);
+        let got = render(&spec, &workload(Layout::Sidecar), Output::Deployment);
+        match refusal {
+            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
+            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
+        }
+    }
+}
+
+/// The API server's probe rules, read back from the rendered YAML.
+fn kubernetes_accepts(doc: &Value) -> Result<(), String> {
+    let pod = &doc["spec"]["template"]["spec"];
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_i64()
+        .ok_or("no grace period")?;
+    if grace <= 0 {
+        return Err(format!("grace period {grace}"));
+    }
+    for c in pod["containers"].as_sequence().ok_or("no containers")? {
+        if let Some(s) = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_i64() {
+            if s <= 0 || s > grace {
+                return Err(format!("preStop sleep {s} outside 1..={grace}"));
+            }
+        }
+        for which in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            let p = &c[which];
+            if p.is_null() {
+                continue;
+            }
+            for field in [
+                "periodSeconds",
+                "timeoutSeconds",
+                "failureThreshold",
+                "successThreshold",
+            ] {
+                let v = p[field]
+                    .as_i64()
+                    .ok_or(format!("{which}.{field} missing or not an integer"))?;
+                if !(1..=i64::from(i32::MAX)).contains(&v) {
+                    return Err(format!("{which}.{field} = {v}"));
+                }
+            }
+            if which != "readinessProbe" && p["successThreshold"].as_i64() != Some(1) {
+                return Err(format!("{which}.successThreshold must be 1"));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    /// For any valid config: refused with reasons, or emitted and accepted; never emitted wrong.
+    #[test]
+    fn any_valid_config_is_refused_or_accepted(spec in arb_spec(), embedded in any::<bool>(), patch in any::<bool>()) {
+        let layout = if embedded { Layout::Embedded } else { Layout::Sidecar };
+        let output = if patch { Output::Patch } else { Output::Deployment };
+        match render(&spec, &workload(layout), output) {
+            Ok(r) => {
+                let doc: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+                prop_assert_eq!(kubernetes_accepts(&doc), Ok(()));
+                // A whole-second spec within int32 is never refused.
+            }
+            Err(e) => prop_assert!(!e.0.is_empty() && e.0.iter().all(|r| r.platform == PLATFORM && !r.key.is_empty() && !r.fix.is_empty())),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! `vitals render PLATFORM`: one `health.toml` into each platform's probe settings.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use vitals_core::spec::{Layout, Refusals, Rendered, Workload};
+use vitals_core::HealthSpec;
+
+use crate::EXIT_CONFIG;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Platform {
+    Kubernetes,
+    Nomad,
+    Ecs,
+    Cloudrun,
+    /// Every platform; needs --out.
+    All,
+}
+
+impl Platform {
+    const EACH: [Platform; 4] = [
+        Platform::Kubernetes,
+        Platform::Nomad,
+        Platform::Ecs,
+        Platform::Cloudrun,
+    ];
+
+    fn dir(self) -> &'static str {
+        match self {
+            Platform::Kubernetes => "kubernetes",
+            Platform::Nomad => "nomad",
+            Platform::Ecs => "ecs",
+            Platform::Cloudrun => "cloudrun",
+            Platform::All => "",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// vitals runs as its own container beside the agent's.
+    Sidecar,
+    /// The agent embeds vitals and serves the probe routes itself.
+    Embedded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NomadProvider {
+    /// Consul: warning state for degraded, traffic gating.
+    Consul,
+    /// Nomad's built-in service discovery: no warning state, no traffic gating.
+    Nomad,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Target platform.
+    #[arg(value_enum)]
+    pub platform: Platform,
+    /// The health configuration (TOML).
+    #[arg(long, short, env = "VITALS_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Write files under DIR/<platform>/ instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Name of the deployment, job, task family and service.
+    #[arg(long, default_value = "agent")]
+    pub name: String,
+    /// The agent's image.
+    #[arg(long, default_value = "registry.example.com/agent:1.0.0")]
+    pub image: String,
+    /// The vitals image (sidecar layout).
+    #[arg(long, default_value = "registry.example.com/vitals:0.1.0")]
+    pub vitals_image: String,
+    /// The port the agent serves its own traffic on (sidecar layout).
+    #[arg(long, default_value_t = 8000)]
+    pub agent_port: u16,
+    /// Where vitals runs: its own container, or inside the agent.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Sidecar)]
+    pub layout: LayoutArg,
+    /// Path of the vitals binary in the image that runs the ECS health command.
+    #[arg(long, default_value = "/usr/local/bin/vitals")]
+    pub vitals_path: String,
+    /// Path of health.toml inside the vitals container (sidecar layout).
+    #[arg(long, default_value = "/etc/vitals/health.toml")]
+    pub config_path: String,
+    /// Kubernetes: a strategic-merge patch for an existing Deployment instead of a whole one.
+    #[arg(long)]
+    pub patch: bool,
+    /// Nomad: the service provider that registers the checks.
+    #[arg(long, value_enum, default_value_t = NomadProvider::Consul)]
+    pub nomad_provider: NomadProvider,
+    /// Cloud Run: add a readinessProbe (Preview; adds the BETA launch-stage annotation).
+    #[arg(long)]
+    pub cloudrun_readiness: bool,
+}
+
+pub fn run(args: &RenderArgs) -> ExitCode {
+    if args.platform == Platform::All && args.out.is_none() {
+        eprintln!("error: `vitals render all` writes several platforms' files; pass --out DIR");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let config = match crate::config::load(Some(&args.config)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let spec = HealthSpec::from_config(&config);
+    let workload = Workload {
+        name: args.name.clone(),
+        image: args.image.clone(),
+        agent_port: args.agent_port,
+        vitals_image: args.vitals_image.clone(),
+        vitals_path: args.vitals_path.clone(),
+        config_path: args.config_path.clone(),
+        layout: match args.layout {
+            LayoutArg::Sidecar => Layout::Sidecar,
+            LayoutArg::Embedded => Layout::Embedded,
+        },
+    };
+    let platforms: Vec<Platform> = match args.platform {
+        Platform::All => Platform::EACH.to_vec(),
+        p => vec![p],
+    };
+    // Render everything first: a refused platform writes nothing, so no folder holds half a
+    // render.
+    let mut outputs = Vec::new();
+    let mut refused = Vec::new();
+    for p in platforms {
+        match render(p, &spec, &workload, args) {
+            Ok(r) => outputs.push((p, r)),
+            Err(e) => refused.push(e),
+        }
+    }
+    if !refused.is_empty() {
+        let n: usize = refused.iter().map(|r| r.0.len()).sum();
+        eprintln!(
+            "error: {}: {n} setting{} the platform would refuse; nothing was written:",
+            args.config.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        for r in refused.iter().flat_map(|r| r.0.iter()) {
+            eprintln!("  {r}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    for (_, r) in &outputs {
+        for n in &r.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    match &args.out {
+        Some(dir) => match write(dir, &outputs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let (p, r) = &outputs[0];
+            let many = r.files.len() > 1;
+            for f in &r.files {
+                if many {
+                    println!("==> {}/{} <==", p.dir(), f.name);
+                }
+                print!("{}", f.contents);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn render(
+    p: Platform,
+    spec: &HealthSpec,
+    workload: &Workload,
+    args: &RenderArgs,
+) -> Result<Rendered, Refusals> {
+    match p {
+        Platform::Kubernetes => vitals_kubernetes::render(
+            spec,
+            workload,
+            if args.patch {
+                vitals_kubernetes::Output::Patch
+            } else {
+                vitals_kubernetes::Output::Deployment
+            },
+        ),
+        Platform::Nomad => vitals_nomad::render(
+            spec,
+            workload,
+            match args.nomad_provider {
+                NomadProvider::Consul => vitals_nomad::Provider::Consul,
+                NomadProvider::Nomad => vitals_nomad::Provider::Nomad,
+            },
+        ),
+        Platform::Ecs => vitals_ecs::render(spec, workload),
+        Platform::Cloudrun => vitals_cloudrun::render(
+            spec,
+            workload,
+            vitals_cloudrun::Options {
+                readiness: args.cloudrun_readiness,
+            },
+        ),
+        Platform::All => unreachable!("expanded by the caller"),
+    }
+}
+
+fn write(dir: &Path, outputs: &[(Platform, Rendered)]) -> Result<(), String> {
+    for (p, r) in outputs {
+        let sub = dir.join(p.dir());
+        std::fs::create_dir_all(&sub)
+            .map_err(|e| format!("cannot create {}: {e}", sub.display()))?;
+        for f in &r.files {
+            let path = sub.join(&f.name);
+            std::fs::write(&path, &f.contents)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
