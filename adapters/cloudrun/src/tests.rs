@@ -1,1 +1,201 @@
+use proptest::prelude::*;
+use serde_yaml_ng::Value;
+use vitals_core::spec::Layout;
+use vitals_core::Duration;
+use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+
 use super::*;
+
+fn golden(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn workload(layout: Layout) -> Workload {
+    Workload {
+        layout,
+        ..Workload::default()
+    }
+}
+
+fn doc(r: &Rendered) -> Value {
+    serde_yaml_ng::from_str(&r.files[0].contents).unwrap()
+}
+
+const QUICK: &str = r#"
+[startup]
+timeout = "60s"
+[drain]
+delay = "3s"
+grace = "5s"
+"#;
+
+#[test]
+fn sidecar_matches_golden() {
+    let r = render(
+        &spec_from_toml(QUICK),
+        &workload(Layout::Sidecar),
+        Options::default(),
+    )
+    .unwrap();
+    assert_golden(golden("sidecar.yaml"), &r.files[0].contents);
+}
+
+#[test]
+fn embedded_with_readiness_matches_golden_and_is_marked_beta() {
+    let r = render(
+        &spec_from_toml(QUICK),
+        &workload(Layout::Embedded),
+        Options { readiness: true },
+    )
+    .unwrap();
+    assert_golden(golden("embedded-readiness.yaml"), &r.files[0].contents);
+    let d = doc(&r);
+    assert_eq!(
+        d["metadata"]["annotations"]["run.googleapis.com/launch-stage"],
+        Value::from("BETA")
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"],
+        Value::from("/readyz")
+    );
+    assert_eq!(
+        c["startupProbe"]["httpGet"]["path"],
+        Value::from("/startupz")
+    );
+    assert_eq!(c["ports"][0]["name"], Value::from("http1"));
+    assert!(
+        r.notes.is_empty(),
+        "a drain within 10s and readiness on need no note: {:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn without_readiness_there_is_no_beta_annotation_and_a_note() {
+    let r = render(
+        &spec_from_toml(QUICK),
+        &workload(Layout::Embedded),
+        Options::default(),
+    )
+    .unwrap();
+    assert!(doc(&r)["metadata"]["annotations"].is_null());
+    assert!(r.notes.iter().any(|n| n.contains("--cloudrun-readiness")));
+}
+
+#[test]
+fn a_drain_longer_than_ten_seconds_is_noted() {
+    let r = render(
+        &spec_from_toml(""),
+        &workload(Layout::Embedded),
+        Options { readiness: true },
+    )
+    .unwrap();
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("SIGKILL 10s after SIGTERM")),
+        "{:?}",
+        r.notes
+    );
+}
+
+/// Each limit: accepted at the bound, refused one past it, with the message.
+#[test]
+fn limits_table() {
+    let base = spec_from_toml("");
+    type Change = Box<dyn Fn(&mut HealthSpec)>;
+    let s = Duration::from_secs;
+    let budget = |b: u64, p: u64| -> Change {
+        Box::new(move |x: &mut HealthSpec| {
+            x.startup_budget = s(b);
+            x.startup.period = s(p);
+            x.startup.timeout = s(1);
+            x.startup.failure_threshold =
+                vitals_core::config::startup_failure_threshold(s(b), s(p));
+        })
+    };
+    let cases: Vec<(&str, Change, Option<&str>)> = vec![
+        ("window 240", budget(240, 10), None),
+        ("window 250", budget(241, 10),
+            Some("cloudrun: startupProbe.failureThreshold × periodSeconds = 25 × 10 = 250s exceeds 240s (from startup.timeout, probes.startup.period); lower startup.timeout to 240s or less; for a slower load, bind the port only once loading has started and let /startupz report it")),
+        ("startup period 240", budget(240, 240), None),
+        ("startup period 241", budget(241, 241),
+            Some("cloudrun: startupProbe.periodSeconds = 241 exceeds 240 (from probes.startup.period); lower probes.startup.period to 240s or less")),
+        ("liveness timeout < period", Box::new(move |x| { x.liveness.period = s(10); x.liveness.timeout = s(9) }), None),
+        ("liveness timeout = period", Box::new(move |x| { x.liveness.period = s(10); x.liveness.timeout = s(10) }),
+            Some("cloudrun: livenessProbe.timeoutSeconds = 10 must be less than periodSeconds (10) (from probes.liveness.timeout); make probes.liveness.timeout shorter than probes.liveness.period")),
+        ("liveness period 3600", Box::new(move |x| x.liveness.period = s(3600)), None),
+        ("liveness period 3601", Box::new(move |x| x.liveness.period = s(3601)),
+            Some("cloudrun: livenessProbe.periodSeconds = 3601 exceeds 3600 (from probes.liveness.period); lower probes.liveness.period to 3600s or less")),
+    ];
+    for (name, change, refusal) in cases {
+        let mut spec = base.clone();
+        change(&mut spec);
+        let got = render(
+            &spec,
+            &workload(Layout::Embedded),
+            Options { readiness: true },
+        );
+        match refusal {
+            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
+            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
+        }
+    }
+}
+
+/// Cloud Run's probe limits, read back from the rendered YAML.
+fn cloud_run_accepts(d: &Value) -> Result<(), String> {
+    for c in d["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .ok_or("no containers")?
+    {
+        for (which, max_period) in [
+            ("startupProbe", 240),
+            ("livenessProbe", 3600),
+            ("readinessProbe", 3600),
+        ] {
+            let p = &c[which];
+            if p.is_null() {
+                continue;
+            }
+            let int = |f: &str| p[f].as_i64().ok_or(format!("{which}.{f} missing"));
+            let (period, timeout, failures) = (
+                int("periodSeconds")?,
+                int("timeoutSeconds")?,
+                int("failureThreshold")?,
+            );
+            if !(1..=max_period).contains(&period) || timeout < 1 || failures < 1 {
+                return Err(format!(
+                    "{which}: period {period} timeout {timeout} failures {failures}"
+                ));
+            }
+            if timeout > period || (timeout == period && which != "startupProbe") {
+                return Err(format!("{which}: timeout {timeout} vs period {period}"));
+            }
+            if which == "startupProbe" && period * failures > 240 {
+                return Err(format!("startup window {}", period * failures));
+            }
+            if which != "readinessProbe"
+                && !p["successThreshold"].is_null()
+                && p["successThreshold"].as_i64() != Some(1)
+            {
+                return Err(format!("{which}.successThreshold"));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn any_valid_config_is_refused_or_accepted(spec in arb_spec(), embedded in any::<bool>(), readiness in any::<bool>()) {
+        let layout = if embedded { Layout::Embedded } else { Layout::Sidecar };
+        match render(&spec, &workload(layout), Options { readiness }) {
+            Ok(r) => prop_assert_eq!(cloud_run_accepts(&doc(&r)), Ok(())),
+            Err(e) => prop_assert!(e.0.iter().all(|r| r.platform == PLATFORM && !r.key.is_empty() && !r.fix.is_empty())),
+        }
+    }
+}

@@ -86,7 +86,8 @@ fn startup_threshold_covers_the_budget_and_grace_covers_the_drain() {
 #[test]
 fn limits_table() {
     let base = spec_from_toml("");
-    let cases: Vec<(&str, Box<dyn Fn(&mut HealthSpec)>, Option<&str>)> = vec![
+    type Change = Box<dyn Fn(&mut HealthSpec)>;
+    let cases: Vec<(&str, Change, Option<&str>)> = vec![
         ("whole-second period", Box::new(|s| s.liveness.period = Duration::from_secs(3)), None),
         (
             "fractional period",

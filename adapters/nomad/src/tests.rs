@@ -1,1 +1,226 @@
+use proptest::prelude::*;
+use serde_json::Value;
+use vitals_core::spec::Layout;
+use vitals_core::Duration;
+use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+
+use super::job::go_duration;
 use super::*;
+
+fn golden(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn workload(layout: Layout) -> Workload {
+    Workload {
+        layout,
+        ..Workload::default()
+    }
+}
+
+fn json_of(r: &Rendered) -> Value {
+    let f = r.files.iter().find(|f| f.name.ends_with(".json")).unwrap();
+    serde_json::from_str(&f.contents).unwrap()
+}
+
+const SLOW_BOOT: &str = r#"
+[startup]
+timeout = "4m"
+[drain]
+delay = "5s"
+grace = "40s"
+[readiness]
+degraded_status = 429
+[probes]
+readiness = { period = "5s", timeout = "2s", failure_threshold = 3 }
+"#;
+
+#[test]
+fn consul_sidecar_matches_golden() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &workload(Layout::Sidecar),
+        Provider::Consul,
+    )
+    .unwrap();
+    assert_golden(golden("consul-sidecar.nomad.hcl"), &r.files[0].contents);
+    assert_golden(golden("consul-sidecar.json"), &r.files[1].contents);
+}
+
+#[test]
+fn nomad_provider_embedded_matches_golden_and_says_what_it_cannot_do() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &workload(Layout::Embedded),
+        Provider::Nomad,
+    )
+    .unwrap();
+    assert_golden(golden("nomad-embedded.nomad.hcl"), &r.files[0].contents);
+    assert_golden(golden("nomad-embedded.json"), &r.files[1].contents);
+    assert!(
+        r.notes.iter().any(|n| n.contains("no traffic gating")),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("no warning state")),
+        "{:?}",
+        r.notes
+    );
+    assert!(r.files[0]
+        .contents
+        .contains("# NOTE: provider = \"nomad\" has no traffic gating"));
+    let job = json_of(&r);
+    let text = job.to_string();
+    assert!(
+        !text.contains("IgnoreWarnings\":true") && !text.contains("OnUpdate"),
+        "{text}"
+    );
+}
+
+#[test]
+fn consul_readiness_maps_degraded_to_warning_and_liveness_restarts_after_the_budget() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &workload(Layout::Embedded),
+        Provider::Consul,
+    )
+    .unwrap();
+    let job = json_of(&r);
+    let task = &job["Job"]["TaskGroups"][0]["Tasks"][0];
+    let checks = &task["Services"][0]["Checks"];
+    assert_eq!(checks[0]["Path"], "/healthz");
+    assert_eq!(checks[0]["CheckRestart"]["Limit"], 3);
+    assert_eq!(checks[0]["CheckRestart"]["Grace"], 240_000_000_000u64);
+    assert_eq!(checks[0]["CheckRestart"]["IgnoreWarnings"], true);
+    assert_eq!(checks[1]["Path"], "/readyz?degraded_status=429");
+    assert_eq!(checks[1]["OnUpdate"], "ignore_warnings");
+    assert_eq!(checks[1]["FailuresBeforeCritical"], 3);
+    assert!(checks[1]["CheckRestart"].is_null());
+    assert_eq!(task["KillTimeout"], 45_000_000_000u64);
+    assert_eq!(task["ShutdownDelay"], 5_000_000_000u64);
+    assert_eq!(task["KillSignal"], "SIGTERM");
+    let update = &job["Job"]["Update"];
+    assert_eq!(update["HealthCheck"], "checks");
+    // 4m budget + 10s min healthy + 3 × 5s readiness = 265s, so the 5m floor holds.
+    assert_eq!(update["HealthyDeadline"], 300_000_000_000u64);
+    assert!(
+        r.notes.iter().any(|n| n.contains("max_kill_timeout")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn healthy_deadline_grows_with_the_startup_budget() {
+    let spec = spec_from_toml("[startup]\ntimeout = \"10m\"\n");
+    let job = json_of(&render(&spec, &workload(Layout::Sidecar), Provider::Consul).unwrap());
+    let u = &job["Job"]["Update"];
+    // 600 + 10 + 2 × 5 = 620s; progress = 620 + 300.
+    assert_eq!(u["HealthyDeadline"], 620_000_000_000u64);
+    assert_eq!(u["ProgressDeadline"], 920_000_000_000u64);
+}
+
+#[test]
+fn go_durations_parse_in_go() {
+    assert_eq!(go_duration(Duration::ZERO), "0s");
+    assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+    assert_eq!(go_duration(Duration::from_millis(1500)), "1s500ms");
+    assert_eq!(go_duration(Duration::from_secs(3600 + 1)), "1h1s");
+}
+
+/// Each limit: accepted at the bound, refused one past it, with the message.
+#[test]
+fn limits_table() {
+    let base = spec_from_toml("");
+    type Change = Box<dyn Fn(&mut HealthSpec)>;
+    let cases: Vec<(&str, Change, Option<&str>)> = vec![
+        ("1s interval", Box::new(|s| { s.liveness.period = Duration::from_secs(1); s.liveness.timeout = Duration::from_secs(1) }), None),
+        (
+            "999ms interval",
+            Box::new(|s| { s.liveness.period = Duration::from_millis(999); s.liveness.timeout = Duration::from_millis(999) }),
+            Some("nomad: check \"healthz\".interval = 999ms is below 1s (from probes.liveness.period); raise probes.liveness.period to 1s or more\nnomad: check \"healthz\".timeout = 999ms is below 1s (from probes.liveness.timeout); raise probes.liveness.timeout to 1s or more"),
+        ),
+        ("1s readiness timeout", Box::new(|s| s.readiness.timeout = Duration::from_secs(1)), None),
+        (
+            "500ms readiness timeout",
+            Box::new(|s| s.readiness.timeout = Duration::from_millis(500)),
+            Some("nomad: check \"readyz\".timeout = 500ms is below 1s (from probes.readiness.timeout); raise probes.readiness.timeout to 1s or more"),
+        ),
+    ];
+    for (name, change, refusal) in cases {
+        let mut spec = base.clone();
+        change(&mut spec);
+        let got = render(&spec, &workload(Layout::Sidecar), Provider::Consul);
+        match refusal {
+            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
+            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
+        }
+    }
+}
+
+/// The server's rules (`nomad/structs` Validate), read back from the rendered JSON.
+fn nomad_accepts(job: &Value) -> Result<(), String> {
+    let job = &job["Job"];
+    let ns = |v: &Value, what: &str| {
+        v.as_u64()
+            .ok_or(format!("{what} is not integer nanoseconds"))
+    };
+    let u = &job["Update"];
+    let (min, healthy, progress) = (
+        ns(&u["MinHealthyTime"], "MinHealthyTime")?,
+        ns(&u["HealthyDeadline"], "HealthyDeadline")?,
+        ns(&u["ProgressDeadline"], "ProgressDeadline")?,
+    );
+    if !(min < healthy && healthy < progress) {
+        return Err(format!(
+            "update deadlines out of order: {min} {healthy} {progress}"
+        ));
+    }
+    for task in job["TaskGroups"][0]["Tasks"].as_array().ok_or("no tasks")? {
+        for service in task["Services"].as_array().into_iter().flatten() {
+            let nomad = service["Provider"] == "nomad";
+            for c in service["Checks"].as_array().ok_or("no checks")? {
+                for f in ["Interval", "Timeout"] {
+                    if ns(&c[f], f)? < 1_000_000_000 {
+                        return Err(format!("{f} below 1s"));
+                    }
+                }
+                if !c["Path"].as_str().ok_or("no path")?.starts_with('/') {
+                    return Err("path not relative".into());
+                }
+                if nomad
+                    && (c["OnUpdate"] == "ignore_warnings"
+                        || c["CheckRestart"]["IgnoreWarnings"] == true
+                        || c.get("FailuresBeforeCritical").is_some())
+                {
+                    return Err(format!("consul-only field on the nomad provider: {c}"));
+                }
+                if c["OnUpdate"] == "ignore_warnings"
+                    && c["CheckRestart"].is_object()
+                    && c["CheckRestart"]["IgnoreWarnings"] != true
+                {
+                    return Err("ignore_warnings on_update with check_restart that does not ignore warnings".into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn any_valid_config_is_refused_or_accepted(spec in arb_spec(), embedded in any::<bool>(), consul in any::<bool>()) {
+        let layout = if embedded { Layout::Embedded } else { Layout::Sidecar };
+        let provider = if consul { Provider::Consul } else { Provider::Nomad };
+        match render(&spec, &workload(layout), provider) {
+            Ok(r) => {
+                prop_assert_eq!(nomad_accepts(&json_of(&r)), Ok(()));
+                prop_assert!(r.files[0].contents.contains("job \""));
+            }
+            Err(e) => prop_assert!(e.0.iter().all(|r| r.platform == PLATFORM && !r.key.is_empty() && !r.fix.is_empty())),
+        }
+    }
+}

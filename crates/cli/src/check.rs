@@ -24,6 +24,7 @@ pub fn run(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
+#[derive(Debug)]
 struct Target<'a> {
     host: &'a str,
     port: u16,
