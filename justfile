@@ -15,6 +15,14 @@ lint:
 test:
     scripts/test-all
 
+# Render examples/*/health.toml into examples/*/rendered/ (commit the result).
+render-examples:
+    scripts/render-examples
+
+# Fail on stale example renders, then validate them with the platforms' own schemas.
+check-examples:
+    scripts/check-examples
+
 # Load benchmark of the probe routes against a bare hyper server; results go in BENCHMARKS.md.
 bench:
     scripts/bench-probes
