@@ -9,6 +9,7 @@ mod drain;
 mod hostile;
 mod metrics;
 mod readiness;
+mod render;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,193 @@
+//! `vitals render` and `vitals check` as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use vitals_test_util::{HangingTcp, StubServer};
+
+use crate::bin;
+
+fn vitals(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn config(dir: &Path, toml: &str) -> String {
+    let path = dir.join("health.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn render_one_platform_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[startup]\ntimeout = \"60s\"\n");
+    let out = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &cfg,
+        "--name",
+        "planner",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("name: planner"),
+        "{yaml}"
+    );
+    // 60s budget / 5s period.
+    assert!(yaml.contains("failureThreshold: 12"), "{yaml}");
+}
+
+#[test]
+fn render_all_writes_each_platform_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let out_dir = dir.path().join("out");
+    let out = vitals(&[
+        "render",
+        "all",
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for f in [
+        "kubernetes/deployment.yaml",
+        "nomad/agent.nomad.hcl",
+        "nomad/agent.json",
+        "ecs/task-definition.json",
+        "ecs/target-group.json",
+        "ecs/service.json",
+        "cloudrun/service.yaml",
+    ] {
+        assert!(out_dir.join(f).is_file(), "missing {f}");
+    }
+    assert!(
+        text(&out.stderr).contains("note: cloudrun:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_refused_setting_exits_64_names_key_and_fix_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[probes]\nliveness = { period = \"10s\", timeout = \"2s\", failure_threshold = 24 }\n",
+    );
+    let out_dir = dir.path().join("out");
+    let out = vitals(&[
+        "render",
+        "all",
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ecs: healthCheck.retries = 24 exceeds 10 (from probes.liveness.failure_threshold); lower it or raise probes.liveness.period"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!out_dir.exists(), "a refused render must not leave files");
+}
+
+#[test]
+fn render_all_without_out_says_what_to_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let out = vitals(&["render", "all", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("pass --out DIR"));
+}
+
+#[test]
+fn render_needs_no_secrets_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[[dependencies]]\nname = \"llm\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\nheaders_env = { Authorization = \"NOT_SET_ON_THIS_MACHINE_E2E\" }\n",
+    );
+    let out = vitals(&["render", "nomad", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_exits_0_on_2xx_and_3xx_and_1_otherwise_with_a_reason() {
+    let stub = StubServer::start(200).await;
+    let url = stub.url("/healthz");
+    let run = |url: String| tokio::task::spawn_blocking(move || vitals(&["check", &url]));
+
+    let out = run(url.clone()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "a passing check is silent");
+
+    stub.set_status(302);
+    assert_eq!(run(url.clone()).await.unwrap().status.code(), Some(0));
+
+    stub.set_status(503);
+    let out = run(url.clone()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("answered 503"), "{err}");
+}
+
+#[test]
+fn check_reports_a_refused_connection() {
+    // Bind, then close: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = vitals(&["check", &format!("http://127.0.0.1:{port}/healthz")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_gives_up_on_a_server_that_never_answers() {
+    let hang = HangingTcp::start().await;
+    let url = hang.url("/healthz");
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || vitals(&["check", &url, "--timeout", "300ms"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("timed out after 300ms"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The bound under test is the command's own timeout; the margin covers process start.
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn check_refuses_https_with_the_reason() {
+    let out = vitals(&["check", "https://127.0.0.1:1/healthz"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("only http://"));
+}
+
+#[test]
+fn check_passes_against_a_real_vitals_serve() {
+    let v = vitals_test_util::VitalsProcess::start(&bin(), "", &[]);
+    let out = vitals(&["check", &v.url("/healthz")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
