@@ -26,3 +26,7 @@ check-examples:
 # Load benchmark of the probe routes against a bare hyper server; results go in BENCHMARKS.md.
 bench:
     scripts/bench-probes
+
+# Wall time of `vitals check` against `curl -fsS` (hyperfine), and the binary's size.
+bench-check:
+    scripts/bench-check
