@@ -2,7 +2,7 @@ use proptest::prelude::*;
 use serde_yaml_ng::Value;
 use vitals_core::spec::Layout;
 use vitals_core::Duration;
-use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+use vitals_test_util::{arb_spec, assert_golden, assert_limits, spec_from_toml, Change};
 
 use super::*;
 
@@ -106,7 +106,6 @@ fn a_drain_longer_than_ten_seconds_is_noted() {
 #[test]
 fn limits_table() {
     let base = spec_from_toml("");
-    type Change = Box<dyn Fn(&mut HealthSpec)>;
     let s = Duration::from_secs;
     let budget = |b: u64, p: u64| -> Change {
         Box::new(move |x: &mut HealthSpec| {
@@ -131,19 +130,9 @@ fn limits_table() {
         ("liveness period 3601", Box::new(move |x| x.liveness.period = s(3601)),
             Some("cloudrun: livenessProbe.periodSeconds = 3601 exceeds 3600 (from probes.liveness.period); lower probes.liveness.period to 3600s or less")),
     ];
-    for (name, change, refusal) in cases {
-        let mut spec = base.clone();
-        change(&mut spec);
-        let got = render(
-            &spec,
-            &workload(Layout::Embedded),
-            Options { readiness: true },
-        );
-        match refusal {
-            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
-            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
-        }
-    }
+    assert_limits(&base, cases, |s| {
+        render(s, &workload(Layout::Embedded), Options { readiness: true })
+    });
 }
 
 /// Cloud Run's probe limits, read back from the rendered YAML.

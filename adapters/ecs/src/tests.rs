@@ -2,7 +2,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use vitals_core::spec::Layout;
 use vitals_core::Duration;
-use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+use vitals_test_util::{arb_spec, assert_golden, assert_limits, spec_from_toml, Change};
 
 use super::*;
 
@@ -114,7 +114,6 @@ fn target_group_checks_readyz_and_accepts_the_degraded_status() {
 #[test]
 fn limits_table() {
     let base = spec_from_toml("");
-    type Change = Box<dyn Fn(&mut HealthSpec)>;
     let s = Duration::from_secs;
     let cases: Vec<(&str, Change, Option<&str>)> = vec![
         ("retries 10", Box::new(|x| x.liveness.failure_threshold = 10), None),
@@ -142,15 +141,7 @@ fn limits_table() {
         ("healthy 11", Box::new(|x| x.readiness.success_threshold = 11),
             Some("ecs: HealthyThresholdCount = 11 exceeds 10 (from probes.readiness.success_threshold); lower it to 10 or less")),
     ];
-    for (name, change, refusal) in cases {
-        let mut spec = base.clone();
-        change(&mut spec);
-        let got = render(&spec, &workload(Layout::Sidecar));
-        match refusal {
-            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
-            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
-        }
-    }
+    assert_limits(&base, cases, |s| render(s, &workload(Layout::Sidecar)));
 }
 
 /// ECS's and ELBv2's documented ranges, read back from the rendered files.

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 use serde_yaml_ng::Value;
 use vitals_core::spec::Layout;
 use vitals_core::Duration;
-use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+use vitals_test_util::{arb_spec, assert_golden, assert_limits, spec_from_toml, Change};
 
 use super::*;
 
@@ -86,7 +86,6 @@ fn startup_threshold_covers_the_budget_and_grace_covers_the_drain() {
 #[test]
 fn limits_table() {
     let base = spec_from_toml("");
-    type Change = Box<dyn Fn(&mut HealthSpec)>;
     let cases: Vec<(&str, Change, Option<&str>)> = vec![
         ("whole-second period", Box::new(|s| s.liveness.period = Duration::from_secs(3)), None),
         (
@@ -113,15 +112,9 @@ fn limits_table() {
             Some("kubernetes: terminationGracePeriodSeconds = 0 leaves no time to drain (from drain.delay, drain.grace); set drain.grace to the time in-flight work needs"),
         ),
     ];
-    for (name, change, refusal) in cases {
-        let mut spec = base.clone();
-        change(&mut spec);
-        let got = render(&spec, &workload(Layout::Sidecar), Output::Deployment);
-        match refusal {
-            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
-            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
-        }
-    }
+    assert_limits(&base, cases, |s| {
+        render(s, &workload(Layout::Sidecar), Output::Deployment)
+    });
 }
 
 /// The API server's probe rules, read back from the rendered YAML.

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use vitals_core::spec::Layout;
 use vitals_core::Duration;
-use vitals_test_util::{arb_spec, assert_golden, spec_from_toml};
+use vitals_test_util::{arb_spec, assert_golden, assert_limits, spec_from_toml, Change};
 
 use super::job::go_duration;
 use super::*;
@@ -135,7 +135,6 @@ fn go_durations_parse_in_go() {
 #[test]
 fn limits_table() {
     let base = spec_from_toml("");
-    type Change = Box<dyn Fn(&mut HealthSpec)>;
     let cases: Vec<(&str, Change, Option<&str>)> = vec![
         ("1s interval", Box::new(|s| { s.liveness.period = Duration::from_secs(1); s.liveness.timeout = Duration::from_secs(1) }), None),
         (
@@ -150,15 +149,9 @@ fn limits_table() {
             Some("nomad: check \"readyz\".timeout = 500ms is below 1s (from probes.readiness.timeout); raise probes.readiness.timeout to 1s or more"),
         ),
     ];
-    for (name, change, refusal) in cases {
-        let mut spec = base.clone();
-        change(&mut spec);
-        let got = render(&spec, &workload(Layout::Sidecar), Provider::Consul);
-        match refusal {
-            None => assert!(got.is_ok(), "{name}: refused: {}", got.unwrap_err()),
-            Some(msg) => assert_eq!(got.unwrap_err().to_string(), msg, "{name}"),
-        }
-    }
+    assert_limits(&base, cases, |s| {
+        render(s, &workload(Layout::Sidecar), Provider::Consul)
+    });
 }
 
 /// The server's rules (`nomad/structs` Validate), read back from the rendered JSON.

@@ -15,5 +15,5 @@ mod stub;
 
 pub use golden::assert_golden;
 pub use process::VitalsProcess;
-pub use spec::{arb_spec, spec_from_toml};
+pub use spec::{arb_spec, assert_limits, spec_from_toml, Change};
 pub use stub::{HangingTcp, StubServer};

@@ -76,3 +76,25 @@ pub fn arb_spec() -> impl Strategy<Value = HealthSpec> {
             },
         )
 }
+
+/// One change to a spec, for a limit table.
+pub type Change = Box<dyn Fn(&mut HealthSpec)>;
+
+/// A limit table: each case changes `base`, then expects `render` to accept it (`None`) or to
+/// refuse it with exactly the given message.
+pub fn assert_limits<T, E: std::fmt::Display>(
+    base: &HealthSpec,
+    cases: Vec<(&str, Change, Option<&str>)>,
+    render: impl Fn(&HealthSpec) -> Result<T, E>,
+) {
+    for (name, change, refusal) in cases {
+        let mut spec = base.clone();
+        change(&mut spec);
+        match (render(&spec), refusal) {
+            (Ok(_), None) => {}
+            (Err(e), None) => panic!("{name}: refused: {e}"),
+            (Ok(_), Some(msg)) => panic!("{name}: accepted, but should be refused with: {msg}"),
+            (Err(e), Some(msg)) => assert_eq!(e.to_string(), msg, "{name}"),
+        }
+    }
+}
