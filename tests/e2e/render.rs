@@ -66,6 +66,8 @@ fn render_all_writes_each_platform_folder() {
         "ecs/target-group.json",
         "ecs/service.json",
         "cloudrun/service.yaml",
+        "alerts/vitals-alerts.yml",
+        "alerts/vitals-alerts_test.yml",
     ] {
         assert!(out_dir.join(f).is_file(), "missing {f}");
     }

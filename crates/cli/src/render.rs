@@ -15,16 +15,19 @@ pub enum Platform {
     Nomad,
     Ecs,
     Cloudrun,
-    /// Every platform; needs --out.
+    /// Prometheus alerting rules and their promtool test file.
+    Alerts,
+    /// Every platform and the alerts; needs --out.
     All,
 }
 
 impl Platform {
-    const EACH: [Platform; 4] = [
+    const EACH: [Platform; 5] = [
         Platform::Kubernetes,
         Platform::Nomad,
         Platform::Ecs,
         Platform::Cloudrun,
+        Platform::Alerts,
     ];
 
     fn dir(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Platform {
             Platform::Nomad => "nomad",
             Platform::Ecs => "ecs",
             Platform::Cloudrun => "cloudrun",
+            Platform::Alerts => "alerts",
             Platform::All => "",
         }
     }
@@ -95,6 +99,25 @@ pub struct RenderArgs {
     /// Cloud Run: add a readinessProbe (Preview; adds the BETA launch-stage annotation).
     #[arg(long)]
     pub cloudrun_readiness: bool,
+    /// Alerts: the scrape job's name (the `job` label); default: every vitals target.
+    #[arg(long, default_value = "")]
+    pub job: String,
+    /// Alerts: the labels that make a fleet for AgentFleetDegraded, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "job")]
+    pub group_by: Vec<String>,
+    /// Alerts: count restarts with kube-state-metrics (`kubernetes`) or from vitals' own
+    /// process_start_time_seconds, which works everywhere (`any`).
+    #[arg(long = "platform", id = "alerts_platform", value_enum, default_value_t = AlertsPlatform::Any)]
+    pub alerts_platform: AlertsPlatform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AlertsPlatform {
+    /// Restarts from process_start_time_seconds (Nomad, ECS, VMs; anywhere an instance keeps
+    /// its scrape address).
+    Any,
+    /// Restarts from kube_pod_container_status_restarts_total.
+    Kubernetes,
 }
 
 pub fn run(args: &RenderArgs) -> ExitCode {
@@ -107,6 +130,15 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         Err(code) => return code,
     };
     let spec = HealthSpec::from_config(&config);
+    let alerts = vitals_prometheus::Options {
+        job: args.job.clone(),
+        group_by: args.group_by.clone(),
+        restarts: match args.alerts_platform {
+            AlertsPlatform::Any => vitals_prometheus::Restarts::ProcessStart,
+            AlertsPlatform::Kubernetes => vitals_prometheus::Restarts::KubeStateMetrics,
+        },
+        container: "vitals".into(),
+    };
     let workload = Workload {
         name: args.name.clone(),
         image: args.image.clone(),
@@ -128,7 +160,12 @@ pub fn run(args: &RenderArgs) -> ExitCode {
     let mut outputs = Vec::new();
     let mut refused = Vec::new();
     for p in platforms {
-        match render(p, &spec, &workload, args) {
+        let rendered = if p == Platform::Alerts {
+            Ok(vitals_prometheus::render(&config, &alerts))
+        } else {
+            render(p, &spec, &workload, args)
+        };
+        match rendered {
             Ok(r) => outputs.push((p, r)),
             Err(e) => refused.push(e),
         }
@@ -204,7 +241,7 @@ fn render(
                 readiness: args.cloudrun_readiness,
             },
         ),
-        Platform::All => unreachable!("expanded by the caller"),
+        Platform::Alerts | Platform::All => unreachable!("handled by the caller"),
     }
 }
 
