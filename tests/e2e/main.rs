@@ -4,6 +4,7 @@
 //! vitals. Timing bounds are the design's own (a failure visible within interval + timeout), with
 //! a small margin for process scheduling, never a sleep that hopes.
 
+mod alerts;
 mod config;
 mod drain;
 mod hostile;

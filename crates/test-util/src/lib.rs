@@ -5,15 +5,18 @@
 //!   hangs; it counts the requests it gets.
 //! - [`HangingTcp`]: accepts connections and never says a word.
 //! - [`VitalsProcess`]: `vitals serve` with a config, on a port the OS picked, with its logs.
+//! - [`PrometheusProcess`]: a real Prometheus on a loopback port, for scrape and alert tests.
 //! - [`spec_from_toml`], [`arb_spec`]: HealthSpecs for the adapters' golden and property tests.
 //! - [`assert_golden`]: compare rendered output with a committed file (`VITALS_BLESS=1` rewrites).
 
 mod golden;
 mod process;
+mod prometheus;
 mod spec;
 mod stub;
 
 pub use golden::assert_golden;
 pub use process::VitalsProcess;
+pub use prometheus::PrometheusProcess;
 pub use spec::{arb_spec, assert_limits, spec_from_toml, Change};
 pub use stub::{HangingTcp, StubServer};
