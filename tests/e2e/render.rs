@@ -68,6 +68,7 @@ fn render_all_writes_each_platform_folder() {
         "cloudrun/service.yaml",
         "alerts/vitals-alerts.yml",
         "alerts/vitals-alerts_test.yml",
+        "dashboard/vitals-dashboard.json",
     ] {
         assert!(out_dir.join(f).is_file(), "missing {f}");
     }

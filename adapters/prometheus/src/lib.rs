@@ -10,7 +10,10 @@
 //!   itself is stuck (ticket).
 //!
 //! A single liveness failure pages nothing: no rule reads `vitals_live`.
+//!
+//! [`dashboard`] renders the Grafana dashboard over the same metrics.
 
+pub mod dashboard;
 mod test_file;
 
 use std::collections::BTreeMap;

@@ -73,3 +73,46 @@ fn kubernetes_restarts_job_and_group_by_variants_pass_too() {
         container: "vitals".into(),
     });
 }
+
+#[test]
+fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
+    let d: serde_json::Value = serde_json::from_str(&dashboard::render()).unwrap();
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "job"]);
+    assert_eq!(d["templating"]["list"][0]["type"], "datasource");
+    let contract = [
+        "vitals_ready",
+        "vitals_degraded",
+        "vitals_dependency_up",
+        "vitals_dependency_check_duration_seconds_bucket",
+        "vitals_dependency_checks_total",
+        "vitals_llm_probe_tokens_total",
+        "process_start_time_seconds",
+    ];
+    let panels = d["panels"].as_array().unwrap();
+    assert_eq!(panels.len(), 7);
+    let mut used = std::collections::BTreeSet::new();
+    for p in panels {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"]["uid"], "${datasource}");
+            let expr = t["expr"].as_str().unwrap();
+            assert!(expr.contains("job=~\"$job\""), "{expr}");
+            let metric = contract
+                .iter()
+                .find(|m| expr.contains(*m))
+                .unwrap_or_else(|| panic!("{expr} reads no contract metric"));
+            used.insert(*metric);
+        }
+    }
+    assert_eq!(
+        used.len(),
+        contract.len(),
+        "every contract metric has a panel: {used:?}"
+    );
+}

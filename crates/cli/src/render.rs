@@ -17,17 +17,20 @@ pub enum Platform {
     Cloudrun,
     /// Prometheus alerting rules and their promtool test file.
     Alerts,
+    /// A Grafana dashboard (its Prometheus data source is a variable).
+    Dashboard,
     /// Every platform and the alerts; needs --out.
     All,
 }
 
 impl Platform {
-    const EACH: [Platform; 5] = [
+    const EACH: [Platform; 6] = [
         Platform::Kubernetes,
         Platform::Nomad,
         Platform::Ecs,
         Platform::Cloudrun,
         Platform::Alerts,
+        Platform::Dashboard,
     ];
 
     fn dir(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Platform {
             Platform::Ecs => "ecs",
             Platform::Cloudrun => "cloudrun",
             Platform::Alerts => "alerts",
+            Platform::Dashboard => "dashboard",
             Platform::All => "",
         }
     }
@@ -160,10 +164,17 @@ pub fn run(args: &RenderArgs) -> ExitCode {
     let mut outputs = Vec::new();
     let mut refused = Vec::new();
     for p in platforms {
-        let rendered = if p == Platform::Alerts {
-            Ok(vitals_prometheus::render(&config, &alerts))
-        } else {
-            render(p, &spec, &workload, args)
+        let rendered = match p {
+            Platform::Alerts => Ok(vitals_prometheus::render(&config, &alerts)),
+            Platform::Dashboard => {
+                let mut r = Rendered::default();
+                r.file(
+                    vitals_prometheus::dashboard::FILE,
+                    vitals_prometheus::dashboard::render(),
+                );
+                Ok(r)
+            }
+            _ => render(p, &spec, &workload, args),
         };
         match rendered {
             Ok(r) => outputs.push((p, r)),
@@ -241,7 +252,9 @@ fn render(
                 readiness: args.cloudrun_readiness,
             },
         ),
-        Platform::Alerts | Platform::All => unreachable!("handled by the caller"),
+        Platform::Alerts | Platform::Dashboard | Platform::All => {
+            unreachable!("handled by the caller")
+        }
     }
 }
 

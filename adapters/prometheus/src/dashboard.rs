@@ -1,0 +1,201 @@
+//! A Grafana dashboard over vitals' metrics: readiness and degraded share, dependency timeline,
+//! check latency quantiles, LLM probe tokens, restarts. The data source is a variable, so it
+//! imports into any Grafana with a Prometheus data source.
+
+use serde_json::{json, Value};
+
+pub const FILE: &str = "vitals-dashboard.json";
+
+const DS: &str = "${datasource}";
+
+fn datasource() -> Value {
+    json!({ "type": "prometheus", "uid": DS })
+}
+
+fn target(expr: &str, legend: &str, ref_id: &str) -> Value {
+    json!({
+        "datasource": datasource(),
+        "expr": expr,
+        "legendFormat": legend,
+        "refId": ref_id,
+    })
+}
+
+struct Panel<'a> {
+    title: &'a str,
+    description: &'a str,
+    kind: &'a str,
+    unit: &'a str,
+    targets: Vec<Value>,
+    /// x, y, w, h on Grafana's 24-column grid.
+    pos: (u32, u32, u32, u32),
+    extra_defaults: Value,
+}
+
+fn panel(id: u32, p: Panel<'_>) -> Value {
+    let mut defaults = json!({ "unit": p.unit });
+    if let (Some(d), Some(extra)) = (defaults.as_object_mut(), p.extra_defaults.as_object()) {
+        d.extend(extra.clone());
+    }
+    json!({
+        "id": id,
+        "type": p.kind,
+        "title": p.title,
+        "description": p.description,
+        "datasource": datasource(),
+        "gridPos": { "x": p.pos.0, "y": p.pos.1, "w": p.pos.2, "h": p.pos.3 },
+        "fieldConfig": { "defaults": defaults, "overrides": [] },
+        "options": {},
+        "targets": p.targets,
+    })
+}
+
+/// The dashboard as pretty JSON.
+pub fn render() -> String {
+    let sel = "job=~\"$job\"";
+    let panels = vec![
+        panel(1, Panel {
+            title: "Ready instances",
+            description: "vitals_ready per instance: 1 when /readyz answers 2xx.",
+            kind: "timeseries",
+            unit: "none",
+            targets: vec![target(&format!("vitals_ready{{{sel}}}"), "{{instance}}", "A")],
+            pos: (0, 0, 12, 8),
+            extra_defaults: json!({ "min": 0, "max": 1 }),
+        }),
+        panel(2, Panel {
+            title: "Degraded share",
+            description: "Share of each job's instances serving degraded (a non-critical dependency down). AgentFleetDegraded pages above 30 % for 5 minutes.",
+            kind: "timeseries",
+            unit: "percentunit",
+            targets: vec![target(
+                &format!("sum by (job) (vitals_degraded{{{sel}}}) / count by (job) (vitals_degraded{{{sel}}})"),
+                "{{job}}",
+                "A",
+            )],
+            pos: (12, 0, 12, 8),
+            extra_defaults: json!({
+                "min": 0,
+                "max": 1,
+                "thresholds": { "mode": "absolute", "steps": [
+                    { "color": "green", "value": null },
+                    { "color": "red", "value": 0.3 }
+                ] }
+            }),
+        }),
+        panel(3, Panel {
+            title: "Dependencies up / down",
+            description: "vitals_dependency_up per instance and dependency, after thresholds and staleness.",
+            kind: "state-timeline",
+            unit: "none",
+            targets: vec![target(
+                &format!("vitals_dependency_up{{{sel}}}"),
+                "{{instance}} {{dependency}}",
+                "A",
+            )],
+            pos: (0, 8, 24, 8),
+            extra_defaults: json!({
+                "mappings": [
+                    { "type": "value", "options": {
+                        "0": { "text": "down", "color": "red" },
+                        "1": { "text": "up", "color": "green" }
+                    } }
+                ]
+            }),
+        }),
+        panel(4, Panel {
+            title: "Check latency",
+            description: "Quantiles of vitals_dependency_check_duration_seconds per dependency.",
+            kind: "timeseries",
+            unit: "s",
+            targets: ["0.5", "0.95", "0.99"]
+                .iter()
+                .zip(["A", "B", "C"])
+                .map(|(q, r)| {
+                    target(
+                        &format!("histogram_quantile({q}, sum by (le, dependency) (rate(vitals_dependency_check_duration_seconds_bucket{{{sel}}}[$__rate_interval])))"),
+                        &format!("p{} {{{{dependency}}}}", &q[2..]),
+                        r,
+                    )
+                })
+                .collect(),
+            pos: (0, 16, 12, 8),
+            extra_defaults: json!({}),
+        }),
+        panel(5, Panel {
+            title: "Check outcomes",
+            description: "Dependency checks per second by outcome (success, failure, timeout).",
+            kind: "timeseries",
+            unit: "ops",
+            targets: vec![target(
+                &format!("sum by (dependency, outcome) (rate(vitals_dependency_checks_total{{{sel}}}[$__rate_interval]))"),
+                "{{dependency}} {{outcome}}",
+                "A",
+            )],
+            pos: (12, 16, 12, 8),
+            extra_defaults: json!({}),
+        }),
+        panel(6, Panel {
+            title: "LLM probe tokens per hour",
+            description: "Tokens the LLM probes spent over the last hour, from the provider's usage.",
+            kind: "timeseries",
+            unit: "short",
+            targets: vec![target(
+                &format!("sum by (dependency, direction) (increase(vitals_llm_probe_tokens_total{{{sel}}}[1h]))"),
+                "{{dependency}} {{direction}}",
+                "A",
+            )],
+            pos: (0, 24, 12, 8),
+            extra_defaults: json!({}),
+        }),
+        panel(7, Panel {
+            title: "Restarts per hour",
+            description: "How often vitals restarted on each instance in the last hour (changes of process_start_time_seconds). AgentRestartLoop pages at more than 3 in 10 minutes.",
+            kind: "timeseries",
+            unit: "short",
+            targets: vec![target(
+                &format!("changes(process_start_time_seconds{{{sel}}}[1h])"),
+                "{{instance}}",
+                "A",
+            )],
+            pos: (12, 24, 12, 8),
+            extra_defaults: json!({}),
+        }),
+    ];
+    let dashboard = json!({
+        "uid": "vitals-agents",
+        "title": "vitals: agent health",
+        "description": "Readiness, degraded share, dependencies, check latency, LLM probe tokens and restarts of agents probed by vitals.",
+        "tags": ["vitals", "agents"],
+        "editable": true,
+        "schemaVersion": 39,
+        "time": { "from": "now-6h", "to": "now" },
+        "refresh": "30s",
+        "templating": { "list": [
+            {
+                "name": "datasource",
+                "label": "Data source",
+                "type": "datasource",
+                "query": "prometheus",
+                "hide": 0,
+            },
+            {
+                "name": "job",
+                "label": "Job",
+                "type": "query",
+                "datasource": datasource(),
+                "query": "label_values(vitals_ready, job)",
+                "refresh": 2,
+                "includeAll": true,
+                "multi": true,
+                "allValue": ".+",
+                "hide": 0,
+            },
+        ] },
+        "annotations": { "list": [] },
+        "panels": panels,
+    });
+    let mut s = serde_json::to_string_pretty(&dashboard).expect("json values serialize");
+    s.push('\n');
+    s
+}
