@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use vitals_core::config::{Config, Dependency};
 use vitals_core::lifecycle::{Event, Lifecycle, Outcome, Rules};
 
-use crate::checks::{BuildError, Checker};
+use crate::checks::{BuildError, Checker, Report};
 use crate::{Heartbeat, Metrics};
 
 /// The state as last published. Cheap to clone; read it with the current time.
@@ -128,6 +128,21 @@ impl Monitor {
             ));
         }
 
+        for d in &self.config.dependencies {
+            if let vitals_core::config::Check::Llm(c) = &d.check {
+                if let (Some(budget), Some(requested)) =
+                    (c.max_probes_per_hour, c.requested_interval)
+                {
+                    tracing::warn!(
+                        dependency = %d.name,
+                        max_probes_per_hour = budget,
+                        requested_interval = %requested,
+                        interval = %d.interval,
+                        "the probe budget allows fewer probes than the interval asks for; probing less often to stay within it"
+                    );
+                }
+            }
+        }
         let mut state: Lifecycle = (**self.snapshot.borrow()).clone();
         let mut readiness = state.readiness(now());
         tracing::info!(
@@ -231,15 +246,23 @@ async fn check_loop(
             _ = sleep_until(next) => {}
         }
         let started = Instant::now();
-        let outcome = tokio::select! {
+        let report = tokio::select! {
             _ = cancel.cancelled() => return,
             r = tokio::time::timeout(timeout, checker.check()) => match r {
-                Ok(outcome) => outcome,
-                Err(_) => Outcome::TimedOut { after: timeout },
+                Ok(report) => report,
+                Err(_) => Report::from(Outcome::TimedOut { after: timeout }),
             },
         };
         let latency = started.elapsed();
+        let Report {
+            outcome,
+            retry_after,
+            usage,
+        } = report;
         metrics.record_check(index, &outcome, latency);
+        if let Some(u) = usage {
+            metrics.record_tokens(index, u.prompt, u.completion);
+        }
         tracing::debug!(dependency = %dep.name, outcome = outcome.label(), latency_ms = latency.as_millis() as u64, "check done");
         if events
             .send(Event::Checked {
@@ -252,6 +275,15 @@ async fn check_loop(
             return;
         }
         next += interval;
+        // A provider that asked for a pause (429 Retry-After) gets it: probing harder would
+        // only spend budget on more 429s.
+        if let Some(pause) = retry_after {
+            let not_before = started + latency + pause;
+            if not_before > next {
+                tracing::info!(dependency = %dep.name, pause_s = pause.as_secs(), "provider asked to retry later; next probe delayed");
+                next = not_before;
+            }
+        }
         // A check that overran its slot (it cannot, being shorter than the interval, unless the
         // runtime stalled) does not cause a burst of catch-up checks.
         let now = Instant::now();

@@ -3,7 +3,7 @@
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use vitals_core::config::Config;
+use vitals_core::config::{Check, Config};
 use vitals_core::lifecycle::{Lifecycle, Phase};
 
 #[derive(Debug, Serialize)]
@@ -32,6 +32,22 @@ pub(crate) struct DependencyStatus<'a> {
     pub consecutive_failures: u32,
     /// Reasons are built by the checks and carry no secrets.
     pub last_error: Option<String>,
+    /// LLM kinds: the check mode (models, completion, semantic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<&'static str>,
+    /// LLM kinds with `max_probes_per_hour`: the budget, and what it did to the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Budget {
+    pub max_probes_per_hour: u32,
+    /// Probes an hour at the interval in force: never more than the budget.
+    pub probes_per_hour: f64,
+    /// Set when the budget stretched the interval the file asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_interval_seconds: Option<f64>,
 }
 
 pub(crate) fn build<'a>(
@@ -74,6 +90,21 @@ pub(crate) fn build<'a>(
                     .map(|l| (l.as_secs_f64() * 1e6).round() / 1e3),
                 consecutive_failures: s.consecutive_failures,
                 last_error: s.last_outcome.as_ref().and_then(|o| o.reason()),
+                check: match &d.check {
+                    Check::Llm(c) => Some(c.mode.as_str()),
+                    _ => None,
+                },
+                budget: match &d.check {
+                    Check::Llm(c) => c.max_probes_per_hour.map(|n| Budget {
+                        max_probes_per_hour: n,
+                        probes_per_hour: (3600.0 / d.interval.std().as_secs_f64() * 100.0).round()
+                            / 100.0,
+                        requested_interval_seconds: c
+                            .requested_interval
+                            .map(|r| r.std().as_secs_f64()),
+                    }),
+                    _ => None,
+                },
             })
             .collect(),
     }

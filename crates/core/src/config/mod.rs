@@ -241,6 +241,142 @@ pub struct Dependency {
 pub enum Check {
     Http(HttpCheck),
     Tcp(TcpCheck),
+    Llm(Box<LlmCheck>),
+    Redis(RedisCheck),
+    Postgres(PostgresCheck),
+    Exec(ExecCheck),
+}
+
+/// Which API an LLM check speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmApi {
+    /// OpenAI's, or any compatible server's (vLLM, llama.cpp, Ollama, LiteLLM, Azure OpenAI).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// How much an LLM check asks of the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmMode {
+    /// `GET /models`: free; reachability, the key, and that the model is listed.
+    Models,
+    /// One chat completion limited to one token: inference capacity.
+    Completion,
+    /// A validation prompt whose answer is checked.
+    Semantic,
+}
+
+impl LlmMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmMode::Models => "models",
+            LlmMode::Completion => "completion",
+            LlmMode::Semantic => "semantic",
+        }
+    }
+}
+
+/// What an answer (or a reply) must match: a substring, or a regex written `/.../`.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    Contains(String),
+    Regex(regex::Regex),
+}
+
+impl Expect {
+    pub fn parse(s: &str) -> Result<Expect, String> {
+        match s.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
+            Some(re) if !re.is_empty() => regex::Regex::new(re)
+                .map(Expect::Regex)
+                .map_err(|e| format!("{s:?} is not a valid regex: {e}")),
+            _ => Ok(Expect::Contains(s.to_owned())),
+        }
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Expect::Contains(s) => text.contains(s.as_str()),
+            Expect::Regex(r) => r.is_match(text),
+        }
+    }
+
+    /// Exact equality for a substring, a match for a regex (Redis replies).
+    pub fn matches_exactly(&self, text: &str) -> bool {
+        match self {
+            Expect::Contains(s) => text == s,
+            Expect::Regex(r) => r.is_match(text),
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Contains(s) => write!(f, "{s:?}"),
+            Expect::Regex(r) => write!(f, "/{}/", r.as_str()),
+        }
+    }
+}
+
+/// The built-in validation prompt of the semantic check.
+pub const DEFAULT_PROMPT: &str = "Reply with the single word READY.";
+
+#[derive(Debug, Clone)]
+pub struct LlmCheck {
+    pub api: LlmApi,
+    pub mode: LlmMode,
+    /// Ends before the API's paths: `https://api.openai.com/v1`, `http://127.0.0.1:8000/v1`.
+    pub base_url: url::Url,
+    pub model: Option<String>,
+    pub api_key: Option<Secret>,
+    /// The environment variable the key came from, to name in reasons.
+    pub api_key_env: Option<String>,
+    pub prompt: String,
+    pub expect: Option<Expect>,
+    /// `max_tokens` or `max_completion_tokens`.
+    pub max_tokens_field: String,
+    pub max_latency: Option<Duration>,
+    /// Azure's `api-version` (OpenAI) or the `anthropic-version` header (Anthropic).
+    pub api_version: Option<String>,
+    /// A loading-aware health route on the server's root, such as llama.cpp's `/health`.
+    pub health_path: Option<String>,
+    /// The probe budget, when one is set; the interval already honours it.
+    pub max_probes_per_hour: Option<u32>,
+    /// The interval the file asked for, when the budget stretched it.
+    pub requested_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisCheck {
+    /// `redis://host:port/db` (no password: that comes from `password_env`).
+    pub url: url::Url,
+    pub password: Option<Secret>,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    pub expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresCheck {
+    /// `postgres://user@host:port/db` (no password: that comes from `password_env`).
+    pub url: url::Url,
+    pub password: Option<Secret>,
+    pub query: String,
+    pub expect_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecCheck {
+    /// The program and its arguments; run without a shell.
+    pub command: Vec<String>,
+}
+
+/// `expect_json`: the body's value at `pointer` must equal `equals`, or exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectJson {
+    pub pointer: String,
+    pub equals: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +401,7 @@ pub struct HttpCheck {
     /// Empty means any 2xx.
     pub expect_status: Vec<u16>,
     pub expect_body: Option<String>,
+    pub expect_json: Option<ExpectJson>,
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 

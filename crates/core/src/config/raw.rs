@@ -121,8 +121,33 @@ pub struct RawDependency {
     pub check: Option<String>,
     /// Semantic check: the validation prompt.
     pub prompt: Option<String>,
-    /// Semantic check: substring or `/regex/` the answer must match.
+    /// Semantic check: substring or `/regex/` the answer must match. Redis: the reply, exactly,
+    /// or a `/regex/`.
     pub expect: Option<String>,
+    /// OpenAI: the request field that limits the answer: `max_tokens` (default) or
+    /// `max_completion_tokens` (models that refuse `max_tokens`).
+    pub max_tokens_field: Option<String>,
+    /// Completion and semantic checks: an answer slower than this is a failure.
+    pub max_latency: Option<Duration>,
+    /// OpenAI: Azure OpenAI's `api-version` (sends `api-key` instead of a bearer token).
+    /// Anthropic: the `anthropic-version` header (default `2023-06-01`).
+    pub api_version: Option<String>,
+    /// OpenAI-compatible local servers: a path on the server's root (llama.cpp: `/health`) that
+    /// answers 503 while the model loads; the check waits for it instead of failing hard.
+    pub health_path: Option<String>,
+    /// LLM kinds: at most this many probes an hour; the interval is stretched to fit.
+    pub max_probes_per_hour: Option<u32>,
+
+    // redis, postgres, exec.
+    /// Redis and PostgreSQL: environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Redis: the command, such as `"EXISTS doc:42"` or `["GET", "key with spaces"]`.
+    /// Exec: the program and its arguments, as a list (no shell).
+    pub command: Option<StringOrList>,
+    /// PostgreSQL: the query to run, such as `SELECT 1 FROM items WHERE id = 42`.
+    pub query: Option<String>,
+    /// PostgreSQL: how many rows the query must return.
+    pub expect_rows: Option<u64>,
 
     // tcp.
     /// `host:port` to connect to.
@@ -141,4 +166,23 @@ pub struct RawDependency {
     pub headers: Option<BTreeMap<String, String>>,
     /// Request headers whose values come from environment variables: header name → variable name.
     pub headers_env: Option<BTreeMap<String, String>>,
+    /// A JSON body whose value at `pointer` must equal `equals` (or exist, without `equals`).
+    pub expect_json: Option<RawExpectJson>,
+}
+
+/// A string, or a list of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpectJson {
+    /// An RFC 6901 JSON pointer, such as `/result/id`.
+    pub pointer: Option<String>,
+    /// The value expected there (any JSON value).
+    pub equals: Option<serde_json::Value>,
 }

@@ -182,7 +182,7 @@ fn duplicate_names_and_unknown_startup_requirements() {
 }
 
 #[test]
-fn unknown_sections_kinds_and_not_yet_supported_kinds() {
+fn unknown_sections_and_kinds_and_missing_kind_keys() {
     let errs = errors(
         r#"
         [servre]
@@ -206,9 +206,136 @@ fn unknown_sections_kinds_and_not_yet_supported_kinds() {
     );
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("dependencies[1].kind: \"openai\" is not supported yet")),
+            .any(|e| e.starts_with("dependencies[1].base_url: is required for kind \"openai\"")),
         "{errs:#?}"
     );
+}
+
+#[test]
+fn llm_store_and_exec_kinds_validate_with_their_keys() {
+    let env = |k: &str| match k {
+        "OPENAI_KEY" => Some("sk-test-123".to_owned()),
+        "PGPASS" => Some("pw".to_owned()),
+        _ => None,
+    };
+    let c = super::from_toml(
+        r#"
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v1"
+        model = "tiny"
+        api_key_env = "OPENAI_KEY"
+        check = "semantic"
+        expect = "/^READY\\b/"
+        interval = "30s"
+        max_probes_per_hour = 60
+        [[dependencies]]
+        name = "claude"
+        kind = "anthropic"
+        model = "claude-3-5-haiku-latest"
+        check = "completion"
+        [[dependencies]]
+        name = "cache"
+        kind = "redis"
+        url = "redis://127.0.0.1:6379/0"
+        command = "EXISTS doc:42"
+        expect = "1"
+        [[dependencies]]
+        name = "vectors"
+        kind = "postgres"
+        url = "postgres://vitals@127.0.0.1:5432/app"
+        password_env = "PGPASS"
+        query = "SELECT 1 FROM items WHERE id = 42"
+        expect_rows = 1
+        [[dependencies]]
+        name = "index"
+        kind = "exec"
+        command = ["/bin/true"]
+        [[dependencies]]
+        name = "qdrant"
+        kind = "http"
+        url = "http://127.0.0.1:6333/collections/docs/points/42"
+        expect_json = { pointer = "/result/id", equals = 42 }
+        "#,
+        &env,
+    )
+    .unwrap();
+    let Check::Llm(llm) = &c.dependencies[0].check else {
+        panic!()
+    };
+    assert_eq!(llm.mode, LlmMode::Semantic);
+    assert!(llm.expect.as_ref().unwrap().matches("READY now"));
+    assert!(!llm.expect.as_ref().unwrap().matches("NOT READY"));
+    assert_eq!(llm.api_key.as_ref().unwrap().expose(), "sk-test-123");
+    // 60 probes an hour: one a minute, not every 30s.
+    assert_eq!(c.dependencies[0].interval, Duration::from_secs(60));
+    assert_eq!(llm.requested_interval, Some(Duration::from_secs(30)));
+    let Check::Llm(claude) = &c.dependencies[1].check else {
+        panic!()
+    };
+    assert_eq!(claude.base_url.as_str(), "https://api.anthropic.com/v1");
+    let Check::Redis(r) = &c.dependencies[2].check else {
+        panic!()
+    };
+    assert_eq!(r.command, ["EXISTS", "doc:42"]);
+    let Check::Postgres(p) = &c.dependencies[3].check else {
+        panic!()
+    };
+    assert_eq!(p.expect_rows, Some(1));
+    let Check::Http(h) = &c.dependencies[5].check else {
+        panic!()
+    };
+    assert_eq!(
+        h.expect_json.as_ref().unwrap().equals,
+        Some(serde_json::json!(42))
+    );
+}
+
+#[test]
+fn new_kinds_name_the_key_and_the_fix() {
+    let errs = errors(
+        r#"
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v1"
+        check = "chat"
+        prompt = "hi"
+        [[dependencies]]
+        name = "pg"
+        kind = "postgres"
+        url = "postgres://u:hunter2@db/app"
+        [[dependencies]]
+        name = "job"
+        kind = "exec"
+        command = "/bin/check --fast"
+        [[dependencies]]
+        name = "cache"
+        kind = "redis"
+        url = "http://127.0.0.1:6379"
+        expect = "/(/"
+        [[dependencies]]
+        name = "budget"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v1"
+        max_probes_per_hour = 0
+        query = "SELECT 1"
+        "#,
+    );
+    for want in [
+        "dependencies[0].check: \"chat\" is not a check mode",
+        "dependencies[0].prompt: is only used by check = \"semantic\"",
+        "dependencies[1].url: holds a password; secrets never go in the file",
+        "dependencies[2].command: must be a list (it runs without a shell), such as [\"/bin/check\", \"--fast\"]",
+        "dependencies[3].url: \"http://127.0.0.1:6379\" must be a redis or rediss URL",
+        "dependencies[3].expect: \"/(/\" is not a valid regex",
+        "dependencies[4].max_probes_per_hour: must be at least 1",
+        "dependencies[4].query: is not used by kind \"openai\"",
+    ] {
+        assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
+    }
+    assert!(!errs.iter().any(|e| e.contains("hunter2")), "{errs:#?}");
 }
 
 #[test]

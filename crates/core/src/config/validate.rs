@@ -18,10 +18,6 @@ pub struct RawConfig {
     pub dependencies: Vec<RawDependency>,
 }
 
-/// Kinds this build can check. The others are named by the configuration model and refused with
-/// a clear message until their checker exists.
-const SUPPORTED: &[Kind] = &[Kind::Http, Kind::Tcp];
-
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
@@ -344,30 +340,49 @@ const COMMON_KEYS: &[&str] = &[
 
 fn kind_keys(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::OpenAi | Kind::Anthropic => &[
+        Kind::OpenAi => &[
             "base_url",
             "model",
             "api_key_env",
             "check",
             "prompt",
             "expect",
+            "max_tokens_field",
+            "max_latency",
+            "api_version",
+            "health_path",
+            "max_probes_per_hour",
+        ],
+        Kind::Anthropic => &[
+            "base_url",
+            "model",
+            "api_key_env",
+            "check",
+            "prompt",
+            "expect",
+            "max_latency",
+            "api_version",
+            "max_probes_per_hour",
         ],
         Kind::Http => &[
             "url",
             "method",
             "expect_status",
             "expect_body",
+            "expect_json",
             "headers",
             "headers_env",
         ],
         Kind::Tcp => &["address"],
-        Kind::Redis | Kind::Postgres | Kind::Exec => &[],
+        Kind::Redis => &["url", "password_env", "command", "expect"],
+        Kind::Postgres => &["url", "password_env", "query", "expect_rows"],
+        Kind::Exec => &["command"],
     }
 }
 
 /// The keys set in `d`, by name.
 fn set_keys(d: &RawDependency) -> Vec<&'static str> {
-    let fields: [(&'static str, bool); 21] = [
+    let fields: [(&'static str, bool); 31] = [
         ("name", d.name.is_some()),
         ("kind", d.kind.is_some()),
         ("critical", d.critical.is_some()),
@@ -389,6 +404,16 @@ fn set_keys(d: &RawDependency) -> Vec<&'static str> {
         ("expect_body", d.expect_body.is_some()),
         ("headers", d.headers.is_some()),
         ("headers_env", d.headers_env.is_some()),
+        ("expect_json", d.expect_json.is_some()),
+        ("max_tokens_field", d.max_tokens_field.is_some()),
+        ("max_latency", d.max_latency.is_some()),
+        ("api_version", d.api_version.is_some()),
+        ("health_path", d.health_path.is_some()),
+        ("max_probes_per_hour", d.max_probes_per_hour.is_some()),
+        ("password_env", d.password_env.is_some()),
+        ("command", d.command.is_some()),
+        ("query", d.query.is_some()),
+        ("expect_rows", d.expect_rows.is_some()),
     ];
     fields
         .into_iter()
@@ -455,17 +480,6 @@ fn dependency(
             }
         },
     };
-    if !SUPPORTED.contains(&kind) {
-        let supported: Vec<&str> = SUPPORTED.iter().map(|k| k.as_str()).collect();
-        e.push(
-            at("kind"),
-            format!(
-                "\"{kind}\" is not supported yet by this version of vitals; supported kinds: {}",
-                supported.join(", ")
-            ),
-        );
-        return None;
-    }
     for key in set_keys(&d) {
         if !COMMON_KEYS.contains(&key) && !kind_keys(kind).contains(&key) {
             e.push(
@@ -478,7 +492,23 @@ fn dependency(
         }
     }
 
-    let interval = e.positive(&at("interval"), d.interval, kind.default_interval());
+    let requested = e.positive(&at("interval"), d.interval, kind.default_interval());
+    // A probe budget stretches the interval so that it can never be overspent.
+    let budget_spacing = match d.max_probes_per_hour {
+        Some(0) => {
+            e.push(
+                at("max_probes_per_hour"),
+                "must be at least 1; remove it for no budget",
+            );
+            None
+        }
+        Some(n) => Some(Duration::from_millis(3_600_000u64.div_ceil(u64::from(n)))),
+        None => None,
+    };
+    let interval = match budget_spacing {
+        Some(spacing) if spacing > requested => spacing,
+        _ => requested,
+    };
     // Without an explicit timeout, stay well inside a short interval.
     let default_timeout = kind
         .default_timeout()
@@ -508,7 +538,15 @@ fn dependency(
     let check = match kind {
         Kind::Http => http_check(e, i, &d, env).map(Check::Http),
         Kind::Tcp => tcp_check(e, i, &d).map(Check::Tcp),
-        _ => None,
+        Kind::OpenAi | Kind::Anthropic => llm_check(e, i, kind, &d, env).map(|mut c| {
+            if interval > requested {
+                c.requested_interval = Some(requested);
+            }
+            Check::Llm(Box::new(c))
+        }),
+        Kind::Redis => redis_check(e, i, &d, env).map(Check::Redis),
+        Kind::Postgres => postgres_check(e, i, &d, env).map(Check::Postgres),
+        Kind::Exec => exec_check(e, i, &d).map(Check::Exec),
     };
 
     if e.0.len() > before {
@@ -624,13 +662,345 @@ fn http_check(
             }
         }
     }
+    let expect_json = match &d.expect_json {
+        None => None,
+        Some(j) => {
+            match j.pointer.as_deref() {
+                Some(p) if p.is_empty() || p.starts_with('/') => Some(ExpectJson {
+                    pointer: p.to_owned(),
+                    equals: j.equals.clone(),
+                }),
+                Some(p) => {
+                    e.push(
+                    at("expect_json.pointer"),
+                    format!("\"{p}\" is not a JSON pointer; start it with '/', such as \"/result/id\""),
+                );
+                    None
+                }
+                None => {
+                    e.push(
+                        at("expect_json.pointer"),
+                        "is required; give the JSON pointer to read, such as \"/result/id\"",
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if method == HttpMethod::Head && d.expect_json.is_some() {
+        e.push(
+            at("expect_json"),
+            "cannot be checked with method \"HEAD\" (no body); use \"GET\"",
+        );
+    }
     Some(HttpCheck {
         url: url?,
         method,
         expect_status,
         expect_body: d.expect_body.clone(),
+        expect_json,
         headers,
     })
+}
+
+/// `value` with any `user:password@` masked, for messages.
+fn masked(value: &str) -> String {
+    match (value.find("://"), value.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => format!("{}***{}", &value[..s + 3], &value[at..]),
+        _ => value.to_owned(),
+    }
+}
+
+/// A URL with one of `schemes` and a host, or an error under `key` with an example.
+fn parse_url(
+    e: &mut Errors,
+    key: &str,
+    value: &str,
+    schemes: &[&str],
+    example: &str,
+) -> Option<url::Url> {
+    let shown = masked(value);
+    match url::Url::parse(value) {
+        Ok(url) if schemes.contains(&url.scheme()) && url.has_host() => Some(url),
+        Ok(url) => {
+            e.push(
+                key,
+                format!(
+                    "\"{shown}\" must be a {} URL with a host (scheme is \"{}\"); write it like \"{example}\"",
+                    schemes.join(" or "),
+                    url.scheme()
+                ),
+            );
+            None
+        }
+        Err(err) => {
+            e.push(
+                key,
+                format!("\"{shown}\" is not a URL ({err}); write it like \"{example}\""),
+            );
+            None
+        }
+    }
+}
+
+fn expect(e: &mut Errors, key: &str, value: Option<&str>) -> Option<Expect> {
+    match Expect::parse(value?) {
+        Ok(x) => Some(x),
+        Err(msg) => {
+            e.push(
+                key,
+                format!("{msg}; fix the pattern, or drop the slashes for a plain substring"),
+            );
+            None
+        }
+    }
+}
+
+fn llm_check(
+    e: &mut Errors,
+    i: usize,
+    kind: Kind,
+    d: &RawDependency,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<LlmCheck> {
+    let at = |key: &str| format!("dependencies[{i}].{key}");
+    let (api, example) = match kind {
+        Kind::Anthropic => (LlmApi::Anthropic, "https://api.anthropic.com/v1"),
+        _ => (LlmApi::OpenAi, "https://api.openai.com/v1"),
+    };
+    let base_url = match d.base_url.as_deref() {
+        Some(u) => parse_url(e, &at("base_url"), u, &["http", "https"], example),
+        None if api == LlmApi::Anthropic => url::Url::parse(example).ok(),
+        None => {
+            e.push(
+                at("base_url"),
+                format!("is required for kind \"openai\"; give the API's base URL, such as \"{example}\" or \"http://127.0.0.1:8000/v1\""),
+            );
+            None
+        }
+    };
+    let mode = match d.check.as_deref() {
+        None | Some("models") => LlmMode::Models,
+        Some("completion") => LlmMode::Completion,
+        Some("semantic") => LlmMode::Semantic,
+        Some(other) => {
+            e.push(
+                at("check"),
+                format!("\"{other}\" is not a check mode; use \"models\" (free), \"completion\" (one token) or \"semantic\" (a validated answer)"),
+            );
+            LlmMode::Models
+        }
+    };
+    let model = d.model.clone();
+    // Azure names the model in the deployment URL; everyone else needs it in the request.
+    let azure = api == LlmApi::OpenAi && d.api_version.is_some();
+    if model.is_none() && mode != LlmMode::Models && !azure {
+        e.push(
+            at("model"),
+            format!(
+                "is required for check = \"{}\"; name the model to call, such as \"gpt-4o-mini\"",
+                mode.as_str()
+            ),
+        );
+    }
+    if mode != LlmMode::Semantic {
+        for key in ["prompt", "expect"] {
+            let set = if key == "prompt" {
+                d.prompt.is_some()
+            } else {
+                d.expect.is_some()
+            };
+            if set {
+                e.push(
+                    at(key),
+                    "is only used by check = \"semantic\"; remove it or set check = \"semantic\"",
+                );
+            }
+        }
+    }
+    let api_key = d
+        .api_key_env
+        .as_deref()
+        .and_then(|var| e.env_secret(&at("api_key_env"), var, env));
+    let max_tokens_field = match d.max_tokens_field.as_deref() {
+        None => "max_tokens".to_owned(),
+        Some(f @ ("max_tokens" | "max_completion_tokens")) => f.to_owned(),
+        Some(other) => {
+            e.push(
+                at("max_tokens_field"),
+                format!(
+                    "\"{other}\" is not supported; use \"max_tokens\" or \"max_completion_tokens\""
+                ),
+            );
+            "max_tokens".to_owned()
+        }
+    };
+    let health_path = match d.health_path.as_deref() {
+        Some(p) if !p.starts_with('/') => {
+            e.push(
+                at("health_path"),
+                format!("\"{p}\" must be a path starting with '/', such as \"/health\""),
+            );
+            None
+        }
+        other => other.map(str::to_owned),
+    };
+    if let Some(l) = d.max_latency {
+        if l.is_zero() {
+            e.push(at("max_latency"), "must be greater than zero");
+        }
+        if mode == LlmMode::Models {
+            e.push(
+                at("max_latency"),
+                "is only used by check = \"completion\" or \"semantic\"",
+            );
+        }
+    }
+    let expect = expect(e, &at("expect"), d.expect.as_deref());
+    Some(LlmCheck {
+        api,
+        mode,
+        base_url: base_url?,
+        model,
+        api_key,
+        api_key_env: d.api_key_env.clone(),
+        prompt: d
+            .prompt
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROMPT.to_owned()),
+        expect,
+        max_tokens_field,
+        max_latency: d.max_latency,
+        api_version: d.api_version.clone(),
+        health_path,
+        max_probes_per_hour: d.max_probes_per_hour,
+        requested_interval: None,
+    })
+}
+
+/// A URL whose password, if any, must move to `password_env`.
+fn store_url(
+    e: &mut Errors,
+    i: usize,
+    d: &RawDependency,
+    env: &dyn Fn(&str) -> Option<String>,
+    schemes: &[&str],
+    example: &str,
+) -> (Option<url::Url>, Option<Secret>) {
+    let at = |key: &str| format!("dependencies[{i}].{key}");
+    let url = match d.url.as_deref() {
+        None => {
+            e.push(
+                at("url"),
+                format!("is required; write it like \"{example}\""),
+            );
+            None
+        }
+        Some(u) => parse_url(e, &at("url"), u, schemes, example),
+    };
+    if url.as_ref().is_some_and(|u| u.password().is_some()) {
+        e.push(
+            at("url"),
+            "holds a password; secrets never go in the file: remove it from the URL and name an environment variable in password_env",
+        );
+    }
+    let password = d
+        .password_env
+        .as_deref()
+        .and_then(|var| e.env_secret(&at("password_env"), var, env));
+    (url, password)
+}
+
+fn redis_check(
+    e: &mut Errors,
+    i: usize,
+    d: &RawDependency,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<RedisCheck> {
+    let at = |key: &str| format!("dependencies[{i}].{key}");
+    let (url, password) = store_url(
+        e,
+        i,
+        d,
+        env,
+        &["redis", "rediss"],
+        "redis://127.0.0.1:6379/0",
+    );
+    let command = match &d.command {
+        None => vec!["PING".to_owned()],
+        Some(StringOrList::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(StringOrList::List(l)) => l.clone(),
+    };
+    if command.is_empty() {
+        e.push(
+            at("command"),
+            "is empty; give a read command such as \"EXISTS doc:42\"",
+        );
+    }
+    let expect = expect(e, &at("expect"), d.expect.as_deref());
+    Some(RedisCheck {
+        url: url?,
+        password,
+        command,
+        expect,
+    })
+}
+
+fn postgres_check(
+    e: &mut Errors,
+    i: usize,
+    d: &RawDependency,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<PostgresCheck> {
+    let at = |key: &str| format!("dependencies[{i}].{key}");
+    let (url, password) = store_url(
+        e,
+        i,
+        d,
+        env,
+        &["postgres", "postgresql"],
+        "postgres://vitals@127.0.0.1:5432/app",
+    );
+    let query = match d.query.as_deref().map(str::trim) {
+        Some(q) if !q.is_empty() => q.to_owned(),
+        Some(_) => {
+            e.push(
+                at("query"),
+                "is empty; give a query, such as \"SELECT 1 FROM items WHERE id = 42\"",
+            );
+            String::new()
+        }
+        None => "SELECT 1".to_owned(),
+    };
+    Some(PostgresCheck {
+        url: url?,
+        password,
+        query,
+        expect_rows: d.expect_rows,
+    })
+}
+
+fn exec_check(e: &mut Errors, i: usize, d: &RawDependency) -> Option<ExecCheck> {
+    let key = format!("dependencies[{i}].command");
+    match &d.command {
+        Some(StringOrList::List(l)) if !l.is_empty() && !l[0].is_empty() => {
+            Some(ExecCheck { command: l.clone() })
+        }
+        Some(StringOrList::String(s)) => {
+            e.push(
+                key,
+                format!(
+                    "must be a list (it runs without a shell), such as [\"{}\"]",
+                    s.split_whitespace().collect::<Vec<_>>().join("\", \"")
+                ),
+            );
+            None
+        }
+        _ => {
+            e.push(key, "is required for kind \"exec\"; give the program and its arguments as a list, such as [\"/usr/local/bin/check-index\", \"--quick\"]");
+            None
+        }
+    }
 }
 
 fn tcp_check(e: &mut Errors, i: usize, d: &RawDependency) -> Option<TcpCheck> {

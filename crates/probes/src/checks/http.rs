@@ -2,7 +2,7 @@
 //! substring in the first 64 KiB of its body.
 
 use reqwest::header::{HeaderMap, HeaderValue as ReqHeaderValue};
-use vitals_core::config::{HeaderValue, HttpCheck, HttpMethod};
+use vitals_core::config::{ExpectJson, HeaderValue, HttpCheck, HttpMethod};
 use vitals_core::lifecycle::Outcome;
 use vitals_core::Secret;
 
@@ -18,6 +18,7 @@ pub struct HttpChecker {
     method: HttpMethod,
     expect_status: Vec<u16>,
     expect_body: Option<String>,
+    expect_json: Option<ExpectJson>,
     headers: HeaderMap,
     secrets: Vec<Secret>,
 }
@@ -60,6 +61,7 @@ impl HttpChecker {
             method: check.method,
             expect_status: check.expect_status.clone(),
             expect_body: check.expect_body.clone(),
+            expect_json: check.expect_json.clone(),
             headers,
             secrets,
         })
@@ -121,25 +123,38 @@ impl HttpChecker {
                 if html { ", an HTML error page" } else { "" }
             ));
         }
+        if self.expect_body.is_none() && self.expect_json.is_none() {
+            return Outcome::Success;
+        }
+        let body = match read_bounded(response, BODY_LIMIT).await {
+            Ok(body) => body,
+            Err(e) => {
+                return failed(format!(
+                    "HTTP {status} but reading the body failed: {}",
+                    describe_reqwest_error(&e)
+                ))
+            }
+        };
+        if let Some(expect) = &self.expect_json {
+            if let Err(reason) = json_matches(&body, expect) {
+                return failed(format!("HTTP {status} but {reason}"));
+            }
+        }
         let Some(needle) = &self.expect_body else {
             return Outcome::Success;
         };
-        match read_bounded(response, BODY_LIMIT).await {
-            Ok(body) if contains(&body, needle.as_bytes()) => Outcome::Success,
-            Ok(body) => failed(format!(
-                "HTTP {status} but the body ({} bytes{}) does not contain {needle:?}",
-                body.len(),
-                if body.len() >= BODY_LIMIT {
-                    " read"
-                } else {
-                    ""
-                }
-            )),
-            Err(e) => failed(format!(
-                "HTTP {status} but reading the body failed: {}",
-                describe_reqwest_error(&e)
-            )),
+        if contains(&body, needle.as_bytes()) {
+            return Outcome::Success;
         }
+        failed(format!(
+            "HTTP {status} but the body ({} bytes{}) does not contain {needle:?}",
+            body.len(),
+            if body.len() >= BODY_LIMIT {
+                " read"
+            } else {
+                ""
+            }
+        ))
     }
 }
 
@@ -156,6 +171,31 @@ async fn read_bounded(
         }
     }
     Ok(body)
+}
+
+/// Whether the JSON `body` holds `expect.equals` at `expect.pointer` (or anything, without
+/// `equals`); the error says what was there instead.
+fn json_matches(body: &[u8], expect: &ExpectJson) -> Result<(), String> {
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        if e.is_eof() {
+            format!("the JSON body is truncated ({} bytes)", body.len())
+        } else {
+            format!("the body is not JSON ({e})")
+        }
+    })?;
+    let Some(found) = json.pointer(&expect.pointer) else {
+        return Err(format!("the JSON has nothing at {}", expect.pointer));
+    };
+    match &expect.equals {
+        Some(want) if want != found => {
+            let mut shown = found.to_string();
+            if shown.len() > 60 {
+                shown = format!("{}…", shown.chars().take(60).collect::<String>());
+            }
+            Err(format!("{} is {shown}, expected {want}", expect.pointer))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -205,6 +245,7 @@ mod tests {
             method: HttpMethod::Get,
             expect_status: vec![],
             expect_body: None,
+            expect_json: None,
             headers: vec![],
         };
         f(&mut c);
@@ -292,6 +333,68 @@ mod tests {
         m.assert_async().await;
         assert_eq!(outcome, failed("HTTP 401 (expected 2xx)"));
         assert!(!format!("{c:?}").contains("tok-123456"));
+    }
+
+    #[tokio::test]
+    async fn expect_json_reads_a_pointer() {
+        let mut server = mockito::Server::new_async().await;
+        let _m = server
+            .mock("GET", "/points/42")
+            .with_status(200)
+            .with_header("content-type", "application/json")
+            .with_body(r#"{"result": {"id": 42, "payload": {"title": "x"}}}"#)
+            .create_async()
+            .await;
+        let url = format!("{}/points/42", server.url());
+        let expect = |pointer: &str, equals: Option<serde_json::Value>| {
+            checker(&url, |c| {
+                c.expect_json = Some(ExpectJson {
+                    pointer: pointer.into(),
+                    equals,
+                })
+            })
+        };
+        assert_eq!(
+            expect("/result/id", Some(serde_json::json!(42)))
+                .check()
+                .await,
+            Outcome::Success
+        );
+        assert_eq!(
+            expect("/result/payload", None).check().await,
+            Outcome::Success
+        );
+        assert_eq!(
+            expect("/result/id", Some(serde_json::json!(7)))
+                .check()
+                .await,
+            failed("HTTP 200 but /result/id is 42, expected 7")
+        );
+        assert_eq!(
+            expect("/result/vector", None).check().await,
+            failed("HTTP 200 but the JSON has nothing at /result/vector")
+        );
+    }
+
+    #[tokio::test]
+    async fn expect_json_on_a_non_json_body() {
+        let mut server = mockito::Server::new_async().await;
+        let _m = server
+            .mock("GET", "/")
+            .with_status(200)
+            .with_body(r#"{"result": {"id": 4"#)
+            .create_async()
+            .await;
+        let c = checker(&format!("{}/", server.url()), |c| {
+            c.expect_json = Some(ExpectJson {
+                pointer: "/result/id".into(),
+                equals: None,
+            })
+        });
+        assert_eq!(
+            c.check().await,
+            failed("HTTP 200 but the JSON body is truncated (19 bytes)")
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,111 @@
+//! `kind = "redis"`: a read command (default `PING`) whose reply must match `expect`: a
+//! known-key lookup that exercises the store, not just its port.
+
+use redis::Value;
+use vitals_core::config::RedisCheck;
+use vitals_core::lifecycle::Outcome;
+
+use super::{failed, BuildError};
+
+#[derive(Debug)]
+pub struct RedisChecker {
+    client: redis::Client,
+    check: RedisCheck,
+}
+
+impl RedisChecker {
+    pub fn new(name: &str, check: &RedisCheck) -> Result<Self, BuildError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(check.url.as_str())
+            .map_err(|e| BuildError {
+                name: name.to_owned(),
+                reason: format!("redis url: {e}"),
+            })?;
+        if let Some(p) = &check.password {
+            let settings = info.redis_settings().clone().set_password(p.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(|e| BuildError {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(RedisChecker {
+            client,
+            check: check.clone(),
+        })
+    }
+
+    pub async fn check(&self) -> Outcome {
+        match self.run().await {
+            Outcome::Failed { reason } => failed(match &self.check.password {
+                Some(p) => p.scrub(&reason),
+                None => reason,
+            }),
+            other => other,
+        }
+    }
+
+    async fn run(&self) -> Outcome {
+        let mut con = match self.client.get_multiplexed_async_connection().await {
+            Ok(c) => c,
+            Err(e) => return failed(format!("cannot connect: {}", short(&e))),
+        };
+        let mut cmd = redis::cmd(&self.check.command[0]);
+        for arg in &self.check.command[1..] {
+            cmd.arg(arg);
+        }
+        let reply: Value = match cmd.query_async(&mut con).await {
+            Ok(v) => v,
+            Err(e) => {
+                return failed(format!(
+                    "{} failed: {}",
+                    self.check.command[0].to_uppercase(),
+                    short(&e)
+                ))
+            }
+        };
+        let text = render(&reply);
+        match &self.check.expect {
+            None => Outcome::Success,
+            Some(expect) if expect.matches_exactly(&text) => Outcome::Success,
+            Some(expect) => failed(format!(
+                "{} answered {}, expected {expect}",
+                self.check.command.join(" "),
+                clip(&text)
+            )),
+        }
+    }
+}
+
+/// A reply as text: integers as digits, strings as themselves, nil as `(nil)`.
+fn render(v: &Value) -> String {
+    match v {
+        Value::Nil => "(nil)".into(),
+        Value::Int(i) => i.to_string(),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".into(),
+        Value::Array(items) | Value::Set(items) => {
+            items.iter().map(render).collect::<Vec<_>>().join(" ")
+        }
+        Value::Double(d) => d.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn short(e: &redis::RedisError) -> String {
+    let s = e.to_string();
+    if s.contains("Connection refused") {
+        "connection refused".into()
+    } else {
+        clip(&s)
+    }
+}
+
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    format!("{out:?}").trim_matches('"').to_owned()
+}
