@@ -8,9 +8,11 @@ mod alerts;
 mod config;
 mod drain;
 mod hostile;
+mod llm;
 mod metrics;
 mod readiness;
 mod render;
+mod stores;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,0 +1,231 @@
+//! Real services for the dependency kinds: Redis and PostgreSQL (started by
+//! `scripts/setup-test-deps` on loopback ports), llama-cpp-python's OpenAI-compatible server
+//! with a tiny model generated on the spot, and a TCP proxy a test can cut to make any of them go
+//! away mid-run.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const SETUP: &str = "scripts/setup-test-deps";
+
+fn reachable(addr: &str, what: &str) -> String {
+    let sock: SocketAddr = addr.parse().expect("a socket address");
+    if TcpStream::connect_timeout(&sock, Duration::from_secs(2)).is_err() {
+        panic!("{what} is not running on {addr}; start it with {SETUP}");
+    }
+    addr.to_owned()
+}
+
+/// The test Redis (`VITALS_TEST_REDIS_PORT`, default 6399), checked to be up.
+pub fn redis_addr() -> String {
+    let port = std::env::var("VITALS_TEST_REDIS_PORT").unwrap_or_else(|_| "6399".into());
+    reachable(&format!("127.0.0.1:{port}"), "the test Redis")
+}
+
+/// The test PostgreSQL (`VITALS_TEST_PG_PORT`, default 5499): user `vitals`, password
+/// `vitals-test`, database `vitals` with `items(42, 'the known row')`.
+pub fn postgres_addr() -> String {
+    let port = std::env::var("VITALS_TEST_PG_PORT").unwrap_or_else(|_| "5499".into());
+    reachable(&format!("127.0.0.1:{port}"), "the test PostgreSQL")
+}
+
+/// The password of the test PostgreSQL's `vitals` user.
+pub const POSTGRES_PASSWORD: &str = "vitals-test";
+
+/// A TCP forwarder on `127.0.0.1:0` to `target`. [`TcpProxy::cut`] closes the listener and every
+/// open connection, as a server that went away would.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &str) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let target = target.to_owned();
+        let (c, t) = (cancel.clone(), tasks.clone());
+        tasks.spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = c.cancelled() => return,
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                };
+                let target = target.clone();
+                let c = c.clone();
+                t.spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = c.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        TcpProxy {
+            addr,
+            cancel,
+            tasks,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and drops every forwarded connection.
+    pub async fn cut(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) serving a tiny
+/// random-weight Llama model that this harness generates with the `gguf` package: real protocol,
+/// real inference, gibberish answers. The model alias is `tiny`. Killed on drop.
+#[derive(Debug)]
+pub struct LlmServer {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn llm_python() -> PathBuf {
+    let venvs = std::env::var("VENVS").unwrap_or_else(|_| "/tmp/validators-venvs".into());
+    let py = PathBuf::from(venvs).join("llm/bin/python");
+    assert!(
+        py.exists(),
+        "{} not found: llama-cpp-python's server is not installed; run {SETUP}",
+        py.display()
+    );
+    py
+}
+
+/// `make_tiny_gguf.py` from the shared validators, found from the workspace root.
+fn tiny_model_script() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let validators = std::env::var("VITALS_VALIDATORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("../shared/validators"));
+    let script = validators.join("llm/make_tiny_gguf.py");
+    assert!(
+        script.exists(),
+        "{} not found; check out shared/ beside this repository or set VITALS_VALIDATORS",
+        script.display()
+    );
+    script
+}
+
+impl LlmServer {
+    /// Generates the model, starts the server on `127.0.0.1:0` and waits until it listens.
+    pub fn start() -> LlmServer {
+        let py = llm_python();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let model = dir.path().join("tiny.gguf");
+        let out = Command::new(&py)
+            .arg(tiny_model_script())
+            .arg(&model)
+            .output()
+            .expect("run make_tiny_gguf.py");
+        assert!(
+            out.status.success(),
+            "generating the tiny model failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = Command::new(&py)
+            .args(["-m", "llama_cpp.server", "--model"])
+            .arg(&model)
+            .args([
+                "--model_alias",
+                "tiny",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--n_ctx",
+                "512",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start llama_cpp.server");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().expect("stdout")),
+        ] {
+            let (tx, sink) = (tx.clone(), logs.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    // `INFO:     Uvicorn running on http://127.0.0.1:37219 (Press CTRL+C to quit)`
+                    if let Some(rest) = line.split("running on http://").nth(1) {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("llm server address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the LLM server did not start; its output:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        LlmServer {
+            child,
+            addr,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LlmServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
