@@ -400,3 +400,20 @@ fn admin_token_comes_from_the_environment() {
     let errs = errors("[server]\nadmin_token_env = \"NOPE\"");
     assert!(errs[0].starts_with("server.admin_token_env: environment variable NOPE is not set"));
 }
+
+#[test]
+fn a_broken_dependency_is_not_also_reported_as_unknown_in_startup_require() {
+    let errs = errors(
+        r#"
+        [startup]
+        require = ["llm"]
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v1"
+        api_key_env = "NOT_SET_IN_THIS_TEST"
+        "#,
+    );
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("dependencies[0].api_key_env"), "{errs:#?}");
+}

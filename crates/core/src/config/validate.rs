@@ -143,6 +143,11 @@ pub fn validate(
             seen.insert(name, first);
         }
     }
+    let raw_names: Vec<String> = raw
+        .dependencies
+        .iter()
+        .filter_map(|d| d.name.clone())
+        .collect();
     let dependencies: Vec<Dependency> = raw
         .dependencies
         .into_iter()
@@ -163,6 +168,8 @@ pub fn validate(
                 match dependencies.iter().position(|d| &d.name == name) {
                     Some(i) if !require.contains(&i) => require.push(i),
                     Some(_) => {}
+                    // A dependency with problems of its own is left out; its errors say why.
+                    None if raw_names.iter().any(|n| n == name) => {}
                     None => {
                         let known: Vec<&str> =
                             dependencies.iter().map(|d| d.name.as_str()).collect();
