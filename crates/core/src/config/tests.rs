@@ -415,5 +415,8 @@ fn a_broken_dependency_is_not_also_reported_as_unknown_in_startup_require() {
         "#,
     );
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].starts_with("dependencies[0].api_key_env"), "{errs:#?}");
+    assert!(
+        errs[0].starts_with("dependencies[0].api_key_env"),
+        "{errs:#?}"
+    );
 }

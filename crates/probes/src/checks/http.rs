@@ -215,9 +215,18 @@ pub(crate) fn describe_reqwest_error(e: &reqwest::Error) -> String {
         {
             return format!("cannot resolve host: {cause}");
         }
-        if cause.to_lowercase().contains("certificate")
-            || cause.contains("tls")
-            || cause.contains("TLS")
+        let lower = cause.to_lowercase();
+        // rustls' errors name what went wrong in the handshake, never "connect".
+        if [
+            "certificate",
+            "tls",
+            "handshake",
+            "corrupt message",
+            "peer sent",
+            "alert",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
         {
             return format!("TLS error: {cause}");
         }

@@ -384,3 +384,13 @@ fn the_key_never_shows_in_debug() {
     let debug = format!("{c:?}");
     assert!(!debug.contains(KEY), "{debug}");
 }
+
+#[tokio::test]
+async fn a_tls_failure_says_tls() {
+    // A plain-HTTP server spoken to over https: the handshake fails.
+    let server = mockito::Server::new_async().await;
+    let base = format!("https://{}/v1", server.host_with_port());
+    let r = checker("openai", &base, "").check().await;
+    let why = reason(&r);
+    assert!(why.starts_with("TLS error: "), "{why}");
+}
