@@ -7,6 +7,7 @@
 mod alerts;
 mod config;
 mod drain;
+mod ecs;
 mod hostile;
 mod llm;
 mod metrics;

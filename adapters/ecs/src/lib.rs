@@ -8,6 +8,8 @@
 //!   2–10, a matcher that accepts the degraded status);
 //! - drain → `stopTimeout` (Fargate ≤ 120) = delay + grace, deregistration delay = grace.
 
+pub mod live;
+
 use serde::Serialize;
 use serde_json::json;
 use vitals_core::spec::{Layout, Limits, Refusals, Rendered, Workload};

@@ -2,6 +2,7 @@
 
 mod check;
 mod config;
+mod ecs;
 mod render;
 mod serve;
 
@@ -36,6 +37,8 @@ Examples:
   vitals render kubernetes --config health.toml print a Deployment with matching probes
   vitals render all --config health.toml --out deploy/
                                                 every platform's files under deploy/<platform>/
+  vitals ecs apply --config health.toml --task-definition agent --container vitals --dry-run
+                                                what a new revision would change, before it does
 
 Exit status: 0 on success, 64 for an invalid configuration, 1 for other errors.";
 
@@ -81,6 +84,9 @@ enum Command {
     /// Exits 64, writing nothing, when a platform would refuse a setting; each refusal names the
     /// platform field, the limit, the health.toml key and a fix.
     Render(render::RenderArgs),
+    /// Live ECS: apply the health settings to a task definition, or show a service's health.
+    #[command(subcommand)]
+    Ecs(ecs::EcsCommand),
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { .. } => unreachable!("handled above"),
         Command::Render(args) => render::run(&args),
+        Command::Ecs(command) => ecs::run(command),
         Command::Validate { config } => config::validate_command(&config),
         Command::Serve { config, listen } => {
             let config = match config::load(config.as_deref()) {

@@ -21,6 +21,6 @@ mod stub;
 pub use golden::assert_golden;
 pub use process::VitalsProcess;
 pub use prometheus::PrometheusProcess;
-pub use services::{postgres_addr, redis_addr, LlmServer, TcpProxy, POSTGRES_PASSWORD};
+pub use services::{postgres_addr, redis_addr, LlmServer, MotoServer, TcpProxy, POSTGRES_PASSWORD};
 pub use spec::{arb_spec, assert_limits, spec_from_toml, Change};
 pub use stub::{HangingTcp, StubServer};

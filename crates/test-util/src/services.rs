@@ -229,3 +229,105 @@ impl Drop for LlmServer {
         self.kill();
     }
 }
+
+/// moto's ECS endpoint (`moto_server` from the validators' venv) on `127.0.0.1:0`, with a boto3
+/// helper for setting up and reading back state as a user's own tooling would. Killed on drop.
+#[derive(Debug)]
+pub struct MotoServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn moto_venv() -> PathBuf {
+    let venvs = std::env::var("VENVS").unwrap_or_else(|_| "/tmp/validators-venvs".into());
+    let dir = PathBuf::from(venvs).join("moto/bin");
+    assert!(
+        dir.join("moto_server").exists(),
+        "{} not found: moto is not installed; run {SETUP}",
+        dir.join("moto_server").display()
+    );
+    dir
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let mut child = Command::new(moto_venv().join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start moto_server");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().expect("stdout")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    // ` * Running on http://127.0.0.1:43505`
+                    if let Some(rest) = line.split("Running on http://").nth(1) {
+                        let _ = tx.send(rest.trim().to_owned());
+                    }
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("moto address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto_server did not start");
+            }
+        };
+        MotoServer { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment a client of this endpoint needs: static test credentials and a region.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// Runs `script` with boto3 and `ecs` bound to a client of this endpoint; its stdout, which
+    /// should be JSON, is parsed.
+    pub fn boto3(&self, script: &str) -> serde_json::Value {
+        let program = format!(
+            "import boto3, json, sys\necs = boto3.client('ecs', endpoint_url='{}')\n{script}\n",
+            self.url()
+        );
+        let mut cmd = Command::new(moto_venv().join("python"));
+        cmd.arg("-c").arg(program);
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run boto3");
+        assert!(
+            out.status.success(),
+            "boto3 script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "boto3 script printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
