@@ -421,6 +421,7 @@ async fn aws_errors_say_what_to_do() {
         ("AccessDeniedException", "User: arn:aws:iam::1:user/ci is not authorized to perform: ecs:DescribeTaskDefinition", "access denied: the caller may not call ecs:DescribeTaskDefinition; allow ecs:DescribeTaskDefinition in its IAM policy"),
         ("ExpiredTokenException", "The security token included in the request is expired", "the AWS credentials have expired; refresh them"),
         ("ClientException", "Unable to describe task definition.", "task definition agent:9 not found (Unable to describe task definition.)"),
+        ("InvalidParameterException", "Task definition family must match ^[a-zA-Z0-9_-]+$", "ecs:DescribeTaskDefinition: InvalidParameterException: Task definition family must match"),
         ("UnrecognizedClientException", "The security token included in the request is invalid.", "AWS does not accept these credentials (UnrecognizedClientException)"),
     ];
     for (code, message, want) in cases {
