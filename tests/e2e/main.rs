@@ -7,6 +7,7 @@
 mod alerts;
 mod config;
 mod drain;
+#[cfg(feature = "ecs-live")]
 mod ecs;
 mod hostile;
 mod llm;

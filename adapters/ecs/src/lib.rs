@@ -8,6 +8,7 @@
 //!   2–10, a matcher that accepts the degraded status);
 //! - drain → `stopTimeout` (Fargate ≤ 120) = delay + grace, deregistration delay = grace.
 
+#[cfg(feature = "live")]
 pub mod live;
 
 use serde::Serialize;

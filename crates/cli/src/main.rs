@@ -2,6 +2,7 @@
 
 mod check;
 mod config;
+#[cfg(feature = "ecs-live")]
 mod ecs;
 mod render;
 mod serve;
@@ -85,6 +86,7 @@ enum Command {
     /// platform field, the limit, the health.toml key and a fix.
     Render(render::RenderArgs),
     /// Live ECS: apply the health settings to a task definition, or show a service's health.
+    #[cfg(feature = "ecs-live")]
     #[command(subcommand)]
     Ecs(ecs::EcsCommand),
 }
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { .. } => unreachable!("handled above"),
         Command::Render(args) => render::run(&args),
+        #[cfg(feature = "ecs-live")]
         Command::Ecs(command) => ecs::run(command),
         Command::Validate { config } => config::validate_command(&config),
         Command::Serve { config, listen } => {
