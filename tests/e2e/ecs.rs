@@ -323,49 +323,102 @@ fn static_env() -> Vec<(&'static str, String)> {
 
 const DESCRIBED: &str = r#"{"taskDefinition":{"taskDefinitionArn":"arn:aws:ecs:us-east-1:1:task-definition/agent:3","family":"agent","revision":3,"status":"ACTIVE","containerDefinitions":[{"name":"vitals","image":"v:1","essential":true}]},"tags":[]}"#;
 
+/// A mock of one ECS operation (`None`: any request) answering `status` with `body`, expected
+/// `hits` times when given (mockito reads the expectation when the mock is created).
+async fn ecs_mock(
+    aws: &mut mockito::ServerGuard,
+    operation: Option<&str>,
+    status: usize,
+    body: &str,
+    hits: Option<usize>,
+) -> mockito::Mock {
+    let mut m = aws.mock("POST", "/");
+    if let Some(op_name) = operation {
+        m = m.match_header(TARGET, op(op_name).as_str());
+    }
+    if let Some(n) = hits {
+        m = m.expect(n);
+    }
+    m.with_status(status)
+        .with_header("content-type", "application/x-amz-json-1.1")
+        .with_body(body)
+        .create_async()
+        .await
+}
+
+/// `vitals ecs apply --config <toml> --task-definition <td> --container <c> <extra>` against `url`.
+async fn apply_against(
+    url: String,
+    toml: &str,
+    td: &str,
+    container: &str,
+    extra: &[&str],
+) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), toml);
+    let mut args: Vec<String> = [
+        "apply",
+        "--config",
+        &cfg,
+        "--task-definition",
+        td,
+        "--container",
+        container,
+        "--endpoint-url",
+        &url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        vitals_ecs(&static_env(), &args)
+    })
+    .await
+    .unwrap()
+}
+
 /// describe, register, update-service: each exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_makes_exactly_the_calls_it_needs() {
     let mut aws = mockito::Server::new_async().await;
-    let describe = aws
+    let describe = ecs_mock(
+        &mut aws,
+        Some("DescribeTaskDefinition"),
+        200,
+        DESCRIBED,
+        Some(1),
+    )
+    .await;
+    let register = aws
         .mock("POST", "/")
-        .match_header(TARGET, op("DescribeTaskDefinition").as_str())
+        .match_header(TARGET, op("RegisterTaskDefinition").as_str())
+        .match_body(Matcher::PartialJson(serde_json::json!({"family": "agent", "containerDefinitions": [{"name": "vitals", "stopTimeout": 25}]})))
         .with_status(200)
         .with_header("content-type", "application/x-amz-json-1.1")
-        .with_body(DESCRIBED)
+        .with_body(r#"{"taskDefinition":{"taskDefinitionArn":"arn:aws:ecs:us-east-1:1:task-definition/agent:4","revision":4}}"#)
         .expect(1)
         .create_async()
         .await;
-    let register = aws.mock("POST", "/").match_header(TARGET, op("RegisterTaskDefinition").as_str())
-        .match_body(Matcher::PartialJson(serde_json::json!({"family": "agent", "containerDefinitions": [{"name": "vitals", "stopTimeout": 25}]})))
-        .with_status(200).with_header("content-type", "application/x-amz-json-1.1")
-        .with_body(r#"{"taskDefinition":{"taskDefinitionArn":"arn:aws:ecs:us-east-1:1:task-definition/agent:4","revision":4}}"#).expect(1).create_async().await;
-    let update = aws.mock("POST", "/").match_header(TARGET, op("UpdateService").as_str())
+    let update = aws
+        .mock("POST", "/")
+        .match_header(TARGET, op("UpdateService").as_str())
         .match_body(Matcher::PartialJson(serde_json::json!({"cluster": "prod", "service": "agent", "taskDefinition": "arn:aws:ecs:us-east-1:1:task-definition/agent:4"})))
-        .with_status(200).with_header("content-type", "application/x-amz-json-1.1").with_body(r#"{"service":{}}"#).expect(1).create_async().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "");
-    let url = aws.url();
-    let out = tokio::task::spawn_blocking(move || {
-        vitals_ecs(
-            &static_env(),
-            &[
-                "apply",
-                "--config",
-                &cfg,
-                "--task-definition",
-                "agent",
-                "--container",
-                "vitals",
-                "--update-service",
-                "prod/agent",
-                "--endpoint-url",
-                &url,
-            ],
-        )
-    })
-    .await
-    .unwrap();
+        .with_status(200)
+        .with_header("content-type", "application/x-amz-json-1.1")
+        .with_body(r#"{"service":{}}"#)
+        .expect(1)
+        .create_async()
+        .await;
+    let out = apply_against(
+        aws.url(),
+        "",
+        "agent",
+        "vitals",
+        &["--update-service", "prod/agent"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("service prod/agent now uses it"));
     describe.assert_async().await;
@@ -381,35 +434,14 @@ async fn out_of_range_settings_are_refused_before_any_call() {
         .expect(0)
         .create_async()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        "[probes]\nliveness = { period = \"10s\", timeout = \"2s\", failure_threshold = 24 }\n",
-    );
-    let url = aws.url();
-    let out = tokio::task::spawn_blocking(move || {
-        vitals_ecs(
-            &static_env(),
-            &[
-                "apply",
-                "--config",
-                &cfg,
-                "--task-definition",
-                "agent",
-                "--container",
-                "vitals",
-                "--endpoint-url",
-                &url,
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let toml =
+        "[probes]\nliveness = { period = \"10s\", timeout = \"2s\", failure_threshold = 24 }\n";
+    let out = apply_against(aws.url(), toml, "agent", "vitals", &[]).await;
     assert_eq!(out.status.code(), Some(64));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("ecs: healthCheck.retries = 24 exceeds 10"),
-        "{}",
-        text(&out.stderr)
+        err.contains("ecs: healthCheck.retries = 24 exceeds 10"),
+        "{err}"
     );
     any.assert_async().await;
 }
@@ -426,34 +458,9 @@ async fn aws_errors_say_what_to_do() {
     ];
     for (code, message, want) in cases {
         let mut aws = mockito::Server::new_async().await;
-        let _m = aws
-            .mock("POST", "/")
-            .with_status(400)
-            .with_header("content-type", "application/x-amz-json-1.1")
-            .with_body(serde_json::json!({"__type": code, "message": message}).to_string())
-            .create_async()
-            .await;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = write_config(dir.path(), "");
-        let url = aws.url();
-        let out = tokio::task::spawn_blocking(move || {
-            vitals_ecs(
-                &static_env(),
-                &[
-                    "apply",
-                    "--config",
-                    &cfg,
-                    "--task-definition",
-                    "agent:9",
-                    "--container",
-                    "vitals",
-                    "--endpoint-url",
-                    &url,
-                ],
-            )
-        })
-        .await
-        .unwrap();
+        let body = serde_json::json!({"__type": code, "message": message}).to_string();
+        let _m = ecs_mock(&mut aws, None, 400, &body, None).await;
+        let out = apply_against(aws.url(), "", "agent:9", "vitals", &[]).await;
         assert_eq!(out.status.code(), Some(1), "{code}");
         assert!(
             text(&out.stderr).contains(want),
@@ -466,82 +473,40 @@ async fn aws_errors_say_what_to_do() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_container_names_the_ones_there() {
     let mut aws = mockito::Server::new_async().await;
-    let _m = aws
-        .mock("POST", "/")
-        .match_header(TARGET, op("DescribeTaskDefinition").as_str())
-        .with_status(200)
-        .with_header("content-type", "application/x-amz-json-1.1")
-        .with_body(DESCRIBED)
-        .create_async()
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "");
-    let url = aws.url();
-    let out = tokio::task::spawn_blocking(move || {
-        vitals_ecs(
-            &static_env(),
-            &[
-                "apply",
-                "--config",
-                &cfg,
-                "--task-definition",
-                "agent",
-                "--container",
-                "sidecar",
-                "--endpoint-url",
-                &url,
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let _m = ecs_mock(
+        &mut aws,
+        Some("DescribeTaskDefinition"),
+        200,
+        DESCRIBED,
+        None,
+    )
+    .await;
+    let out = apply_against(aws.url(), "", "agent", "sidecar", &[]).await;
     assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr)
-            .contains("agent:3 has no container named \"sidecar\"; its containers: vitals"),
-        "{}",
-        text(&out.stderr)
+        err.contains("agent:3 has no container named \"sidecar\"; its containers: vitals"),
+        "{err}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_is_retried_with_backoff_then_explained() {
     let mut aws = mockito::Server::new_async().await;
-    let throttled = aws
-        .mock("POST", "/")
-        .with_status(400)
-        .with_header("content-type", "application/x-amz-json-1.1")
-        .with_body(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#)
-        .expect(5)
-        .create_async()
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "");
-    let url = aws.url();
-    let out = tokio::task::spawn_blocking(move || {
-        vitals_ecs(
-            &static_env(),
-            &[
-                "apply",
-                "--config",
-                &cfg,
-                "--task-definition",
-                "agent",
-                "--container",
-                "vitals",
-                "--endpoint-url",
-                &url,
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let throttled = ecs_mock(
+        &mut aws,
+        None,
+        400,
+        r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+        Some(5),
+    )
+    .await;
+    let out = apply_against(aws.url(), "", "agent", "vitals", &[]).await;
     assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr)
-            .contains("ECS throttled ecs:DescribeTaskDefinition through 5 attempts with backoff"),
-        "{}",
-        text(&out.stderr)
+        err.contains("ECS throttled ecs:DescribeTaskDefinition through 5 attempts with backoff"),
+        "{err}"
     );
     throttled.assert_async().await;
 }

@@ -106,6 +106,14 @@ pub struct BuildError {
     pub reason: String,
 }
 
+/// `outcome`, with `secret` masked out of its reason.
+pub(crate) fn scrubbed(outcome: Outcome, secret: Option<&vitals_core::Secret>) -> Outcome {
+    match (outcome, secret) {
+        (Outcome::Failed { reason }, Some(s)) => failed(s.scrub(&reason)),
+        (other, _) => other,
+    }
+}
+
 pub(crate) fn failed(reason: impl Into<String>) -> Outcome {
     Outcome::Failed {
         reason: reason.into(),

@@ -7,7 +7,7 @@ use tokio_postgres::NoTls;
 use vitals_core::config::PostgresCheck;
 use vitals_core::lifecycle::Outcome;
 
-use super::{failed, BuildError};
+use super::{failed, scrubbed, BuildError};
 
 #[derive(Debug)]
 pub struct PostgresChecker {
@@ -33,13 +33,7 @@ impl PostgresChecker {
     }
 
     pub async fn check(&self) -> Outcome {
-        match self.run().await {
-            Outcome::Failed { reason } => failed(match &self.check.password {
-                Some(p) => p.scrub(&reason),
-                None => reason,
-            }),
-            other => other,
-        }
+        scrubbed(self.run().await, self.check.password.as_ref())
     }
 
     async fn run(&self) -> Outcome {

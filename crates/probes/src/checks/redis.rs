@@ -5,7 +5,7 @@ use redis::Value;
 use vitals_core::config::RedisCheck;
 use vitals_core::lifecycle::Outcome;
 
-use super::{failed, BuildError};
+use super::{failed, scrubbed, BuildError};
 
 #[derive(Debug)]
 pub struct RedisChecker {
@@ -35,13 +35,7 @@ impl RedisChecker {
     }
 
     pub async fn check(&self) -> Outcome {
-        match self.run().await {
-            Outcome::Failed { reason } => failed(match &self.check.password {
-                Some(p) => p.scrub(&reason),
-                None => reason,
-            }),
-            other => other,
-        }
+        scrubbed(self.run().await, self.check.password.as_ref())
     }
 
     async fn run(&self) -> Outcome {
