@@ -287,17 +287,15 @@ impl Limits {
     pub fn whole_secs(&mut self, field: &str, d: Duration, key: &str) -> u64 {
         let secs = d.as_secs_ceil();
         if d.std().subsec_nanos() != 0 {
-            self.refuse(
-                field,
-                d,
-                "is not a whole number of seconds",
-                key,
-                format!(
+            let fix = match secs.saturating_sub(1) {
+                0 => format!("use {}", Duration::from_secs(secs)),
+                lower => format!(
                     "use {} or {}",
-                    Duration::from_secs(secs.saturating_sub(1).max(1)),
+                    Duration::from_secs(lower),
                     Duration::from_secs(secs)
                 ),
-            );
+            };
+            self.refuse(field, d, "is not a whole number of seconds", key, fix);
         }
         secs
     }
@@ -356,5 +354,13 @@ mod tests {
         assert_eq!(secs, 2);
         let e = l.finish(()).unwrap_err();
         assert!(e.to_string().contains("use 1s or 2s"), "{e}");
+        let mut l = Limits::new("kubernetes");
+        l.whole_secs(
+            "timeoutSeconds",
+            Duration::from_millis(500),
+            "probes.readiness.timeout",
+        );
+        let e = l.finish(()).unwrap_err();
+        assert!(e.to_string().ends_with("; use 1s"), "{e}");
     }
 }
