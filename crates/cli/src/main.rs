@@ -82,6 +82,7 @@ enum Command {
     /// drain-sized grace period. nomad: a job in HCL and JSON for the Consul or the Nomad
     /// provider. ecs: a task definition with a `vitals check` health command, the target group
     /// and service settings. cloudrun: a Knative Service for `gcloud run services replace`.
+    /// alerts: Prometheus rules with a promtool test file. dashboard: a Grafana dashboard.
     /// Exits 64, writing nothing, when a platform would refuse a setting; each refusal names the
     /// platform field, the limit, the health.toml key and a fix.
     Render(render::RenderArgs),

@@ -19,7 +19,7 @@ pub enum Platform {
     Alerts,
     /// A Grafana dashboard (its Prometheus data source is a variable).
     Dashboard,
-    /// Every platform and the alerts; needs --out.
+    /// Every platform, the alerts and the dashboard; needs --out.
     All,
 }
 
