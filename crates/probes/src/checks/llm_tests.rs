@@ -19,6 +19,13 @@ fn checker(kind: &str, base_url: &str, extra: &str) -> LlmChecker {
     LlmChecker::new("llm", c).unwrap()
 }
 
+/// One check against the mock `server`'s `/v1`.
+async fn check_at(kind: &str, server: &mockito::ServerGuard, extra: &str) -> Report {
+    checker(kind, &format!("{}/v1", server.url()), extra)
+        .check()
+        .await
+}
+
 fn reason(r: &Report) -> String {
     match &r.outcome {
         Outcome::Failed { reason } => {
@@ -82,12 +89,11 @@ async fn completion_asks_for_one_token_and_counts_usage() {
         .with_body(COMPLETION)
         .create_async()
         .await;
-    let r = checker(
+    let r = check_at(
         "openai",
-        &format!("{}/v1", server.url()),
+        &server,
         "model = \"tiny\"\ncheck = \"completion\"",
     )
-    .check()
     .await;
     assert_eq!(r.outcome, Outcome::Success);
     assert_eq!(
@@ -112,12 +118,11 @@ async fn max_completion_tokens_is_selectable() {
         .with_body(COMPLETION)
         .create_async()
         .await;
-    let r = checker(
+    let r = check_at(
         "openai",
-        &format!("{}/v1", server.url()),
+        &server,
         "model = \"o-mini\"\ncheck = \"completion\"\nmax_tokens_field = \"max_completion_tokens\"",
     )
-    .check()
     .await;
     assert_eq!(r.outcome, Outcome::Success);
     m.assert_async().await;
@@ -131,12 +136,11 @@ async fn a_refused_key_names_its_variable_and_never_echoes_it() {
         &format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error"}}}}"#),
     )
     .await;
-    let r = checker(
+    let r = check_at(
         "openai",
-        &format!("{}/v1", server.url()),
+        &server,
         "model = \"tiny\"\ncheck = \"completion\"",
     )
-    .check()
     .await;
     assert_eq!(
         reason(&r),
@@ -159,12 +163,11 @@ async fn each_failure_mode_has_its_own_short_reason() {
     ];
     for (status, ct, body, want) in cases {
         let (server, _m) = openai_answer(*status, ct, body).await;
-        let r = checker(
+        let r = check_at(
             "openai",
-            &format!("{}/v1", server.url()),
+            &server,
             "model = \"tiny\"\ncheck = \"completion\"",
         )
-        .check()
         .await;
         assert_eq!(&reason(&r), want, "HTTP {status} {body}");
     }
@@ -180,12 +183,11 @@ async fn a_rate_limit_with_retry_after_asks_the_poller_to_wait() {
         .with_body(r#"{"error":{"message":"Rate limit reached"}}"#)
         .create_async()
         .await;
-    let r = checker(
+    let r = check_at(
         "openai",
-        &format!("{}/v1", server.url()),
+        &server,
         "model = \"tiny\"\ncheck = \"completion\"",
     )
-    .check()
     .await;
     assert_eq!(
         reason(&r),
@@ -220,12 +222,11 @@ async fn semantic_checks_what_the_answer_says() {
             .with_body(body.to_string())
             .create_async()
             .await;
-        let r = checker(
+        let r = check_at(
             "openai",
-            &format!("{}/v1", server.url()),
+            &server,
             &format!("model = \"tiny\"\ncheck = \"semantic\"\n{extra}"),
         )
-        .check()
         .await;
         match want {
             None => assert_eq!(r.outcome, Outcome::Success, "{answer:?}"),
@@ -254,12 +255,11 @@ async fn max_latency_fails_a_slow_answer() {
         })
         .create_async()
         .await;
-    let r = checker(
+    let r = check_at(
         "openai",
-        &format!("{}/v1", server.url()),
+        &server,
         "model = \"tiny\"\ncheck = \"completion\"\nmax_latency = \"50ms\"",
     )
-    .check()
     .await;
     let why = reason(&r);
     assert!(
@@ -306,12 +306,11 @@ async fn anthropic_speaks_the_messages_api() {
         .with_body(r#"{"type":"message","content":[{"type":"text","text":"READY"}],"usage":{"input_tokens":12,"output_tokens":2}}"#)
         .create_async()
         .await;
-    let r = checker(
+    let r = check_at(
         "anthropic",
-        &format!("{}/v1", server.url()),
+        &server,
         "model = \"claude-3-5-haiku-latest\"\ncheck = \"semantic\"\nexpect = \"READY\"",
     )
-    .check()
     .await;
     assert_eq!(r.outcome, Outcome::Success);
     assert_eq!(
