@@ -128,23 +128,16 @@ fn apply_registers_a_revision_that_changes_only_the_health_fields() {
     );
     let env = moto.env();
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let url = moto.url();
+    let apply = |td: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "--config", &cfg, "--task-definition", td];
+        args.extend(["--container", "vitals", "--endpoint-url", &url]);
+        args.extend(extra);
+        vitals_ecs(&env, &args)
+    };
 
     // A dry run shows the diff and registers nothing.
-    let out = vitals_ecs(
-        &env,
-        &[
-            "apply",
-            "--config",
-            &cfg,
-            "--task-definition",
-            "agent",
-            "--container",
-            "vitals",
-            "--dry-run",
-            "--endpoint-url",
-            &moto.url(),
-        ],
-    );
+    let out = apply("agent", &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -156,20 +149,7 @@ fn apply_registers_a_revision_that_changes_only_the_health_fields() {
     assert_eq!(describe(&moto, "agent")["taskDefinition"]["revision"], 1);
 
     let before = describe(&moto, "agent:1");
-    let out = vitals_ecs(
-        &env,
-        &[
-            "apply",
-            "--config",
-            &cfg,
-            "--task-definition",
-            "agent:1",
-            "--container",
-            "vitals",
-            "--endpoint-url",
-            &moto.url(),
-        ],
-    );
+    let out = apply("agent:1", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -204,20 +184,7 @@ fn apply_registers_a_revision_that_changes_only_the_health_fields() {
     );
 
     // Applying again changes nothing and registers nothing.
-    let out = vitals_ecs(
-        &env,
-        &[
-            "apply",
-            "--config",
-            &cfg,
-            "--task-definition",
-            "agent",
-            "--container",
-            "vitals",
-            "--endpoint-url",
-            &moto.url(),
-        ],
-    );
+    let out = apply("agent", &[]);
     assert!(
         text(&out.stdout).contains("already match health.toml; nothing registered"),
         "{}",
