@@ -158,7 +158,9 @@ impl HttpChecker {
     }
 }
 
-async fn read_bounded(
+/// At most `limit` bytes of the body: enough for any answer a check reads, bounded for a hostile
+/// one.
+pub(crate) async fn read_bounded(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, reqwest::Error> {

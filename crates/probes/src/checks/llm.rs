@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use vitals_core::config::{LlmApi, LlmCheck, LlmMode};
 use vitals_core::lifecycle::Outcome;
 
-use super::http::describe_reqwest_error;
+use super::http::{describe_reqwest_error, read_bounded};
 use super::{root_cause, BuildError, Report, Usage};
 
 /// The most of an answer read: a chat completion of a few tokens is far smaller.
@@ -318,7 +318,7 @@ impl LlmChecker {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("html"));
-        let body = read_bounded(response).await.map_err(|e| {
+        let body = read_bounded(response, BODY_LIMIT).await.map_err(|e| {
             Report::failed(format!(
                 "HTTP {status} but reading the answer failed: {}",
                 describe_reqwest_error(&e)
@@ -370,18 +370,6 @@ impl LlmChecker {
             _ => Report::failed(format!("HTTP {status}{detail}")),
         }
     }
-}
-
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = BODY_LIMIT - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= BODY_LIMIT {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 fn looks_like_html(body: &[u8]) -> bool {
