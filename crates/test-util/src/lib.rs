@@ -12,6 +12,7 @@
 //! - [`assert_golden`]: compare rendered output with a committed file (`VITALS_BLESS=1` rewrites).
 
 mod golden;
+mod output;
 mod process;
 mod prometheus;
 mod services;

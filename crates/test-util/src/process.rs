@@ -1,19 +1,18 @@
 //! Runs the `vitals` binary as a user would, on a port the OS picked.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::output::{Logs, Watch};
 
 /// A running `vitals serve`. Killed on drop.
 #[derive(Debug)]
 pub struct VitalsProcess {
     child: Child,
     addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: Logs,
     _dir: tempfile::TempDir,
 }
 
@@ -44,30 +43,12 @@ impl VitalsProcess {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(listen) = v.get("listen").and_then(|l| l.as_str()) {
-                        let _ = tx.send(listen.to_owned());
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
+        let watch = Watch::start(&mut child);
+        let addr = watch.wait_for(&mut child, "vitals", Duration::from_secs(20), |line| {
+            let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+            v.get("listen")?.as_str()?.parse().ok()
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().expect("listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "vitals did not start listening; its logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let logs = watch.logs;
         VitalsProcess {
             child,
             addr,
@@ -112,7 +93,7 @@ impl VitalsProcess {
 
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
+        self.logs.lines()
     }
 }
 

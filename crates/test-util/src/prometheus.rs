@@ -1,19 +1,18 @@
 //! A real Prometheus server (Debian's `prometheus` package) on a loopback port it picked itself.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::output::{Logs, Watch};
 
 /// A running `prometheus`, killed on drop.
 #[derive(Debug)]
 pub struct PrometheusProcess {
     child: Child,
     addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: Logs,
 }
 
 impl PrometheusProcess {
@@ -36,40 +35,24 @@ impl PrometheusProcess {
             .unwrap_or_else(|e| {
                 panic!("cannot start prometheus ({e}); install it with scripts/setup-test-deps")
             });
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut addr = None;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // `msg="Listening on" address=127.0.0.1:44213`, then, once the API answers,
-                // `msg="Server is ready to receive web requests."`.
-                if line.contains("msg=\"Listening on\"") {
-                    addr = line
-                        .split("address=")
-                        .nth(1)
-                        .and_then(|a| a.split_whitespace().next())
-                        .map(str::to_owned);
-                }
-                if line.contains("Server is ready to receive web requests") {
-                    if let Some(a) = addr.take() {
-                        let _ = tx.send(a);
-                    }
-                }
-                sink.lock().unwrap().push(line);
+        let watch = Watch::start(&mut child);
+        // `msg="Listening on" address=127.0.0.1:44213`, then, once the API answers,
+        // `msg="Server is ready to receive web requests."`.
+        let mut listening: Option<SocketAddr> = None;
+        let addr = watch.wait_for(&mut child, "prometheus", Duration::from_secs(30), |line| {
+            if line.contains("msg=\"Listening on\"") {
+                listening = line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().next())
+                    .and_then(|a| a.parse().ok());
             }
+            if line.contains("Server is ready to receive web requests") {
+                return listening;
+            }
+            None
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("prometheus listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "prometheus did not start listening; its logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let logs = watch.logs;
         PrometheusProcess { child, addr, logs }
     }
 
@@ -78,7 +61,7 @@ impl PrometheusProcess {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.logs.text()
     }
 }
 

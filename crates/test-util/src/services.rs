@@ -3,17 +3,16 @@
 //! with a tiny model generated on the spot, and a TCP proxy a test can cut to make any of them go
 //! away mid-run.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::output::{Logs, Watch};
 
 const SETUP: &str = "scripts/setup-test-deps";
 
@@ -109,7 +108,7 @@ impl Drop for TcpProxy {
 pub struct LlmServer {
     child: Child,
     addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: Logs,
     _dir: tempfile::TempDir,
 }
 
@@ -173,33 +172,22 @@ impl LlmServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start llama_cpp.server");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().expect("stdout")),
-        ] {
-            let (tx, sink) = (tx.clone(), logs.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    // `INFO:     Uvicorn running on http://127.0.0.1:37219 (Press CTRL+C to quit)`
-                    if let Some(rest) = line.split("running on http://").nth(1) {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                    }
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().expect("llm server address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the LLM server did not start; its output:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let watch = Watch::start(&mut child);
+        // `INFO:     Uvicorn running on http://127.0.0.1:37219 (Press CTRL+C to quit)`
+        let addr = watch.wait_for(
+            &mut child,
+            "the LLM server",
+            Duration::from_secs(60),
+            |line| {
+                line.split("running on http://")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            },
+        );
+        let logs = watch.logs;
         LlmServer {
             child,
             addr,
@@ -214,7 +202,7 @@ impl LlmServer {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.logs.text()
     }
 
     /// Kills the server at once, as a crash would.
@@ -258,28 +246,11 @@ impl MotoServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start moto_server");
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().expect("stdout")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    // ` * Running on http://127.0.0.1:43505`
-                    if let Some(rest) = line.split("Running on http://").nth(1) {
-                        let _ = tx.send(rest.trim().to_owned());
-                    }
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().expect("moto address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("moto_server did not start");
-            }
-        };
+        let watch = Watch::start(&mut child);
+        // ` * Running on http://127.0.0.1:43505`
+        let addr = watch.wait_for(&mut child, "moto_server", Duration::from_secs(30), |line| {
+            line.split("Running on http://").nth(1)?.trim().parse().ok()
+        });
         MotoServer { child, addr }
     }
 
