@@ -2,7 +2,7 @@
 
 # Run the sidecar (no config: no dependencies, ready at once on 0.0.0.0:8080).
 run *ARGS:
-    cargo run --release -p vitals -- serve {{ARGS}}
+    cargo run --release -p vitals-cli -- serve {{ARGS}}
 
 fmt:
     cargo fmt --all

@@ -4,6 +4,9 @@
 //! vitals. Timing bounds are the design's own (a failure visible within interval + timeout), with
 //! a small margin for process scheduling, never a sleep that hopes.
 
+// These tests drive real processes on the wall clock, not tokio's.
+#![allow(clippy::disallowed_methods)]
+
 mod alerts;
 mod config;
 mod drain;

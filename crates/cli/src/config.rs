@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use vitals_core::config::{HeartbeatMode, StartupMode};
 use vitals_core::Config;
 
 use crate::EXIT_CONFIG;
@@ -68,8 +69,21 @@ pub fn validate_command(path: &Path) -> ExitCode {
             println!(
                 "  startup budget {}, requires: {}",
                 config.startup.timeout,
-                names(&config, &config.startup.require)
+                if config.startup.require.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    config.startup.require.join(", ")
+                }
             );
+            if config.agent.heartbeat == HeartbeatMode::Required {
+                println!(
+                    "  agent heartbeat required: /healthz fails once the agent's last beat is older than {}",
+                    config.agent.stall_after
+                );
+            }
+            if config.agent.startup == StartupMode::Signal {
+                println!("  /startupz also waits for the agent's POST /started");
+            }
             if config.dependencies.is_empty() {
                 println!("  no dependencies: ready as soon as it starts");
             }
@@ -85,18 +99,19 @@ pub fn validate_command(path: &Path) -> ExitCode {
                     d.stale_after
                 );
             }
+            for s in &config.signals {
+                println!(
+                    "  signal {} ({}): reported by the agent, down once a report is older than {}",
+                    s.name,
+                    if s.critical {
+                        "critical"
+                    } else {
+                        "non-critical"
+                    },
+                    s.ttl
+                );
+            }
             ExitCode::SUCCESS
         }
     }
-}
-
-fn names(config: &Config, indices: &[usize]) -> String {
-    if indices.is_empty() {
-        return "nothing".into();
-    }
-    indices
-        .iter()
-        .map(|&i| config.dependencies[i].name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -2,16 +2,21 @@
 //!
 //! - [`config`]: the `health.toml` model, read as raw serde structs and validated into [`Config`],
 //!   with every problem reported at once under its key path.
-//! - [`lifecycle`]: the sans-IO state machine (`Starting → Serving → Draining → Drained`) and the
-//!   readiness derived from dependency results.
+//! - [`signal`]: the registry of named signals (dependencies, agent-pushed capabilities) that
+//!   readiness and startup are computed over, keyed by [`signal::SignalId`].
+//! - [`lifecycle`]: the sans-IO state machine (`Starting → Serving → Draining → Drained`), the
+//!   readiness derived from the signals, and the liveness derived from heartbeats alone.
+//! - [`contract`]: route paths and metric names, defined once.
 //! - [`Duration`]: the one duration type, written as text (`"250ms"`, `"30s"`).
 //! - [`Secret`]: a value read from the environment that never prints.
 //! - [`spec`]: the [`HealthSpec`] the platform adapters render from, and their refusals.
 
 pub mod config;
+pub mod contract;
 mod duration;
 pub mod lifecycle;
 mod secret;
+pub mod signal;
 pub mod spec;
 
 pub use config::{Config, ConfigError, ConfigErrors};

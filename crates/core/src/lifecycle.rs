@@ -5,52 +5,110 @@
 //!    └────────────────────────── drain ──────────────────────────────────▶ Draining
 //! ```
 //!
-//! Readiness is derived from the dependency states and the time, never stored: a result that has
-//! gone stale counts as a failure even when no new event arrives (a stuck poller cannot keep an
-//! instance ready). Liveness is not decided here at all; it comes from the heartbeat, so no
-//! dependency result can restart the process.
+//! Readiness is derived from the [signals](crate::signal) and the time, never stored: a result
+//! that has gone stale counts as down even when no new event arrives (a stuck poller or a silent
+//! agent cannot keep an instance ready). Liveness is derived from heartbeats alone
+//! ([`Lifecycle::liveness`]): no dependency result or pushed capability enters it, so none can
+//! restart the process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, HeartbeatMode, StartupMode};
+use crate::signal::{Registry, SignalId, SignalRules, Source};
 
-/// What the rules of the machine need to know about one dependency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DependencyRules {
-    pub critical: bool,
-    pub failure_threshold: u32,
-    pub success_threshold: u32,
-    pub stale_after: Duration,
+/// The agent's part in liveness and startup (`[agent]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentRules {
+    /// Whether `/healthz` needs the agent's heartbeat.
+    pub heartbeat_required: bool,
+    /// How old the agent's last beat may be.
+    pub stall_after: Duration,
+    /// Whether startup waits for the agent's own `started` latch.
+    pub startup_signal: bool,
 }
 
-/// The fixed rules: one entry per dependency, in configuration order, and the startup gate.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Rules {
-    pub dependencies: Vec<DependencyRules>,
-    /// Indices of the dependencies that must have succeeded once before startup passes.
-    pub startup_require: Vec<usize>,
-}
-
-impl Rules {
-    pub fn from_config(config: &Config) -> Self {
-        Rules {
-            dependencies: config
-                .dependencies
-                .iter()
-                .map(|d| DependencyRules {
-                    critical: d.critical,
-                    failure_threshold: d.failure_threshold,
-                    success_threshold: d.success_threshold,
-                    stale_after: d.stale_after.std(),
-                })
-                .collect(),
-            startup_require: config.startup.require.clone(),
+impl Default for AgentRules {
+    fn default() -> Self {
+        AgentRules {
+            heartbeat_required: false,
+            stall_after: Duration::from_secs(30),
+            startup_signal: false,
         }
     }
 }
 
-/// The result of one check. A failing dependency is a value, not an error.
+/// The fixed rules: the signals, the startup gate, and the heartbeats' bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    pub signals: Registry,
+    /// Signals that must have been up once before startup passes.
+    pub startup_require: Vec<SignalId>,
+    pub agent: AgentRules,
+    /// How old vitals' own heartbeat may be (`liveness.stall_after`).
+    pub own_stall_after: Duration,
+    /// The startup budget: an agent that must beat and never did fails liveness after it.
+    pub startup_timeout: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            signals: Registry::default(),
+            startup_require: Vec::new(),
+            agent: AgentRules::default(),
+            own_stall_after: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Rules {
+    /// The registry holds the dependencies first, in file order (dependency `i` is signal `i`),
+    /// then the `[[signals]]`.
+    pub fn from_config(config: &Config) -> Self {
+        let mut signals = Registry::new();
+        let dependencies = config.dependencies.iter().map(|d| SignalRules {
+            name: d.name.clone(),
+            source: Source::Dependency(d.kind),
+            critical: d.critical,
+            failure_threshold: d.failure_threshold,
+            success_threshold: d.success_threshold,
+            stale_after: d.stale_after.std(),
+        });
+        let pushed = config.signals.iter().map(|s| SignalRules {
+            name: s.name.clone(),
+            source: Source::Pushed,
+            critical: s.critical,
+            failure_threshold: 1,
+            success_threshold: 1,
+            stale_after: s.ttl.std(),
+        });
+        for rules in dependencies.chain(pushed) {
+            // Validation already refused duplicate names.
+            let _ = signals.register(rules);
+        }
+        let startup_require = config
+            .startup
+            .require
+            .iter()
+            .filter_map(|name| signals.id(name))
+            .collect();
+        Rules {
+            signals,
+            startup_require,
+            agent: AgentRules {
+                heartbeat_required: config.agent.heartbeat == HeartbeatMode::Required,
+                stall_after: config.agent.stall_after.std(),
+                startup_signal: config.agent.startup == StartupMode::Signal,
+            },
+            own_stall_after: config.liveness.stall_after.std(),
+            startup_timeout: config.startup.timeout.std(),
+        }
+    }
+}
+
+/// The result of one check or report. A failing dependency is a value, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Success,
@@ -98,6 +156,17 @@ pub enum Phase {
     Drained,
 }
 
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Draining { .. } => "draining",
+            Phase::Drained => "drained",
+        }
+    }
+}
+
 /// What `/readyz` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -110,9 +179,22 @@ pub enum Readiness {
 }
 
 impl Readiness {
-    /// True when `/readyz` answers 2xx.
-    pub fn is_serving(self) -> bool {
-        matches!(self, Readiness::Ready | Readiness::Degraded)
+    /// The status `/readyz` answers: the one place readiness becomes HTTP. `degraded_status` is
+    /// `readiness.degraded_status` or a caller's `?degraded_status=` (2xx or 429).
+    pub fn http_status(self, degraded_status: u16) -> u16 {
+        match self {
+            Readiness::Ready => 200,
+            Readiness::Degraded => degraded_status,
+            Readiness::Starting
+            | Readiness::NotReady
+            | Readiness::Draining
+            | Readiness::Drained => 503,
+        }
+    }
+
+    /// True when `/readyz` answers 2xx with `degraded_status`; `vitals_ready` reads this.
+    pub fn is_ready(self, degraded_status: u16) -> bool {
+        (200..300).contains(&self.http_status(degraded_status))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -127,9 +209,9 @@ impl Readiness {
     }
 }
 
-/// Everything known about one dependency.
+/// Everything known about one signal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DependencyState {
+pub struct SignalState {
     /// Up after the thresholds, ignoring staleness (see [`Lifecycle::is_up`]).
     pub up: bool,
     pub consecutive_failures: u32,
@@ -138,20 +220,17 @@ pub struct DependencyState {
     pub last_success_at: Option<Instant>,
     pub last_outcome: Option<Outcome>,
     pub last_latency: Option<Duration>,
+    /// How long the last result stays valid: the signal's staleness bound, or the ttl the last
+    /// report carried.
+    pub valid_for: Option<Duration>,
 }
 
-impl DependencyState {
+impl SignalState {
     /// Applies one result with hysteresis. The very first result is taken as it is: thresholds
     /// smooth changes of state, they do not delay the first one.
-    fn record(
-        &mut self,
-        rules: &DependencyRules,
-        outcome: Outcome,
-        latency: Duration,
-        now: Instant,
-    ) {
+    fn record(&mut self, rules: &SignalRules, observation: Observation, now: Instant) {
         let first = self.last_result_at.is_none();
-        if outcome.is_success() {
+        if observation.outcome.is_success() {
             self.consecutive_successes = self.consecutive_successes.saturating_add(1);
             self.consecutive_failures = 0;
             self.last_success_at = Some(now);
@@ -166,43 +245,122 @@ impl DependencyState {
             }
         }
         self.last_result_at = Some(now);
-        self.last_outcome = Some(outcome);
-        self.last_latency = Some(latency);
+        self.last_outcome = Some(observation.outcome);
+        self.last_latency = observation.latency;
+        self.valid_for = Some(observation.ttl.unwrap_or(rules.stale_after));
     }
+}
+
+/// One result for one signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub outcome: Outcome,
+    /// How long the check took; `None` for a pushed report.
+    pub latency: Option<Duration>,
+    /// How long this result stays valid, when the source says (a pushed report's `ttl`).
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A check of `dependency` (index into the rules) finished.
-    Checked {
-        dependency: usize,
-        outcome: Outcome,
-        latency: Duration,
+    /// A check finished, or the agent reported a signal.
+    Observed {
+        signal: SignalId,
+        observation: Observation,
     },
-    /// SIGTERM, SIGINT or `POST /drain`.
+    /// The agent's own startup latch (`POST /started`).
+    AgentStarted,
+    /// SIGTERM, SIGINT, SIGHUP or `POST /drain`.
     DrainRequested,
     /// The drain delay and grace are over and in-flight work is done.
     DrainFinished,
+}
+
+/// When the heartbeats last beat, read at the moment liveness is asked for. Beats are kept
+/// outside the state (they are too frequent to publish a snapshot for each), so they come in as
+/// an argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Beats {
+    /// vitals' own driver loop.
+    pub own: Option<Instant>,
+    /// The agent's last `POST /heartbeat` or `Handle::beat`.
+    pub agent: Option<Instant>,
+}
+
+/// The agent heartbeat's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentBeat {
+    /// `[agent] heartbeat = "off"`.
+    NotRequired,
+    /// No beat yet, still within the startup budget.
+    Waiting,
+    /// Beat within `agent.stall_after`.
+    Fresh,
+    /// The last beat is older than `agent.stall_after`.
+    Stale { age: Duration },
+    /// No beat at all within the startup budget.
+    Never,
+}
+
+impl AgentBeat {
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            AgentBeat::NotRequired | AgentBeat::Waiting | AgentBeat::Fresh
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentBeat::NotRequired => "not_required",
+            AgentBeat::Waiting => "waiting",
+            AgentBeat::Fresh => "fresh",
+            AgentBeat::Stale { .. } => "stale",
+            AgentBeat::Never => "never",
+        }
+    }
+}
+
+/// What `/healthz` says, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// vitals' own heartbeat is fresh.
+    pub own: bool,
+    pub agent: AgentBeat,
+    /// The process has not finished draining.
+    pub running: bool,
+}
+
+impl Liveness {
+    pub fn is_live(self) -> bool {
+        self.own && self.agent.is_live() && self.running
+    }
 }
 
 /// The whole state. Cheap to clone for publishing; the rules are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifecycle {
     rules: Arc<Rules>,
+    /// When this instance began: the startup budget counts from here.
+    born: Instant,
     phase: Phase,
     started: bool,
-    dependencies: Vec<DependencyState>,
+    agent_started: bool,
+    signals: Vec<SignalState>,
 }
 
 impl Lifecycle {
-    /// A new instance: `Starting`, or already `Serving` when the startup gate requires nothing.
-    pub fn new(rules: Rules) -> Self {
-        let n = rules.dependencies.len();
+    /// A new instance born at `now`: `Starting`, or already `Serving` when the startup gate
+    /// requires nothing.
+    pub fn new(rules: Rules, now: Instant) -> Self {
+        let n = rules.signals.len();
         let mut state = Lifecycle {
             rules: Arc::new(rules),
+            born: now,
             phase: Phase::Starting,
             started: false,
-            dependencies: vec![DependencyState::default(); n],
+            agent_started: false,
+            signals: vec![SignalState::default(); n],
         };
         state.try_start();
         state
@@ -222,18 +380,23 @@ impl Lifecycle {
             (Phase::Starting | Phase::Serving, Event::DrainFinished) => {}
             (
                 Phase::Starting | Phase::Serving | Phase::Draining { .. },
-                Event::Checked {
-                    dependency,
-                    outcome,
-                    latency,
+                Event::Observed {
+                    signal,
+                    observation,
                 },
             ) => {
-                if let (Some(rules), Some(dep)) = (
-                    self.rules.dependencies.get(dependency),
-                    self.dependencies.get_mut(dependency),
+                if let (Some(rules), Some(state)) = (
+                    self.rules.signals.get(signal),
+                    self.signals.get_mut(signal.index()),
                 ) {
-                    dep.record(rules, outcome, latency, now);
+                    state.record(rules, observation, now);
                 }
+                if self.phase == Phase::Starting {
+                    self.try_start();
+                }
+            }
+            (Phase::Starting | Phase::Serving | Phase::Draining { .. }, Event::AgentStarted) => {
+                self.agent_started = true;
                 if self.phase == Phase::Starting {
                     self.try_start();
                 }
@@ -242,14 +405,15 @@ impl Lifecycle {
         self
     }
 
-    /// The startup gate: every required dependency has succeeded once. A one-way latch.
+    /// The startup gate: every required signal has been up once, and the agent said it started
+    /// when it must. A one-way latch.
     fn try_start(&mut self) {
-        let passed = self.rules.startup_require.iter().all(|&i| {
-            self.dependencies
-                .get(i)
-                .is_some_and(|d| d.last_success_at.is_some())
+        let signals_passed = self.rules.startup_require.iter().all(|id| {
+            self.signals
+                .get(id.index())
+                .is_some_and(|s| s.last_success_at.is_some())
         });
-        if passed {
+        if signals_passed && (self.agent_started || !self.rules.agent.startup_signal) {
             self.started = true;
             self.phase = Phase::Serving;
         }
@@ -263,8 +427,17 @@ impl Lifecycle {
         &self.rules
     }
 
-    pub fn dependencies(&self) -> &[DependencyState] {
-        &self.dependencies
+    pub fn born(&self) -> Instant {
+        self.born
+    }
+
+    /// Every signal's state, indexed by [`SignalId::index`].
+    pub fn signals(&self) -> &[SignalState] {
+        &self.signals
+    }
+
+    pub fn signal(&self, id: SignalId) -> Option<&SignalState> {
+        self.signals.get(id.index())
     }
 
     /// `/startupz`: true once the gate has passed, also while draining afterwards.
@@ -272,30 +445,110 @@ impl Lifecycle {
         self.started
     }
 
+    /// Whether the agent has sent its own `started`.
+    pub fn agent_started(&self) -> bool {
+        self.agent_started
+    }
+
+    /// What startup still waits for: the required signals never up, and the agent's latch.
+    pub fn startup_pending(&self) -> Vec<&str> {
+        let mut pending: Vec<&str> = self
+            .rules
+            .startup_require
+            .iter()
+            .filter(|id| {
+                self.signal(**id)
+                    .is_none_or(|s| s.last_success_at.is_none())
+            })
+            .filter_map(|id| self.rules.signals.get(*id).map(|r| r.name.as_str()))
+            .collect();
+        if self.rules.agent.startup_signal && !self.agent_started {
+            pending.push("agent (POST /started)");
+        }
+        pending
+    }
+
     pub fn is_draining(&self) -> bool {
         matches!(self.phase, Phase::Draining { .. })
     }
 
-    /// The lifecycle's part of liveness: only a finished drain ends it. The heartbeat decides the
-    /// rest; nothing a dependency does enters here.
-    pub fn live(&self) -> bool {
-        self.phase != Phase::Drained
+    /// Liveness at `now` from the heartbeats. It reads the phase (a finished drain ends it) and
+    /// the beats, and nothing a signal reported.
+    pub fn liveness(&self, now: Instant, beats: Beats) -> Liveness {
+        let own = beats
+            .own
+            .is_some_and(|at| now.saturating_duration_since(at) <= self.rules.own_stall_after);
+        let agent = if !self.rules.agent.heartbeat_required {
+            AgentBeat::NotRequired
+        } else {
+            match beats.agent {
+                Some(at) => {
+                    let age = now.saturating_duration_since(at);
+                    if age <= self.rules.agent.stall_after {
+                        AgentBeat::Fresh
+                    } else {
+                        AgentBeat::Stale { age }
+                    }
+                }
+                None if now.saturating_duration_since(self.born) <= self.rules.startup_timeout => {
+                    AgentBeat::Waiting
+                }
+                None => AgentBeat::Never,
+            }
+        };
+        Liveness {
+            own,
+            agent,
+            running: self.phase != Phase::Drained,
+        }
     }
 
-    /// Whether dependency `i` counts as up at `now`: up by its thresholds and its last result
-    /// not older than its staleness bound.
-    pub fn is_up(&self, i: usize, now: Instant) -> bool {
-        let (Some(rules), Some(dep)) = (self.rules.dependencies.get(i), self.dependencies.get(i))
-        else {
+    /// Whether signal `id` counts as up at `now`: up by its thresholds and its last result still
+    /// valid.
+    pub fn is_up(&self, id: SignalId, now: Instant) -> bool {
+        let Some(state) = self.signals.get(id.index()) else {
             return false;
         };
-        dep.up
-            && dep
-                .last_result_at
-                .is_some_and(|at| now.saturating_duration_since(at) <= rules.stale_after)
+        state.up
+            && state.last_result_at.is_some_and(|at| {
+                state
+                    .valid_for
+                    .is_some_and(|valid| now.saturating_duration_since(at) <= valid)
+            })
     }
 
-    /// Readiness at `now`, derived from the phase and the dependencies.
+    /// Why signal `id` is down at `now`, for `/readyz?verbose`, `/readyz/{name}` and `/status`.
+    pub fn down_reason(&self, id: SignalId, now: Instant) -> String {
+        let Some(state) = self.signals.get(id.index()) else {
+            return "unknown".into();
+        };
+        let pushed = self
+            .rules
+            .signals
+            .get(id)
+            .is_some_and(|r| r.source == Source::Pushed);
+        match (&state.last_outcome, state.last_result_at) {
+            (None, _) | (_, None) if pushed => "no report yet".into(),
+            (None, _) | (_, None) => "no result yet".into(),
+            (Some(o), Some(at)) => match o.reason() {
+                Some(r) => r,
+                None if state.up => {
+                    let age = crate::Duration::from(now.saturating_duration_since(at));
+                    if pushed {
+                        format!("last report expired ({age} old)")
+                    } else {
+                        format!("last result is stale ({age} old)")
+                    }
+                }
+                None => format!(
+                    "recovering: {} consecutive successes so far",
+                    state.consecutive_successes
+                ),
+            },
+        }
+    }
+
+    /// Readiness at `now`, derived from the phase and the signals.
     pub fn readiness(&self, now: Instant) -> Readiness {
         match self.phase {
             Phase::Starting => Readiness::Starting,
@@ -303,8 +556,8 @@ impl Lifecycle {
             Phase::Drained => Readiness::Drained,
             Phase::Serving => {
                 let mut degraded = false;
-                for (i, rules) in self.rules.dependencies.iter().enumerate() {
-                    if !self.is_up(i, now) {
+                for (id, rules) in self.rules.signals.iter() {
+                    if !self.is_up(id, now) {
                         if rules.critical {
                             return Readiness::NotReady;
                         }

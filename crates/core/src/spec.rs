@@ -10,9 +10,9 @@ use std::fmt;
 use crate::{Config, Duration};
 
 /// The routes the probes use; fixed by the HTTP contract.
-pub const LIVENESS_PATH: &str = "/healthz";
-pub const READINESS_PATH: &str = "/readyz";
-pub const STARTUP_PATH: &str = "/startupz";
+pub const LIVENESS_PATH: &str = crate::contract::paths::HEALTHZ;
+pub const READINESS_PATH: &str = crate::contract::paths::READYZ;
+pub const STARTUP_PATH: &str = crate::contract::paths::STARTUPZ;
 
 /// Which probe a timing belongs to; names the `health.toml` keys it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

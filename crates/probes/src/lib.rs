@@ -1,18 +1,13 @@
-//! vitals-probes: checks the agent's dependencies in the background and publishes what it found.
+//! vitals-probes: checks the agent's dependencies in the background.
 //!
-//! - [`checks`]: one module per dependency kind; a check returns an
-//!   [`Outcome`](vitals_core::lifecycle::Outcome), never an error.
-//! - [`Monitor`]: runs each dependency on its own interval with a timeout, feeds the results to the
-//!   lifecycle state machine and publishes a [`Snapshot`] through a `watch` channel. Probe routes
-//!   only read that snapshot.
-//! - [`Heartbeat`]: the in-process beat that liveness is read from.
-//! - [`Metrics`]: every metric vitals exports, named in one place.
+//! - [`checks`]: one module per dependency kind, each a cargo feature; a check returns a
+//!   [`Report`](checks::Report) whose [`Outcome`](vitals_core::lifecycle::Outcome) says what it
+//!   found, never an error.
+//! - [`Poller`]: runs each dependency on its own schedule with a timeout and sends every result
+//!   as a [`Checked`] to the runtime, which owns the state. Nothing on a request path waits for
+//!   a check.
 
 pub mod checks;
-mod heartbeat;
-mod metrics;
-mod monitor;
+mod poller;
 
-pub use heartbeat::Heartbeat;
-pub use metrics::{Format as MetricsFormat, Metrics};
-pub use monitor::{now, Control, Monitor, Snapshot};
+pub use poller::{Checked, Poller, Probe};

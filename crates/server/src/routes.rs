@@ -1,19 +1,27 @@
-//! The routes: each answers from the latest snapshot and the heartbeat, with no I/O and no wait.
+//! The routes: probe routes answer from the latest snapshot and the heartbeats, with no I/O and
+//! no wait; the agent API (`/heartbeat`, `/started`, `/signals/{name}`, `/drain`) changes state
+//! only through the driver.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use tokio_util::sync::CancellationToken;
-use vitals_core::config::{is_valid_degraded_status, Config};
-use vitals_core::lifecycle::Readiness;
-use vitals_probes::{now, Control, Heartbeat, Metrics, MetricsFormat};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use vitals_core::config::{is_valid_degraded_status, HeartbeatMode, StartupMode};
+use vitals_core::contract::paths;
+use vitals_core::lifecycle::{AgentBeat, Event, Observation, Outcome, Readiness};
+use vitals_core::signal::Source;
 
-use crate::status;
+use crate::state::{now, Shared};
+use crate::{status, MetricsFormat};
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -21,18 +29,23 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const DEGRADED: HeaderValue = HeaderValue::from_static("degraded");
 const AGENT_MODE: &str = "x-agent-mode";
 
-/// Everything the routes read. Cheap to share behind an `Arc`.
-#[derive(Debug)]
-pub struct App {
-    config: Arc<Config>,
-    control: Control,
-    heartbeat: Heartbeat,
-    metrics: Arc<Metrics>,
-    /// Cancelled by `POST /drain`; the binary runs the drain sequence when it fires.
-    drain: CancellationToken,
-}
+/// The largest `PUT /signals/{name}` body: a flag, a short reason and a ttl.
+const MAX_SIGNAL_BODY: usize = 4096;
+/// A reported reason is cut to this many characters.
+const MAX_REASON_CHARS: usize = 200;
+/// The longest ttl a report may carry; longer would mean "never expires".
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long an agent call waits for the driver to publish its change.
+const APPLY_WITHIN: Duration = Duration::from_secs(2);
 
-type Resp = Response<Full<Bytes>>;
+/// The caller's address, put in a request's extensions by whoever accepted the connection.
+/// [`serve`](crate::serve) adds it; an app that mounts [`Routes`] adds it to let loopback callers
+/// use the agent API without a token. Without it, a caller counts as remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A response of the routes.
+pub type Resp = Response<Full<Bytes>>;
 
 fn respond(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
@@ -55,75 +68,190 @@ fn status_of(ok: bool) -> StatusCode {
     }
 }
 
-impl App {
-    pub fn new(
-        config: Arc<Config>,
-        control: Control,
-        heartbeat: Heartbeat,
-        metrics: Arc<Metrics>,
-        drain: CancellationToken,
-    ) -> Self {
-        App {
-            config,
-            control,
-            heartbeat,
-            metrics,
-            drain,
-        }
+/// Every route of vitals, as a [`tower::Service`] (mount it in an axum or hyper app) or through
+/// [`Routes::handle`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    shared: Shared,
+}
+
+/// A body `PUT /signals/{name}` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalReport {
+    up: bool,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+const SIGNAL_BODY_HELP: &str =
+    "send JSON like {\"up\": false, \"reason\": \"search API answers 500\", \"ttl\": \"60s\"} (reason and ttl are optional)";
+
+impl Routes {
+    pub fn new(shared: Shared) -> Self {
+        Routes { shared }
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
-    /// Answers one request. `peer` is the caller's address (for `POST /drain`).
-    pub fn handle<B>(&self, req: &Request<B>, peer: SocketAddr) -> Resp {
-        let path = req.uri().path();
-        let query = req.uri().query().unwrap_or("");
+    /// Answers one request. `peer` is the caller's address, when known (for the agent API).
+    pub async fn handle<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Resp
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let method = req.method();
         let get_or_head = method == Method::GET || method == Method::HEAD;
+        let path = req.uri().path();
+        if let Some(name) = path.strip_prefix(paths::SIGNALS_PREFIX) {
+            if method != Method::PUT {
+                return method_not_allowed("PUT");
+            }
+            if let Some(denied) = self.denied(&req, peer, "PUT /signals") {
+                return denied;
+            }
+            let name = name.to_owned();
+            return self.put_signal(&name, req.into_body()).await;
+        }
         match path {
-            "/healthz" | "/livez" if get_or_head => self.liveness(),
-            "/readyz" if get_or_head => self.readiness(query),
-            "/startupz" if get_or_head => self.startup(),
-            "/status" if get_or_head => self.status(),
-            "/metrics" if get_or_head => self.metrics(req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok())),
-            "/drain" if method == Method::POST => self.drain(req, peer),
-            p if p.starts_with("/readyz/") && get_or_head => self.dependency(&p["/readyz/".len()..]),
-            "/healthz" | "/livez" | "/readyz" | "/startupz" | "/status" | "/metrics" => method_not_allowed("GET, HEAD"),
-            p if p.starts_with("/readyz/") => method_not_allowed("GET, HEAD"),
-            "/drain" => method_not_allowed("POST"),
+            paths::HEALTHZ | paths::LIVEZ if get_or_head => self.liveness(),
+            paths::HEALTHZ_AGENT if get_or_head => self.agent_liveness(),
+            paths::READYZ if get_or_head => self.readiness(req.uri().query().unwrap_or("")),
+            paths::STARTUPZ if get_or_head => self.startup(),
+            paths::STATUS if get_or_head => self.status(),
+            paths::METRICS if get_or_head => self.metrics(
+                req.headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            paths::DRAIN if method == Method::POST => {
+                match self.denied(&req, peer, "POST /drain") {
+                    Some(denied) => denied,
+                    None => self.drain(peer),
+                }
+            }
+            paths::HEARTBEAT if method == Method::POST => {
+                match self.denied(&req, peer, "POST /heartbeat") {
+                    Some(denied) => denied,
+                    None => self.heartbeat(),
+                }
+            }
+            paths::STARTED if method == Method::POST => {
+                match self.denied(&req, peer, "POST /started") {
+                    Some(denied) => denied,
+                    None => self.started().await,
+                }
+            }
+            p if p.starts_with(paths::READYZ_PREFIX) && get_or_head => {
+                self.one_signal(&p[paths::READYZ_PREFIX.len()..])
+            }
+            paths::HEALTHZ
+            | paths::LIVEZ
+            | paths::HEALTHZ_AGENT
+            | paths::READYZ
+            | paths::STARTUPZ
+            | paths::STATUS
+            | paths::METRICS => method_not_allowed("GET, HEAD"),
+            p if p.starts_with(paths::READYZ_PREFIX) => method_not_allowed("GET, HEAD"),
+            paths::DRAIN | paths::HEARTBEAT | paths::STARTED => method_not_allowed("POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; routes: /healthz /livez /readyz /readyz/{dependency} /startupz /status /metrics /drain\n",
+                "not found; routes: /healthz /livez /healthz/agent /readyz /readyz/{name} /startupz /status /metrics, and POST /heartbeat /started /drain, PUT /signals/{name}\n",
             ),
         }
     }
 
-    fn live(&self) -> bool {
-        self.heartbeat
-            .is_fresh(self.config.liveness.stall_after.std())
-            && self.control.snapshot().live()
+    /// `None` when the caller may call `what`, else the 403 to answer. The agent API and
+    /// `/drain` change state: a configured admin token must be presented
+    /// (`Authorization: Bearer <token>`, scheme in any case); without one, only loopback callers
+    /// may call.
+    fn denied<B>(&self, req: &Request<B>, peer: Option<SocketAddr>, what: &str) -> Option<Resp> {
+        let server = &self.shared.config().server;
+        let allowed = match &server.admin_token {
+            Some(token) => req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer)
+                .is_some_and(|given| constant_time_eq(given.as_bytes(), token.expose().as_bytes())),
+            None => peer.is_some_and(|p| p.ip().to_canonical().is_loopback()),
+        };
+        if allowed {
+            return None;
+        }
+        let hint = match (&server.admin_token_env, peer) {
+            (Some(var), _) => format!(
+                "present the token from ${var} (server.admin_token_env) as 'Authorization: Bearer <token>'"
+            ),
+            (None, Some(_)) => "only loopback callers may call it; set server.admin_token_env to allow callers with a token".to_owned(),
+            (None, None) => "the caller's address is unknown here; call the runtime's Handle in-process, or set server.admin_token_env and present the token".to_owned(),
+        };
+        Some(text(
+            StatusCode::FORBIDDEN,
+            format!("forbidden: {what}: {hint}\n"),
+        ))
     }
 
     fn liveness(&self) -> Resp {
-        if self.live() {
-            text(StatusCode::OK, "ok\n")
-        } else {
-            let age = vitals_core::Duration::from(self.heartbeat.age());
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
+        let snapshot = self.shared.snapshot();
+        let now = now();
+        let live = self.shared.liveness(&snapshot, now);
+        if live.is_live() {
+            return text(StatusCode::OK, "ok\n");
+        }
+        let config = self.shared.config();
+        let mut body = String::new();
+        if !live.own {
+            let age = self
+                .shared
+                .beats()
+                .own
+                .map(|at| vitals_core::Duration::from(now.saturating_duration_since(at)));
+            let _ = writeln!(
+                body,
+                "heartbeat stale: last beat {} ago (liveness.stall_after = {})",
+                age.map(|a| a.to_string()).unwrap_or_else(|| "never".into()),
+                config.liveness.stall_after
+            );
+        }
+        if !live.agent.is_live() {
+            body.push_str(&agent_problem(live.agent, self.shared.config()));
+        }
+        if !live.running {
+            body.push_str("drained\n");
+        }
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+
+    fn agent_liveness(&self) -> Resp {
+        let config = self.shared.config();
+        if config.agent.heartbeat == HeartbeatMode::Off {
+            return text(
+                StatusCode::NOT_FOUND,
+                "the agent heartbeat is off; set [agent] heartbeat = \"required\" and have the agent POST /heartbeat\n",
+            );
+        }
+        let snapshot = self.shared.snapshot();
+        match self.shared.liveness(&snapshot, now()).agent {
+            AgentBeat::Fresh | AgentBeat::NotRequired => text(StatusCode::OK, "ok\n"),
+            AgentBeat::Waiting => text(
+                StatusCode::OK,
                 format!(
-                    "heartbeat stale: last beat {age} ago (liveness.stall_after = {})\n",
-                    self.config.liveness.stall_after
+                    "waiting for the agent's first beat (startup.timeout = {})\n",
+                    config.startup.timeout
                 ),
-            )
+            ),
+            beat => text(StatusCode::SERVICE_UNAVAILABLE, agent_problem(beat, config)),
         }
     }
 
     fn readiness(&self, query: &str) -> Resp {
         let mut verbose = false;
-        let mut degraded_status = self.config.readiness.degraded_status;
+        let mut degraded_status = self.shared.config().readiness.degraded_status;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
@@ -133,41 +261,45 @@ impl App {
                     _ => {
                         return text(
                             StatusCode::BAD_REQUEST,
-                            format!(
-                                "degraded_status={value} is not allowed; use a 2xx status or 429\n"
-                            ),
+                            "degraded_status is not allowed; use a 2xx status or 429\n",
                         )
                     }
                 },
                 _ => {}
             }
         }
-        let snapshot = self.control.snapshot();
+        let snapshot = self.shared.snapshot();
         let now = now();
         let readiness = snapshot.readiness(now);
-        let status = match readiness {
-            Readiness::Ready => StatusCode::OK,
-            Readiness::Degraded => StatusCode::from_u16(degraded_status).unwrap_or(StatusCode::OK),
-            Readiness::Starting
-            | Readiness::NotReady
-            | Readiness::Draining
-            | Readiness::Drained => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = StatusCode::from_u16(readiness.http_status(degraded_status))
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let mut body = String::new();
         if verbose {
             if !snapshot.started() {
-                body.push_str("[-]startup pending\n");
+                let _ = writeln!(
+                    body,
+                    "[-]startup pending: {}",
+                    snapshot.startup_pending().join(", ")
+                );
             }
             if matches!(readiness, Readiness::Draining | Readiness::Drained) {
                 body.push_str("[-]draining\n");
             }
-            for (i, d) in self.config.dependencies.iter().enumerate() {
-                let _ = if snapshot.is_up(i, now) {
-                    writeln!(body, "[+]{} ok", d.name)
+            for (id, rules) in snapshot.rules().signals.iter() {
+                let _ = if snapshot.is_up(id, now) {
+                    writeln!(body, "[+]{} ok", rules.name)
                 } else {
-                    let reason = reason(&snapshot, i, now);
-                    let note = if d.critical { "" } else { " (non-critical)" };
-                    writeln!(body, "[-]{} failed{note}: {reason}", d.name)
+                    let note = match (rules.critical, rules.source) {
+                        (true, _) => "",
+                        (false, Source::Pushed) => " (non-critical signal)",
+                        (false, _) => " (non-critical)",
+                    };
+                    writeln!(
+                        body,
+                        "[-]{} failed{note}: {}",
+                        rules.name,
+                        snapshot.down_reason(id, now)
+                    )
                 };
             }
             let _ = writeln!(
@@ -195,27 +327,27 @@ impl App {
         r
     }
 
-    fn dependency(&self, name: &str) -> Resp {
-        let Some((i, _)) = self.config.dependency(name) else {
+    fn one_signal(&self, name: &str) -> Resp {
+        let snapshot = self.shared.snapshot();
+        let Some(id) = snapshot.rules().signals.id(name) else {
             return text(
                 StatusCode::NOT_FOUND,
-                format!("no dependency named {name:?}\n"),
+                "no dependency or signal has that name; /status lists them\n",
             );
         };
-        let snapshot = self.control.snapshot();
         let now = now();
-        if snapshot.is_up(i, now) {
+        if snapshot.is_up(id, now) {
             text(StatusCode::OK, "ok\n")
         } else {
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("failed: {}\n", reason(&snapshot, i, now)),
+                format!("failed: {}\n", snapshot.down_reason(id, now)),
             )
         }
     }
 
     fn startup(&self) -> Resp {
-        let started = self.control.snapshot().started();
+        let started = self.shared.snapshot().started();
         text(
             status_of(started),
             if started { "started\n" } else { "starting\n" },
@@ -223,14 +355,9 @@ impl App {
     }
 
     fn status(&self) -> Resp {
-        let snapshot = self.control.snapshot();
-        let doc = status::build(
-            &self.config,
-            &snapshot,
-            now(),
-            self.live(),
-            self.heartbeat.age().as_secs_f64(),
-        );
+        let snapshot = self.shared.snapshot();
+        let now = now();
+        let doc = status::build(&self.shared, &snapshot, now);
         match serde_json::to_vec_pretty(&doc) {
             Ok(body) => respond(StatusCode::OK, JSON, body),
             Err(e) => text(
@@ -241,71 +368,185 @@ impl App {
     }
 
     fn metrics(&self, accept: Option<&str>) -> Resp {
-        let snapshot = self.control.snapshot();
-        let live = self
-            .heartbeat
-            .is_fresh(self.config.liveness.stall_after.std());
+        let snapshot = self.shared.snapshot();
+        let now = now();
+        let liveness = self.shared.liveness(&snapshot, now);
+        let agent_age = self
+            .shared
+            .beats()
+            .agent
+            .map(|at| now.saturating_duration_since(at));
         let format = MetricsFormat::negotiate(accept);
         respond(
             StatusCode::OK,
             HeaderValue::from_static(format.content_type()),
-            self.metrics.encode(&snapshot, now(), live, format),
+            self.shared
+                .metrics()
+                .encode(&snapshot, now, liveness, agent_age, format),
         )
     }
 
-    fn drain<B>(&self, req: &Request<B>, peer: SocketAddr) -> Resp {
-        let loopback = peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback();
-        let token_ok = self
-            .config
-            .server
-            .admin_token
-            .as_ref()
-            .is_some_and(|token| {
-                req.headers()
-                    .get(AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|given| {
-                        constant_time_eq(given.as_bytes(), token.expose().as_bytes())
-                    })
-            });
-        if !loopback && !token_ok {
-            tracing::warn!(%peer, "refused POST /drain from a non-loopback caller without a valid token");
-            let hint = if self.config.server.admin_token.is_some() {
-                "present the token from server.admin_token_env as 'Authorization: Bearer <token>'"
-            } else {
-                "only loopback callers may drain; set server.admin_token_env to allow remote callers with a token"
-            };
-            return text(StatusCode::FORBIDDEN, format!("forbidden: {hint}\n"));
-        }
-        tracing::info!(%peer, "drain requested over HTTP");
-        self.drain.cancel();
+    fn drain(&self, peer: Option<SocketAddr>) -> Resp {
+        tracing::info!(peer = ?peer, "drain requested over HTTP");
+        self.shared.request_drain();
         text(StatusCode::ACCEPTED, "draining\n")
+    }
+
+    fn heartbeat(&self) -> Resp {
+        self.shared.agent_heartbeat().beat();
+        text(StatusCode::OK, "ok\n")
+    }
+
+    async fn started(&self) -> Resp {
+        if self
+            .shared
+            .apply(Event::AgentStarted, APPLY_WITHIN)
+            .await
+            .is_err()
+        {
+            return busy();
+        }
+        match self.shared.config().agent.startup {
+            StartupMode::Signal => text(StatusCode::OK, "started\n"),
+            StartupMode::Dependencies => text(
+                StatusCode::OK,
+                "noted; /startupz does not wait for it while [agent] startup = \"dependencies\"\n",
+            ),
+        }
+    }
+
+    async fn put_signal<B>(&self, name: &str, body: B) -> Resp
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let snapshot = self.shared.snapshot();
+        let signals = &snapshot.rules().signals;
+        let id = match signals.id(name).map(|id| (id, signals.get(id))) {
+            Some((id, Some(rules))) if rules.source == Source::Pushed => id,
+            Some(_) => {
+                return text(
+                    StatusCode::CONFLICT,
+                    "that name is a dependency vitals checks itself; only [[signals]] entries can be set\n",
+                )
+            }
+            None => {
+                let declared = signals.names_where(|r| r.source == Source::Pushed);
+                return text(
+                    StatusCode::NOT_FOUND,
+                    if declared.is_empty() {
+                        "no signal has that name, and none is declared; add a [[signals]] entry to health.toml\n".to_owned()
+                    } else {
+                        format!(
+                            "no signal has that name; declared: {}\n",
+                            declared.join(", ")
+                        )
+                    },
+                );
+            }
+        };
+        let bytes = match Limited::new(body, MAX_SIGNAL_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body is larger than {MAX_SIGNAL_BODY} bytes; {SIGNAL_BODY_HELP}\n"
+                    ),
+                )
+            }
+        };
+        let report: SignalReport = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not a signal report ({e}); {SIGNAL_BODY_HELP}\n"),
+                )
+            }
+        };
+        let ttl = match report
+            .ttl
+            .as_deref()
+            .map(str::parse::<vitals_core::Duration>)
+        {
+            None => None,
+            Some(Ok(d)) if !d.is_zero() && d.std() <= MAX_TTL => Some(d.std()),
+            Some(_) => return text(
+                StatusCode::BAD_REQUEST,
+                "ttl must be a duration such as \"60s\", greater than zero and at most \"24h\"\n",
+            ),
+        };
+        let outcome = if report.up {
+            Outcome::Success
+        } else {
+            Outcome::Failed {
+                reason: report
+                    .reason
+                    .as_deref()
+                    .map(clean_reason)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "reported down by the agent".to_owned()),
+            }
+        };
+        let event = Event::Observed {
+            signal: id,
+            observation: Observation {
+                outcome,
+                latency: None,
+                ttl,
+            },
+        };
+        match self.shared.apply(event, APPLY_WITHIN).await {
+            Ok(()) => text(StatusCode::OK, if report.up { "up\n" } else { "down\n" }),
+            Err(_) => busy(),
+        }
     }
 }
 
-fn reason(
-    snapshot: &vitals_core::lifecycle::Lifecycle,
-    i: usize,
-    now: std::time::Instant,
-) -> String {
-    let Some(dep) = snapshot.dependencies().get(i) else {
-        return "unknown".into();
-    };
-    match (&dep.last_outcome, dep.last_result_at) {
-        (None, _) | (_, None) => "no result yet".into(),
-        (Some(o), Some(at)) => match o.reason() {
-            Some(r) => r,
-            None if dep.up => {
-                let age = vitals_core::Duration::from(now.saturating_duration_since(at));
-                format!("last result is stale ({age} old)")
-            }
-            None => format!(
-                "recovering: {} consecutive successes so far",
-                dep.consecutive_successes
-            ),
-        },
+fn busy() -> Resp {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "vitals is busy applying earlier changes; retry shortly\n",
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn agent_problem(beat: AgentBeat, config: &vitals_core::Config) -> String {
+    match beat {
+        AgentBeat::Stale { age } => format!(
+            "agent heartbeat stale: last beat {} ago (agent.stall_after = {})\n",
+            vitals_core::Duration::from(age),
+            config.agent.stall_after
+        ),
+        AgentBeat::Never => format!(
+            "no agent heartbeat within startup.timeout ({}); the agent must POST /heartbeat\n",
+            config.startup.timeout
+        ),
+        _ => String::new(),
     }
+}
+
+/// A reason as the agent wrote it, made safe to show: control characters become spaces and it
+/// is cut to a bounded length.
+fn clean_reason(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// The credentials of a `Bearer` authorization, whatever the scheme's case (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 fn method_not_allowed(allow: &'static str) -> Resp {
@@ -320,6 +561,27 @@ fn method_not_allowed(allow: &'static str) -> Resp {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl<B> tower::Service<Request<B>> for Routes
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let routes = self.clone();
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+        Box::pin(async move { Ok(routes.handle(req, peer).await) })
+    }
 }
 
 #[cfg(test)]

@@ -14,16 +14,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::App;
+use crate::{PeerAddr, Routes};
 
 /// Largest request head accepted; a probe needs a few hundred bytes.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Serves `app` on `listener` until `shutdown` fires, then stops accepting, asks every open
+/// Serves `routes` on `listener` until `shutdown` fires, then stops accepting, asks every open
 /// connection to finish its request and close, and returns when they have. The caller bounds
 /// that wait with `drain.grace`.
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
-    let config = app.config().clone();
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: CancellationToken) {
+    let config = routes.shared().config().clone();
     let slots = Arc::new(Semaphore::new(config.server.max_connections as usize));
     let header_read_timeout: Duration = config.server.header_read_timeout.std();
     let graceful = GracefulShutdown::new();
@@ -52,10 +52,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationT
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |req| {
-            let response = app.handle(&req, peer);
-            async move { Ok::<_, Infallible>(response) }
+        let routes = routes.clone();
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            let routes = routes.clone();
+            async move { Ok::<_, Infallible>(routes.handle(req, Some(peer)).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -1,6 +1,9 @@
 //! A started process's output: every line kept for failure messages, and a wait for the line
 //! that says where it listens.
 
+// Real child processes run on the wall clock, not on tokio's.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::Child;
 use std::sync::mpsc;

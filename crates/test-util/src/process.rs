@@ -1,5 +1,8 @@
 //! Runs the `vitals` binary as a user would, on a port the OS picked.
 
+// Real child processes run on the wall clock, not on tokio's.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

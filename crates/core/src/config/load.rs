@@ -7,6 +7,7 @@ use figment::value::{Dict, Value};
 use figment::Figment;
 use serde::de::DeserializeOwned;
 
+use super::names::suggest;
 use super::raw::{self, RawDependency};
 use super::validate::{validate, RawConfig};
 use super::{Config, ConfigError, ConfigErrors};
@@ -57,7 +58,19 @@ pub fn load(
         readiness: section(&root, "readiness", &mut errors),
         drain: section(&root, "drain", &mut errors),
         probes: section(&root, "probes", &mut errors),
-        dependencies: dependencies(&root, &mut errors),
+        agent: section(&root, "agent", &mut errors),
+        dependencies: table_array(
+            &root,
+            "dependencies",
+            &mut errors,
+            |d: &mut RawDependency, keys| d.present = keys,
+        ),
+        signals: table_array(
+            &root,
+            "signals",
+            &mut errors,
+            |_: &mut raw::RawSignal, _| {},
+        ),
     };
     match validate(raw, env) {
         Ok(config) if errors.is_empty() => Ok(config),
@@ -76,7 +89,7 @@ fn section<T: DeserializeOwned + Default>(
 ) -> T {
     match root.get(name) {
         None => T::default(),
-        Some(Value::Dict(_, dict)) => extract_lenient(dict.clone(), name, errors),
+        Some(Value::Dict(_, dict)) => extract_lenient(dict.clone(), name, errors).0,
         Some(other) => {
             errors.push(ConfigError::new(
                 name,
@@ -90,34 +103,46 @@ fn section<T: DeserializeOwned + Default>(
     }
 }
 
-fn dependencies(root: &Dict, errors: &mut Vec<ConfigError>) -> Vec<RawDependency> {
-    match root.get("dependencies") {
+/// An array of tables such as `[[dependencies]]`, each entry read on its own. `present` gets
+/// the keys each entry wrote.
+fn table_array<T: DeserializeOwned + Default>(
+    root: &Dict,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+    present: impl Fn(&mut T, Vec<String>),
+) -> Vec<T> {
+    match root.get(name) {
         None => Vec::new(),
         Some(Value::Array(_, items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let prefix = format!("dependencies[{i}]");
+                let prefix = format!("{name}[{i}]");
                 match item {
-                    Value::Dict(_, dict) => extract_lenient(dict.clone(), &prefix, errors),
+                    Value::Dict(_, dict) => {
+                        let (mut entry, read): (T, Dict) =
+                            extract_lenient(dict.clone(), &prefix, errors);
+                        present(&mut entry, read.into_keys().collect());
+                        entry
+                    }
                     other => {
                         errors.push(ConfigError::new(
                             prefix,
                             format!(
-                                "expected a table ([[dependencies]]), found {}",
+                                "expected a table ([[{name}]]), found {}",
                                 describe_value(other)
                             ),
                         ));
-                        RawDependency::default()
+                        T::default()
                     }
                 }
             })
             .collect(),
         Some(other) => {
             errors.push(ConfigError::new(
-                "dependencies",
+                name,
                 format!(
-                    "expected an array of tables ([[dependencies]]), found {}",
+                    "expected an array of tables ([[{name}]]), found {}",
                     describe_value(other)
                 ),
             ));
@@ -127,16 +152,17 @@ fn dependencies(root: &Dict, errors: &mut Vec<ConfigError>) -> Vec<RawDependency
 }
 
 /// Deserializes `dict`; each key that fails is reported under `prefix` and removed, then the rest
-/// is read again, so one wrong type does not hide the next.
+/// is read again, so one wrong type does not hide the next. Also returns the keys that were read
+/// (those not reported), so later checks do not report a key twice.
 fn extract_lenient<T: DeserializeOwned + Default>(
     mut dict: Dict,
     prefix: &str,
     errors: &mut Vec<ConfigError>,
-) -> T {
+) -> (T, Dict) {
     // Each round removes at least one key, so this ends; the bound is only a guard.
     for _ in 0..256 {
         let err = match Figment::from(Serialized::defaults(&dict)).extract::<T>() {
-            Ok(value) => return value,
+            Ok(value) => return (value, dict),
             Err(err) => err,
         };
         let mut removed = false;
@@ -165,10 +191,10 @@ fn extract_lenient<T: DeserializeOwned + Default>(
             removed |= remove_path(&mut dict, &path);
         }
         if !removed {
-            return T::default();
+            return (T::default(), dict);
         }
     }
-    T::default()
+    (T::default(), dict)
 }
 
 fn remove_path(dict: &mut Dict, path: &[String]) -> bool {
@@ -198,17 +224,6 @@ fn join_key(prefix: &str, path: &[String]) -> String {
         }
     }
     key
-}
-
-/// ` (did you mean "x"?)` when a known name is close to `given`.
-pub(crate) fn suggest(given: &str, known: &[&str]) -> String {
-    known
-        .iter()
-        .map(|k| (strsim::levenshtein(given, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| format!(" (did you mean \"{k}\"?)"))
-        .unwrap_or_default()
 }
 
 fn describe_value(v: &Value) -> &'static str {

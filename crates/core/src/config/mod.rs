@@ -6,6 +6,7 @@
 //! intervals, secrets resolved from the environment.
 
 mod load;
+mod names;
 pub mod raw;
 mod validate;
 
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use crate::{Duration, Secret};
 
 pub use load::{from_toml, load};
+pub use names::valid_name;
 pub use validate::{startup_failure_threshold, validate};
 
 /// One problem in the configuration, under the key that caused it.
@@ -87,7 +89,10 @@ pub struct Config {
     pub readiness: Readiness,
     pub drain: Drain,
     pub probes: Probes,
+    pub agent: Agent,
     pub dependencies: Vec<Dependency>,
+    /// Capabilities the agent reports (`[[signals]]`).
+    pub signals: Vec<Signal>,
 }
 
 impl Default for Config {
@@ -106,6 +111,70 @@ impl Config {
     }
 }
 
+/// `[agent]`: the agent's own part in its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agent {
+    pub heartbeat: HeartbeatMode,
+    /// With a required heartbeat: how old the last beat may be.
+    pub stall_after: Duration,
+    pub startup: StartupMode,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            heartbeat: HeartbeatMode::Off,
+            stall_after: Duration::from_secs(30),
+            startup: StartupMode::Dependencies,
+        }
+    }
+}
+
+/// Whether liveness needs the agent's `POST /heartbeat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatMode {
+    /// Liveness is vitals' own heartbeat only.
+    Off,
+    /// `/healthz` also fails once the agent's last beat is older than `agent.stall_after`.
+    Required,
+}
+
+impl HeartbeatMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeartbeatMode::Off => "off",
+            HeartbeatMode::Required => "required",
+        }
+    }
+}
+
+/// What `/startupz` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupMode {
+    /// The dependencies in `startup.require`.
+    Dependencies,
+    /// Those, and the agent's own `POST /started`.
+    Signal,
+}
+
+impl StartupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartupMode::Dependencies => "dependencies",
+            StartupMode::Signal => "signal",
+        }
+    }
+}
+
+/// One `[[signals]]` entry: a capability the agent reports from real traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub name: String,
+    pub critical: bool,
+    /// A report older than this counts as down, unless the report carried its own ttl.
+    pub ttl: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Server {
     pub listen: SocketAddr,
@@ -119,8 +188,8 @@ pub struct Server {
 #[derive(Debug, Clone)]
 pub struct Startup {
     pub timeout: Duration,
-    /// Indices into [`Config::dependencies`] that must succeed once before startup passes.
-    pub require: Vec<usize>,
+    /// Names of the dependencies and signals that must be up once before startup passes.
+    pub require: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -403,16 +472,6 @@ pub struct HttpCheck {
     pub expect_body: Option<String>,
     pub expect_json: Option<ExpectJson>,
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
-}
-
-impl HttpCheck {
-    pub fn status_ok(&self, status: u16) -> bool {
-        if self.expect_status.is_empty() {
-            (200..300).contains(&status)
-        } else {
-            self.expect_status.contains(&status)
-        }
-    }
 }
 
 /// A request header's value: written in the file, or read from the environment and kept secret.

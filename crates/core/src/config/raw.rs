@@ -16,7 +16,9 @@ pub(crate) const SECTIONS: &[&str] = &[
     "readiness",
     "drain",
     "probes",
+    "agent",
     "dependencies",
+    "signals",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,10 +91,40 @@ pub struct RawProbeTiming {
     pub success_threshold: Option<u32>,
 }
 
+/// `[agent]`: how the agent itself takes part in its health.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// `"off"` (default) or `"required"`: with `required`, `/healthz` fails once the agent's last
+    /// `POST /heartbeat` is older than `stall_after`.
+    pub heartbeat: Option<String>,
+    /// How old the agent's last beat may be before `/healthz` and `/healthz/agent` fail.
+    pub stall_after: Option<Duration>,
+    /// `"dependencies"` (default) or `"signal"`: with `signal`, `/startupz` also waits for the
+    /// agent's `POST /started`.
+    pub startup: Option<String>,
+}
+
+/// One `[[signals]]` entry: a capability the agent reports with `PUT /signals/{name}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignal {
+    /// Unique among dependencies and signals; used in routes, metrics and logs.
+    pub name: Option<String>,
+    /// Down makes readiness 503 when critical; otherwise degraded (default false).
+    pub critical: Option<bool>,
+    /// A report older than this counts as down (default 60s); a report may carry its own.
+    pub ttl: Option<Duration>,
+}
+
 /// One `[[dependencies]]` entry. The fields a kind does not use are refused by validation.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDependency {
+    /// The keys written in this entry (filled by the loader, not read from the file), so that
+    /// keys a kind does not take can be refused by name.
+    #[serde(skip)]
+    pub present: Vec<String>,
     /// Unique name, used in routes (`/readyz/{name}`), metrics and logs.
     pub name: Option<String>,
     /// What to check: openai, anthropic, http, tcp, redis, postgres or exec.

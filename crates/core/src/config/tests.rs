@@ -76,7 +76,7 @@ fn full_example_reads() {
     )
     .unwrap();
     assert_eq!(c.probes.startup.failure_threshold, 24);
-    assert_eq!(c.startup.require, vec![1]);
+    assert_eq!(c.startup.require, vec!["search-tool".to_owned()]);
     let tool = &c.dependencies[1];
     assert!(tool.critical, "critical is the default");
     assert_eq!(
@@ -175,7 +175,7 @@ fn duplicate_names_and_unknown_startup_requirements() {
     );
     assert!(
         errs.iter().any(|e| e.starts_with(
-            "startup.require[0]: no dependency is named \"lm\" (did you mean \"llm\"?)"
+            "startup.require[0]: no dependency or signal is named \"lm\" (did you mean \"llm\"?)"
         )),
         "{errs:#?}"
     );
@@ -418,5 +418,103 @@ fn a_broken_dependency_is_not_also_reported_as_unknown_in_startup_require() {
     assert!(
         errs[0].starts_with("dependencies[0].api_key_env"),
         "{errs:#?}"
+    );
+}
+
+#[test]
+fn agent_and_signals_are_read_with_their_defaults() {
+    let c = parse(
+        r#"
+        [agent]
+        heartbeat = "required"
+        stall_after = "15s"
+        startup = "signal"
+        [[signals]]
+        name = "web-search"
+        [[signals]]
+        name = "planner"
+        critical = true
+        ttl = "2m"
+        [startup]
+        require = ["planner"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.agent.heartbeat, HeartbeatMode::Required);
+    assert_eq!(c.agent.stall_after, Duration::from_secs(15));
+    assert_eq!(c.agent.startup, StartupMode::Signal);
+    assert_eq!(
+        c.signals,
+        vec![
+            Signal {
+                name: "web-search".into(),
+                critical: false,
+                ttl: Duration::from_secs(60)
+            },
+            Signal {
+                name: "planner".into(),
+                critical: true,
+                ttl: Duration::from_secs(120)
+            },
+        ]
+    );
+    assert_eq!(c.startup.require, vec!["planner".to_owned()]);
+    let plain = parse("").unwrap();
+    assert_eq!(plain.agent, Agent::default());
+    assert!(plain.signals.is_empty());
+}
+
+#[test]
+fn a_signal_and_a_dependency_of_one_name_are_refused_naming_both_keys() {
+    let errs = errors(
+        r#"
+        [[dependencies]]
+        name = "search"
+        kind = "tcp"
+        address = "a:1"
+        [[signals]]
+        name = "search"
+        "#,
+    );
+    assert_eq!(
+        errs,
+        vec!["signals[0].name: \"search\" is already used by dependencies[0]; names must be unique across dependencies and signals, so rename one of them"]
+    );
+}
+
+#[test]
+fn bad_agent_and_signal_values_name_their_keys() {
+    let errs = errors(
+        r#"
+        [agent]
+        heartbeat = "requird"
+        startup = "signals"
+        stall_after = "0s"
+        [[signals]]
+        name = "Web Search"
+        ttl = "400000000000y"
+        [[signals]]
+        critical = true
+        colour = "red"
+        "#,
+    );
+    let want = [
+        "agent.heartbeat: \"requird\" is not a heartbeat mode (did you mean \"required\"?)",
+        "agent.startup: \"signals\" is not a startup mode (did you mean \"signal\"?)",
+        "agent.stall_after: must be greater than zero",
+        "signals[0].name: \"Web Search\" is not a valid name",
+        "signals[0].ttl: ",
+        "signals[1].colour: unknown key",
+        "signals[1].name: is required",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "no {w:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(
+        errors("[agent]\nstall_after = \"5s\"\n"),
+        vec!["agent.stall_after: has no effect while agent.heartbeat is \"off\"; set agent.heartbeat = \"required\" or remove it"]
     );
 }

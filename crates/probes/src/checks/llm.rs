@@ -10,7 +10,9 @@
 //! HTML error pages, malformed or truncated JSON, no choices) gives a short reason free of the
 //! key. Tokens spent are read from the provider's `usage`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{json, Value};

@@ -1,11 +1,22 @@
 //! One module per dependency kind. A check answers with an [`Outcome`]; it never panics and never
 //! returns an error, and its reason is short, specific and free of secrets.
 
+//!
+//! Each kind is a cargo feature (`http`, `llm`, `redis`, `postgres`, `exec`, `tcp`; all on by
+//! default), so an agent that embeds vitals links only the clients it uses. A configuration that
+//! names a kind left out of the build is refused when the checks are built, naming the feature.
+
+#[cfg(feature = "exec")]
 mod exec;
+#[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "llm")]
 mod llm;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "tcp")]
 mod tcp;
 
 use std::time::Duration;
@@ -13,21 +24,33 @@ use std::time::Duration;
 use vitals_core::config::{Check, Dependency};
 use vitals_core::lifecycle::Outcome;
 
+#[cfg(feature = "exec")]
 pub use exec::ExecChecker;
+#[cfg(feature = "http")]
 pub use http::HttpChecker;
+#[cfg(feature = "llm")]
 pub use llm::LlmChecker;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresChecker;
+#[cfg(feature = "redis")]
 pub use redis::RedisChecker;
+#[cfg(feature = "tcp")]
 pub use tcp::TcpChecker;
 
 /// A ready-to-run check for one dependency, built once at start (HTTP clients, resolved secrets).
 #[derive(Debug)]
 pub enum Checker {
+    #[cfg(feature = "http")]
     Http(Box<HttpChecker>),
+    #[cfg(feature = "tcp")]
     Tcp(TcpChecker),
+    #[cfg(feature = "llm")]
     Llm(Box<LlmChecker>),
+    #[cfg(feature = "redis")]
     Redis(Box<RedisChecker>),
+    #[cfg(feature = "postgres")]
     Postgres(Box<PostgresChecker>),
+    #[cfg(feature = "exec")]
     Exec(ExecChecker),
 }
 
@@ -75,24 +98,52 @@ impl From<Outcome> for Report {
 impl Checker {
     pub fn new(dependency: &Dependency) -> Result<Self, BuildError> {
         let name = dependency.name.as_str();
+        #[allow(unreachable_patterns)]
         Ok(match &dependency.check {
+            #[cfg(feature = "http")]
             Check::Http(c) => Checker::Http(Box::new(HttpChecker::new(c)?)),
+            #[cfg(feature = "tcp")]
             Check::Tcp(c) => Checker::Tcp(TcpChecker::new(c)),
+            #[cfg(feature = "llm")]
             Check::Llm(c) => Checker::Llm(Box::new(LlmChecker::new(name, c)?)),
+            #[cfg(feature = "redis")]
             Check::Redis(c) => Checker::Redis(Box::new(RedisChecker::new(name, c)?)),
+            #[cfg(feature = "postgres")]
             Check::Postgres(c) => Checker::Postgres(Box::new(PostgresChecker::new(name, c)?)),
+            #[cfg(feature = "exec")]
             Check::Exec(c) => Checker::Exec(ExecChecker::new(c)),
+            _ => {
+                let feature = match dependency.kind {
+                    vitals_core::config::Kind::OpenAi | vitals_core::config::Kind::Anthropic => {
+                        "llm"
+                    }
+                    other => other.as_str(),
+                };
+                return Err(BuildError {
+                    name: name.to_owned(),
+                    reason: format!(
+                        "kind \"{}\" is not compiled into this build; enable the \"{feature}\" feature of vitals",
+                        dependency.kind
+                    ),
+                });
+            }
         })
     }
 
     /// Runs the check once. The caller bounds it with the dependency's timeout.
     pub async fn check(&self) -> Report {
         match self {
+            #[cfg(feature = "http")]
             Checker::Http(c) => c.check().await.into(),
+            #[cfg(feature = "tcp")]
             Checker::Tcp(c) => c.check().await.into(),
+            #[cfg(feature = "llm")]
             Checker::Llm(c) => c.check().await,
+            #[cfg(feature = "redis")]
             Checker::Redis(c) => c.check().await.into(),
+            #[cfg(feature = "postgres")]
             Checker::Postgres(c) => c.check().await.into(),
+            #[cfg(feature = "exec")]
             Checker::Exec(c) => c.check().await.into(),
         }
     }
@@ -107,6 +158,8 @@ pub struct BuildError {
 }
 
 /// `outcome`, with `secret` masked out of its reason.
+// Unused when only some check kinds are compiled in.
+#[allow(dead_code)]
 pub(crate) fn scrubbed(outcome: Outcome, secret: Option<&vitals_core::Secret>) -> Outcome {
     match (outcome, secret) {
         (Outcome::Failed { reason }, Some(s)) => failed(s.scrub(&reason)),
@@ -114,6 +167,8 @@ pub(crate) fn scrubbed(outcome: Outcome, secret: Option<&vitals_core::Secret>) -
     }
 }
 
+// Unused when only some check kinds are compiled in.
+#[allow(dead_code)]
 pub(crate) fn failed(reason: impl Into<String>) -> Outcome {
     Outcome::Failed {
         reason: reason.into(),
@@ -122,6 +177,8 @@ pub(crate) fn failed(reason: impl Into<String>) -> Outcome {
 
 /// The innermost cause of an error, which is what says what happened ("connection refused"),
 /// rather than the outer layers' "error sending request".
+// Unused when only some check kinds are compiled in.
+#[allow(dead_code)]
 pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = err;
     while let Some(next) = cause.source() {

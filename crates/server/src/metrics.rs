@@ -1,8 +1,12 @@
 //! Every metric vitals exports, named in one place (DESIGN.md's metrics contract).
 //!
-//! Counters and histograms are updated by the check loops; the 0/1 gauges are set from the
+//! Counters and histograms are updated as checks finish; the 0/1 gauges are set from the
 //! snapshot at scrape time, so `vitals_ready` is 1 exactly when `/readyz` would answer 2xx at that
-//! moment. Labels are bounded: dependency names come from the configuration, never from errors.
+//! moment. Labels are bounded: signal names come from the configuration, never from errors.
+//!
+//! Pushed signals (`[[signals]]`) are series of `vitals_dependency_up` with `kind="signal"`, so
+//! the alerts and the dashboard that watch dependencies watch them too. They have no check
+//! counters: nothing is checked, the agent reports.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,8 +18,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use vitals_core::config::Config;
-use vitals_core::lifecycle::{Lifecycle, Outcome, Readiness};
+use vitals_core::contract::metrics as names;
+use vitals_core::lifecycle::{Lifecycle, Liveness, Outcome, Readiness};
+use vitals_core::signal::{SignalId, Source};
 
 /// Buckets for check latencies, 1 ms to 30 s: a local store answers in milliseconds, an LLM
 /// completion in seconds, and a timeout lands in the last bucket.
@@ -108,11 +113,16 @@ pub struct Metrics {
     registry: Registry,
     /// Serialises scrapes: gauges are set from the snapshot, then encoded.
     scrape: Mutex<()>,
+    /// Signal names, by [`SignalId::index`].
     names: Vec<String>,
-    /// Whether `/readyz` answers 2xx while degraded (`readiness.degraded_status`).
-    degraded_is_2xx: bool,
+    /// `readiness.degraded_status`: whether `/readyz` answers 2xx while degraded.
+    degraded_status: u16,
     dep_labels: Vec<DependencyLabels>,
+    /// Which signals are checked (dependencies), by index.
+    checked: Vec<bool>,
     live: Gauge,
+    agent_live: Gauge,
+    agent_heartbeat_age: Gauge<f64, AtomicU64>,
     started: Gauge,
     ready: Gauge,
     degraded: Gauge,
@@ -135,9 +145,12 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl Metrics {
-    pub fn new(config: &Config) -> Self {
+    /// The metrics of `state`'s signals; `degraded_status` is `readiness.degraded_status`.
+    pub fn new(state: &Lifecycle, degraded_status: u16) -> Self {
         let mut registry = Registry::default();
         let live = Gauge::default();
+        let agent_live = Gauge::default();
+        let agent_heartbeat_age = Gauge::<f64, AtomicU64>::default();
         let started = Gauge::default();
         let ready = Gauge::default();
         let degraded = Gauge::default();
@@ -151,73 +164,90 @@ impl Metrics {
         let llm_tokens = Family::<TokenLabels, Counter>::default();
         let process_start = Gauge::<f64, AtomicU64>::default();
 
-        registry.register("vitals_live", "1 when /healthz answers 200", live.clone());
+        registry.register(names::LIVE, "1 when /healthz answers 200", live.clone());
         registry.register(
-            "vitals_started",
+            names::AGENT_LIVE,
+            "1 when /healthz/agent answers 200 (the agent's heartbeat is fresh, or not required)",
+            agent_live.clone(),
+        );
+        registry.register(
+            names::AGENT_HEARTBEAT_AGE,
+            "Seconds since the agent's last heartbeat; absent until its first beat",
+            agent_heartbeat_age.clone(),
+        );
+        registry.register(
+            names::STARTED,
             "1 once the startup gate has passed (/startupz 200)",
             started.clone(),
         );
         registry.register(
-            "vitals_ready",
+            names::READY,
             "1 exactly when /readyz answers 2xx",
             ready.clone(),
         );
         registry.register(
-            "vitals_degraded",
+            names::DEGRADED,
             "1 when a non-critical dependency is down and /readyz says degraded",
             degraded.clone(),
         );
         registry.register(
-            "vitals_draining",
+            names::DRAINING,
             "1 while draining after SIGTERM or POST /drain",
             draining.clone(),
         );
         registry.register(
-            "vitals_dependency_up",
-            "1 when the dependency counts as up (thresholds and staleness applied)",
+            names::DEPENDENCY_UP,
+            "1 when the dependency or signal counts as up (thresholds, staleness and ttl applied)",
             dependency_up.clone(),
         );
         registry.register(
-            "vitals_dependency_check_duration_seconds",
+            names::CHECK_DURATION,
             "How long each dependency check took",
             check_duration.clone(),
         );
         // prometheus-client appends `_total` to counters.
         registry.register(
-            "vitals_dependency_checks",
+            names::counter_base(names::CHECKS_TOTAL),
             "Dependency checks by outcome (success, failure, timeout)",
             checks.clone(),
         );
         registry.register(
-            "vitals_dependency_last_success_timestamp_seconds",
+            names::LAST_SUCCESS,
             "Unix time of the dependency's last successful check",
             last_success.clone(),
         );
         registry.register(
-            "vitals_llm_probe_tokens",
+            names::counter_base(names::LLM_TOKENS_TOTAL),
             "Tokens spent by LLM probes, from the provider's usage",
             llm_tokens.clone(),
         );
         registry.register(
-            "process_start_time_seconds",
+            names::PROCESS_START,
             "Start time of the process since unix epoch in seconds",
             process_start.clone(),
         );
         process_start.set(unix_seconds(SystemTime::now()));
 
-        let dep_labels: Vec<DependencyLabels> = config
-            .dependencies
+        let signals = &state.rules().signals;
+        let dep_labels: Vec<DependencyLabels> = signals
             .iter()
-            .map(|d| DependencyLabels {
-                dependency: d.name.clone(),
-                kind: d.kind.as_str().to_owned(),
-                critical: d.critical.to_string(),
+            .map(|(_, r)| DependencyLabels {
+                dependency: r.name.clone(),
+                kind: r.source.label().to_owned(),
+                critical: r.critical.to_string(),
             })
             .collect();
-        let names: Vec<String> = config.dependencies.iter().map(|d| d.name.clone()).collect();
+        let names: Vec<String> = signals.iter().map(|(_, r)| r.name.clone()).collect();
+        let checked: Vec<bool> = signals
+            .iter()
+            .map(|(_, r)| matches!(r.source, Source::Dependency(_)))
+            .collect();
         // Create every series up front so a dashboard sees zeros, not gaps, before the first check.
-        for (labels, name) in dep_labels.iter().zip(&names) {
+        for ((labels, name), checked) in dep_labels.iter().zip(&names).zip(&checked) {
             drop(dependency_up.get_or_create(labels));
+            if !checked {
+                continue;
+            }
             drop(check_duration.get_or_create(&NameLabel {
                 dependency: name.clone(),
             }));
@@ -232,9 +262,12 @@ impl Metrics {
             registry,
             scrape: Mutex::new(()),
             names,
-            degraded_is_2xx: (200..300).contains(&config.readiness.degraded_status),
+            degraded_status,
             dep_labels,
+            checked,
             live,
+            agent_live,
+            agent_heartbeat_age,
             started,
             ready,
             degraded,
@@ -247,9 +280,9 @@ impl Metrics {
         }
     }
 
-    /// Records one finished check of dependency `index`.
-    pub fn record_check(&self, index: usize, outcome: &Outcome, latency: Duration) {
-        let Some(name) = self.names.get(index) else {
+    /// Records one finished check of dependency `signal`.
+    pub fn record_check(&self, signal: SignalId, outcome: &Outcome, latency: Duration) {
+        let Some(name) = self.names.get(signal.index()) else {
             return;
         };
         self.check_duration
@@ -266,8 +299,8 @@ impl Metrics {
     }
 
     /// Adds tokens an LLM probe spent, as the provider reported them.
-    pub fn record_tokens(&self, index: usize, prompt: u64, completion: u64) {
-        let Some(name) = self.names.get(index) else {
+    pub fn record_tokens(&self, signal: SignalId, prompt: u64, completion: u64) {
+        let Some(name) = self.names.get(signal.index()) else {
             return;
         };
         for (direction, n) in [("prompt", prompt), ("completion", completion)] {
@@ -280,31 +313,38 @@ impl Metrics {
         }
     }
 
-    /// The exposition for this moment, in `format`: gauges from `state` at `now`, `live` from the
-    /// heartbeat.
+    /// The exposition for this moment, in `format`: gauges from `state` and `liveness` at
+    /// `now`; `agent_beat_age` is how long ago the agent last beat, if it ever did.
     pub fn encode(
         &self,
         state: &Lifecycle,
         now: std::time::Instant,
-        live: bool,
+        liveness: Liveness,
+        agent_beat_age: Option<Duration>,
         format: Format,
     ) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let readiness = state.readiness(now);
-        self.live.set(i64::from(live && state.live()));
+        self.live.set(i64::from(liveness.is_live()));
+        self.agent_live.set(i64::from(liveness.agent.is_live()));
+        if let Some(age) = agent_beat_age {
+            self.agent_heartbeat_age.set(age.as_secs_f64());
+        }
         self.started.set(i64::from(state.started()));
-        let degraded = readiness == Readiness::Degraded;
-        self.ready.set(i64::from(
-            readiness.is_serving() && (self.degraded_is_2xx || !degraded),
-        ));
-        self.degraded.set(i64::from(degraded));
+        self.ready
+            .set(i64::from(readiness.is_ready(self.degraded_status)));
+        self.degraded
+            .set(i64::from(readiness == Readiness::Degraded));
         self.draining.set(i64::from(state.is_draining()));
         let wall_now = SystemTime::now();
-        for (i, labels) in self.dep_labels.iter().enumerate() {
+        for ((id, _), labels) in state.rules().signals.iter().zip(&self.dep_labels) {
             self.dependency_up
                 .get_or_create(labels)
-                .set(i64::from(state.is_up(i, now)));
-            if let Some(at) = state.dependencies().get(i).and_then(|d| d.last_success_at) {
+                .set(i64::from(state.is_up(id, now)));
+            if !self.checked[id.index()] {
+                continue;
+            }
+            if let Some(at) = state.signal(id).and_then(|d| d.last_success_at) {
                 let ago = now.saturating_duration_since(at);
                 self.last_success
                     .get_or_create(&NameLabel {

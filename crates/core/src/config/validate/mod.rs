@@ -1,0 +1,253 @@
+//! Checks a [`RawConfig`] and builds the [`Config`]: pure, every problem reported with its key.
+
+mod checks;
+mod dependency;
+mod sections;
+mod signals;
+
+use std::collections::HashMap;
+
+use super::names::suggest;
+use super::raw::*;
+use super::*;
+
+pub use sections::startup_failure_threshold;
+
+/// The raw sections, each already read on its own.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub startup: RawStartup,
+    pub liveness: RawLiveness,
+    pub readiness: RawReadiness,
+    pub drain: RawDrain,
+    pub probes: RawProbes,
+    pub agent: RawAgent,
+    pub dependencies: Vec<RawDependency>,
+    pub signals: Vec<RawSignal>,
+}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(key, message));
+    }
+
+    /// A duration that must be greater than zero.
+    fn positive(&mut self, key: &str, value: Option<Duration>, default: Duration) -> Duration {
+        match value {
+            Some(d) if d.is_zero() => {
+                self.push(key, "must be greater than zero");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
+    /// A duration greater than zero and at most a day: longer would mean "never", and a value
+    /// that large overflows the clock arithmetic it feeds.
+    fn bounded(&mut self, key: &str, value: Option<Duration>, default: Duration) -> Duration {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        match value {
+            Some(d) if d > DAY => {
+                self.push(
+                    key,
+                    format!("{d} is longer than a day; use at most \"24h\""),
+                );
+                default
+            }
+            other => self.positive(key, other, default),
+        }
+    }
+
+    fn at_least_one(&mut self, key: &str, value: Option<u32>, default: u32) -> u32 {
+        match value {
+            Some(0) => {
+                self.push(key, "must be at least 1");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+
+    /// Resolves the environment variable that `key` names. A missing one is an error now rather
+    /// than a failing check later.
+    fn env_secret(
+        &mut self,
+        key: &str,
+        var: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Secret> {
+        if var.is_empty() {
+            self.push(
+                key,
+                "names no environment variable; give the variable's name",
+            );
+            return None;
+        }
+        match env(var) {
+            Some(v) if !v.is_empty() => Some(Secret::new(v)),
+            Some(_) => {
+                self.push(
+                    key,
+                    format!("environment variable {var} is empty; set it to the secret's value"),
+                );
+                None
+            }
+            None => {
+                self.push(
+                    key,
+                    format!(
+                        "environment variable {var} is not set; export it before starting vitals, \
+                         or remove this key"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Validates `raw`. `env` resolves the environment variables named by `*_env` keys.
+pub fn validate(
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut e = Errors(Vec::new());
+
+    let server = sections::server(&mut e, raw.server, env);
+    let liveness = Liveness {
+        stall_after: e.positive(
+            "liveness.stall_after",
+            raw.liveness.stall_after,
+            Duration::from_secs(10),
+        ),
+    };
+    let readiness = Readiness {
+        degraded_status: match raw.readiness.degraded_status {
+            Some(code) if !is_valid_degraded_status(code) => {
+                e.push(
+                    "readiness.degraded_status",
+                    format!("{code} is not allowed; use 200 (degraded still serves) or 429 (Consul shows a warning)"),
+                );
+                200
+            }
+            Some(code) => code,
+            None => 200,
+        },
+    };
+    let drain = Drain {
+        // Zero is meaningful here: no delay, or no wait for in-flight work.
+        delay: raw.drain.delay.unwrap_or(Duration::from_secs(5)),
+        grace: raw.drain.grace.unwrap_or(Duration::from_secs(20)),
+    };
+    let startup_timeout = e.positive(
+        "startup.timeout",
+        raw.startup.timeout,
+        Duration::from_secs(120),
+    );
+    let probes = sections::probes(&mut e, raw.probes, startup_timeout);
+
+    let agent = signals::agent(&mut e, raw.agent);
+    // Names are compared as written, across dependencies and signals (they share routes and
+    // metric labels), so a duplicate is reported even when either entry has other problems.
+    let written: Vec<(String, Option<String>)> = raw
+        .dependencies
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("dependencies[{i}]"), d.name.clone()))
+        .chain(
+            raw.signals
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("signals[{i}]"), s.name.clone())),
+        )
+        .collect();
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (at, name) in &written {
+        let Some(name) = name.as_deref() else {
+            continue;
+        };
+        match seen.get(name) {
+            Some(first) => e.push(
+                format!("{at}.name"),
+                format!("\"{name}\" is already used by {first}; names must be unique across dependencies and signals, so rename one of them"),
+            ),
+            None => {
+                seen.insert(name, at.as_str());
+            }
+        }
+    }
+    let raw_names: Vec<&str> = written.iter().filter_map(|(_, n)| n.as_deref()).collect();
+    let dependencies: Vec<Dependency> = raw
+        .dependencies
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, d)| dependency::dependency(&mut e, i, d, env))
+        .collect();
+    let signals: Vec<Signal> = raw
+        .signals
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| signals::signal(&mut e, i, s))
+        .collect();
+
+    let require = match raw.startup.require {
+        None => dependencies
+            .iter()
+            .filter(|d| d.critical)
+            .map(|d| d.name.clone())
+            .collect(),
+        Some(names) => {
+            let known: Vec<&str> = dependencies
+                .iter()
+                .map(|d| d.name.as_str())
+                .chain(signals.iter().map(|s| s.name.as_str()))
+                .collect();
+            let mut require: Vec<String> = Vec::new();
+            for (j, name) in names.iter().enumerate() {
+                if known.contains(&name.as_str()) {
+                    if !require.contains(name) {
+                        require.push(name.clone());
+                    }
+                } else if !raw_names.contains(&name.as_str()) {
+                    // An entry with problems of its own is left out; its errors say why.
+                    e.push(
+                        format!("startup.require[{j}]"),
+                        format!(
+                            "no dependency or signal is named \"{name}\"{}; known: {}",
+                            suggest(name, &known),
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+            require
+        }
+    };
+
+    if !e.0.is_empty() {
+        return Err(ConfigErrors(e.0));
+    }
+    Ok(Config {
+        server,
+        startup: Startup {
+            timeout: startup_timeout,
+            require,
+        },
+        liveness,
+        readiness,
+        drain,
+        probes,
+        agent,
+        dependencies,
+        signals,
+    })
+}

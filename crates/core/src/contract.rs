@@ -1,0 +1,46 @@
+//! The names vitals promises to users, defined once: route paths and metric names. The server
+//! serves these paths and registers these metrics; the adapters render probes, alerts and
+//! dashboards from the same constants.
+
+/// Route paths of the HTTP contract.
+pub mod paths {
+    /// Liveness: vitals' own heartbeat, and the agent's when `[agent] heartbeat = "required"`.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Liveness, the other name some platforms use.
+    pub const LIVEZ: &str = "/livez";
+    /// The agent's heartbeat alone, for a probe on the agent's container.
+    pub const HEALTHZ_AGENT: &str = "/healthz/agent";
+    pub const READYZ: &str = "/readyz";
+    /// `/readyz/{name}`: one dependency or signal.
+    pub const READYZ_PREFIX: &str = "/readyz/";
+    pub const STARTUPZ: &str = "/startupz";
+    pub const STATUS: &str = "/status";
+    pub const METRICS: &str = "/metrics";
+    pub const DRAIN: &str = "/drain";
+    pub const HEARTBEAT: &str = "/heartbeat";
+    pub const STARTED: &str = "/started";
+    /// `/signals/{name}`: a capability the agent reports.
+    pub const SIGNALS_PREFIX: &str = "/signals/";
+}
+
+/// Metric names as scraped (counters with their `_total`).
+pub mod metrics {
+    pub const LIVE: &str = "vitals_live";
+    pub const STARTED: &str = "vitals_started";
+    pub const READY: &str = "vitals_ready";
+    pub const DEGRADED: &str = "vitals_degraded";
+    pub const DRAINING: &str = "vitals_draining";
+    pub const AGENT_LIVE: &str = "vitals_agent_live";
+    pub const AGENT_HEARTBEAT_AGE: &str = "vitals_agent_heartbeat_age_seconds";
+    pub const DEPENDENCY_UP: &str = "vitals_dependency_up";
+    pub const CHECK_DURATION: &str = "vitals_dependency_check_duration_seconds";
+    pub const CHECKS_TOTAL: &str = "vitals_dependency_checks_total";
+    pub const LAST_SUCCESS: &str = "vitals_dependency_last_success_timestamp_seconds";
+    pub const LLM_TOKENS_TOTAL: &str = "vitals_llm_probe_tokens_total";
+    pub const PROCESS_START: &str = "process_start_time_seconds";
+
+    /// A counter's registered name: prometheus-client appends `_total` itself.
+    pub fn counter_base(name: &str) -> &str {
+        name.strip_suffix("_total").unwrap_or(name)
+    }
+}

@@ -1,0 +1,208 @@
+//! The poller: one loop per dependency, each on its own schedule, sending results to the runtime.
+//!
+//! A loop checks its dependency soon after start (with a small random offset so replicas started
+//! together do not probe together), then exactly every `interval`, each check bounded by
+//! `timeout`. Keeping the period exact keeps LLM spend at 60 / interval calls a minute. A provider
+//! that asks for a pause (429 `Retry-After`) gets it, and a check that overran its slot does not
+//! cause a burst of catch-up checks.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use vitals_core::config::{Check, Config};
+use vitals_core::lifecycle::Outcome;
+use vitals_core::signal::{Registry, SignalId};
+
+use crate::checks::{BuildError, Checker, Report};
+
+/// One finished check, for the runtime to apply and count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub signal: SignalId,
+    pub report: Report,
+    pub latency: Duration,
+}
+
+/// Something the poller can run once: a [`Checker`], or a scripted stand-in in tests.
+pub trait Probe: Send + Sync + 'static {
+    fn check(&self) -> impl Future<Output = Report> + Send;
+}
+
+impl Probe for Checker {
+    fn check(&self) -> impl Future<Output = Report> + Send {
+        Checker::check(self)
+    }
+}
+
+/// When to check one dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Schedule {
+    /// The largest random offset of the first check: a tenth of the interval, at most 500 ms.
+    pub fn max_offset(self) -> Duration {
+        (self.interval / 10).min(Duration::from_millis(500))
+    }
+}
+
+/// Every dependency's check, built and ready to run.
+#[derive(Debug)]
+pub struct Poller<P = Checker> {
+    jobs: Vec<Job<P>>,
+}
+
+#[derive(Debug)]
+struct Job<P> {
+    signal: SignalId,
+    name: String,
+    schedule: Schedule,
+    probe: Arc<P>,
+}
+
+impl Poller<Checker> {
+    /// Builds the clients of every dependency in `config` (errors name the dependency); their
+    /// signals come from `registry`.
+    pub fn new(config: &Config, registry: &Registry) -> Result<Self, BuildError> {
+        let mut jobs = Vec::with_capacity(config.dependencies.len());
+        for d in &config.dependencies {
+            let signal = registry.id(&d.name).ok_or_else(|| BuildError {
+                name: d.name.clone(),
+                reason: "it has no signal in the registry".into(),
+            })?;
+            if let Check::Llm(c) = &d.check {
+                if let (Some(budget), Some(requested)) =
+                    (c.max_probes_per_hour, c.requested_interval)
+                {
+                    tracing::warn!(
+                        dependency = %d.name,
+                        max_probes_per_hour = budget,
+                        requested_interval = %requested,
+                        interval = %d.interval,
+                        "the probe budget allows fewer probes than the interval asks for; probing less often to stay within it"
+                    );
+                }
+            }
+            jobs.push(Job {
+                signal,
+                name: d.name.clone(),
+                schedule: Schedule {
+                    interval: d.interval.std(),
+                    timeout: d.timeout.std(),
+                },
+                probe: Arc::new(Checker::new(d)?),
+            });
+        }
+        Ok(Poller { jobs })
+    }
+}
+
+impl<P: Probe> Poller<P> {
+    /// A poller over given probes (tests, and embedders with checks of their own).
+    pub fn from_probes(probes: impl IntoIterator<Item = (SignalId, String, Schedule, P)>) -> Self {
+        Poller {
+            jobs: probes
+                .into_iter()
+                .map(|(signal, name, schedule, probe)| Job {
+                    signal,
+                    name,
+                    schedule,
+                    probe: Arc::new(probe),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Runs every loop until `cancel` fires or the receiver of `results` is gone. The loops live
+    /// in a `JoinSet` owned by this future, so they end with it.
+    pub async fn run(self, results: mpsc::Sender<Checked>, cancel: CancellationToken) {
+        let mut loops = JoinSet::new();
+        for job in self.jobs {
+            loops.spawn(check_loop(job, results.clone(), cancel.clone()));
+        }
+        drop(results);
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = async { while loops.join_next().await.is_some() {} } => {}
+        }
+        loops.shutdown().await;
+    }
+}
+
+async fn check_loop<P: Probe>(
+    job: Job<P>,
+    results: mpsc::Sender<Checked>,
+    cancel: CancellationToken,
+) {
+    let Schedule { interval, timeout } = job.schedule;
+    let offset = job.schedule.max_offset().mul_f64(fastrand::f64());
+    let mut next = Instant::now() + offset;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let report = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(timeout, job.probe.check()) => match r {
+                Ok(report) => report,
+                Err(_) => Report::from(Outcome::TimedOut { after: timeout }),
+            },
+        };
+        let latency = started.elapsed();
+        let retry_after = report.retry_after;
+        tracing::debug!(dependency = %job.name, outcome = report.outcome.label(), latency_ms = latency.as_millis() as u64, "check done");
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => return,
+            sent = results.send(Checked { signal: job.signal, report, latency }) => sent,
+        };
+        if sent.is_err() {
+            return;
+        }
+        next = next_check(
+            next,
+            interval,
+            started + latency,
+            retry_after,
+            Instant::now(),
+        );
+        if let Some(pause) = retry_after {
+            tracing::info!(dependency = %job.name, pause_s = pause.as_secs(), "provider asked to retry later; next probe delayed");
+        }
+    }
+}
+
+/// When the next check starts: one interval after the slot of the last, unless the provider asked
+/// for a longer pause, and never in the past (no burst of catch-up checks after a stall).
+fn next_check(
+    slot: Instant,
+    interval: Duration,
+    finished: Instant,
+    retry_after: Option<Duration>,
+    now: Instant,
+) -> Instant {
+    let mut next = slot + interval;
+    if let Some(not_before) = retry_after.and_then(|pause| finished.checked_add(pause)) {
+        next = next.max(not_before);
+    }
+    next.max(now)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Building a runtime: from a validated [`Config`] (what `health.toml` gives), or in code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use vitals_core::config::{
+    valid_name, Config, ConfigError, ConfigErrors, HeartbeatMode, Signal, StartupMode,
+};
+use vitals_probes::Poller;
+use vitals_server::Shared;
+
+use crate::runtime::{Listen, Runtime};
+use crate::{Error, Handle};
+
+/// Builds a [`Runtime`] and its [`Handle`].
+#[derive(Debug)]
+pub struct Builder {
+    config: Config,
+    listen: Option<Listen>,
+    os_signals: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// No dependencies and no signals: ready as soon as it runs.
+    pub fn new() -> Self {
+        Self::from_config(Config::default())
+    }
+
+    /// From a validated configuration, such as [`vitals_core::config::load`] or
+    /// [`vitals_core::config::from_toml`] return.
+    pub fn from_config(config: Config) -> Self {
+        Builder {
+            config,
+            listen: None,
+            os_signals: false,
+        }
+    }
+
+    /// From `health.toml` text; `*_env` keys are read from the process environment.
+    pub fn from_toml(toml: &str) -> Result<Self, Error> {
+        let config = vitals_core::config::from_toml(toml, &|k| std::env::var(k).ok())?;
+        Ok(Self::from_config(config))
+    }
+
+    /// Declares a capability the agent reports with [`Handle::set_signal`] (or
+    /// `PUT /signals/{name}`): down makes readiness 503 when `critical`, degraded otherwise; a
+    /// report older than `ttl` counts as down.
+    pub fn signal(mut self, name: impl Into<String>, critical: bool, ttl: Duration) -> Self {
+        self.config.signals.push(Signal {
+            name: name.into(),
+            critical,
+            ttl: ttl.into(),
+        });
+        self
+    }
+
+    /// Liveness also needs the agent's [`Handle::beat`]: `/healthz` fails once the last beat is
+    /// older than `stall_after` (or when no beat came within `startup.timeout`).
+    pub fn heartbeat_required(mut self, stall_after: Duration) -> Self {
+        self.config.agent.heartbeat = HeartbeatMode::Required;
+        self.config.agent.stall_after = stall_after.into();
+        self
+    }
+
+    /// `/startupz` also waits for the agent's [`Handle::started`].
+    pub fn startup_signal(mut self) -> Self {
+        self.config.agent.startup = StartupMode::Signal;
+        self
+    }
+
+    /// How long readiness answers 503 before the runtime stops (`delay`), then how long
+    /// in-flight requests get (`grace`).
+    pub fn drain(mut self, delay: Duration, grace: Duration) -> Self {
+        self.config.drain.delay = delay.into();
+        self.config.drain.grace = grace.into();
+        self
+    }
+
+    /// Serve the routes on their own listener at `addr` (the sidecar's way). Without it, mount
+    /// [`Handle::routes`] in your own app.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(Listen::Addr(addr));
+        self
+    }
+
+    /// Serve the routes on an already bound listener (tests bind `127.0.0.1:0`).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listen = Some(Listen::Bound(listener));
+        self
+    }
+
+    /// Drain on SIGTERM, SIGINT and SIGHUP, and exit at once on a second one. Off by default
+    /// in the library, so it does not take the agent's own signal handling; `vitals serve` turns
+    /// it on.
+    pub fn os_signals(mut self, on: bool) -> Self {
+        self.os_signals = on;
+        self
+    }
+
+    /// Checks what was set in code, builds every dependency's client, and returns the runtime
+    /// (run it on a task you own) and a handle to it.
+    pub fn build(self) -> Result<(Runtime, Handle), Error> {
+        check_signals(&self.config)?;
+        let config = Arc::new(self.config);
+        let (shared, inbox) = Shared::new(config.clone());
+        let poller = Poller::new(&config, &shared.snapshot().rules().signals)?;
+        let handle = Handle::new(shared.clone());
+        let runtime = Runtime::new(
+            shared,
+            inbox,
+            poller,
+            self.listen,
+            self.os_signals,
+            handle.clone(),
+        );
+        Ok((runtime, handle))
+    }
+}
+
+/// What `validate` checks for `[[signals]]`, for signals added in code.
+fn check_signals(config: &Config) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut names: Vec<&str> = config
+        .dependencies
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    for (i, s) in config.signals.iter().enumerate() {
+        let key = format!("signals[{i}]");
+        if !valid_name(&s.name) {
+            errors.push(ConfigError::new(
+                format!("{key}.name"),
+                format!("\"{}\" is not a valid name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit, at most 63 characters", s.name),
+            ));
+        }
+        if names.contains(&s.name.as_str()) {
+            errors.push(ConfigError::new(
+                format!("{key}.name"),
+                format!(
+                    "\"{}\" is already used by a dependency or signal; names must be unique",
+                    s.name
+                ),
+            ));
+        }
+        if s.ttl.is_zero() {
+            errors.push(ConfigError::new(
+                format!("{key}.ttl"),
+                "must be greater than zero",
+            ));
+        }
+        names.push(&s.name);
+    }
+    if config.agent.stall_after.is_zero() {
+        errors.push(ConfigError::new(
+            "agent.stall_after",
+            "must be greater than zero",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}

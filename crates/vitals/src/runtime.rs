@@ -1,0 +1,241 @@
+//! The runtime: the driver, the poller, the optional listener and the drain policy, under one
+//! cancellation tree.
+//!
+//! On a drain (SIGTERM, SIGINT or SIGHUP when asked to watch them, `POST /drain`, or
+//! [`Handle::drain`](crate::Handle::drain)) readiness answers 503 at once while liveness stays
+//! 200; the runtime keeps serving for `drain.delay`, then stops its listener and gives in-flight
+//! requests up to `drain.grace`, then the state becomes `Drained` and [`Runtime::run`] returns. A
+//! second signal returns at once with the shell's exit code for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use vitals_core::lifecycle::Event;
+use vitals_probes::Poller;
+use vitals_server::{Inbox, Routes, Shared};
+
+use crate::{driver, Error, Handle};
+
+/// Where the runtime serves its routes, if it serves them itself.
+#[derive(Debug)]
+pub(crate) enum Listen {
+    Addr(SocketAddr),
+    Bound(TcpListener),
+}
+
+/// What started the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainCause {
+    /// A process signal, by name (`SIGTERM`, `SIGINT`, `SIGHUP`).
+    Signal(&'static str),
+    /// `POST /drain` or [`Handle::drain`](crate::Handle::drain).
+    Requested,
+}
+
+/// How the runtime ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub cause: DrainCause,
+    /// 0 after a full drain; 128 + the signal's number when a second signal cut it short.
+    pub code: u8,
+}
+
+/// The health runtime. Run it with [`Runtime::run`] on a task you own; it returns once drained.
+#[derive(Debug)]
+pub struct Runtime {
+    shared: Shared,
+    inbox: Inbox,
+    poller: Poller,
+    listen: Option<Listen>,
+    os_signals: bool,
+    handle: Handle,
+}
+
+/// How long the last steps (stopping the poller and the driver) may take once drained. They
+/// only cancel and join tasks, so this bound is only hit by a task that ignores cancellation.
+const FINAL_JOIN: Duration = Duration::from_secs(1);
+
+impl Runtime {
+    pub(crate) fn new(
+        shared: Shared,
+        inbox: Inbox,
+        poller: Poller,
+        listen: Option<Listen>,
+        os_signals: bool,
+        handle: Handle,
+    ) -> Self {
+        Runtime {
+            shared,
+            inbox,
+            poller,
+            listen,
+            os_signals,
+            handle,
+        }
+    }
+
+    /// Runs until drained. Binds the listener first, if one was asked for, so a port in use is
+    /// an error before anything else starts.
+    pub async fn run(self) -> Result<Exit, Error> {
+        let Runtime {
+            shared,
+            inbox,
+            poller,
+            listen,
+            os_signals,
+            handle,
+        } = self;
+        let listener = match listen {
+            None => None,
+            Some(Listen::Bound(l)) => Some(l),
+            Some(Listen::Addr(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind { addr, source })?,
+            ),
+        };
+        let mut signals = if os_signals {
+            Some(OsSignals::new()?)
+        } else {
+            None
+        };
+
+        let root = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (checks_tx, checks_rx) = mpsc::channel(256);
+        let dependencies = poller.len();
+        tasks.spawn(poller.run(checks_tx, root.child_token()));
+        tasks.spawn(driver::drive(
+            shared.clone(),
+            inbox,
+            checks_rx,
+            root.child_token(),
+        ));
+        let stop_server = root.child_token();
+        let mut server = match listener {
+            Some(listener) => {
+                let bound = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let task = tasks.spawn(vitals_server::serve(
+                    listener,
+                    Routes::new(shared.clone()),
+                    stop_server.clone(),
+                ));
+                tracing::info!(
+                    listen = %bound,
+                    dependencies,
+                    signals = shared.config().signals.len(),
+                    "serving /healthz /readyz /startupz /status /metrics"
+                );
+                Some(task)
+            }
+            None => None,
+        };
+
+        let cause = tokio::select! {
+            s = next_signal(&mut signals) => DrainCause::Signal(s),
+            _ = shared.drain_requested().cancelled() => DrainCause::Requested,
+            r = async { server.as_mut().expect("guarded").await }, if server.is_some() => {
+                root.cancel();
+                tracing::error!(result = ?r, "the probe server stopped unexpectedly");
+                return Err(Error::ServerStopped);
+            }
+        };
+        let config = shared.config().clone();
+        let (delay, grace) = (config.drain.delay, config.drain.grace);
+        let cause_text = match cause {
+            DrainCause::Signal(s) => s,
+            DrainCause::Requested => "a drain request",
+        };
+        tracing::info!(cause = cause_text, %delay, %grace, "draining: /readyz answers 503 while /healthz stays 200");
+        // The event carries the drain into the state; request_drain is idempotent.
+        shared.request_drain();
+
+        // Keep serving through the delay so load balancers see readiness fail before we go.
+        tokio::select! {
+            _ = tokio::time::sleep(delay.std()) => {}
+            s = next_signal(&mut signals) => return Ok(second_signal(cause, s, &root)),
+        }
+        stop_server.cancel();
+        if let Some(server) = server.as_mut() {
+            tokio::select! {
+                r = tokio::time::timeout(grace.std(), server) => {
+                    if r.is_err() {
+                        tracing::warn!(%grace, "in-flight requests did not finish within drain.grace; exiting anyway");
+                    }
+                }
+                s = next_signal(&mut signals) => return Ok(second_signal(cause, s, &root)),
+            }
+        }
+        handle.stopping_token().cancel();
+        let _ = shared.apply(Event::DrainFinished, FINAL_JOIN).await;
+        root.cancel();
+        if let Some(server) = server {
+            server.abort();
+        }
+        tasks.close();
+        if tokio::time::timeout(FINAL_JOIN, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a task did not stop when cancelled; exiting without it");
+        }
+        tracing::info!("drained");
+        Ok(Exit { cause, code: 0 })
+    }
+}
+
+struct OsSignals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl OsSignals {
+    fn new() -> Result<Self, Error> {
+        let listen = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|source| Error::OsSignal {
+                signal: name,
+                source,
+            })
+        };
+        Ok(OsSignals {
+            term: listen(SignalKind::terminate(), "SIGTERM")?,
+            int: listen(SignalKind::interrupt(), "SIGINT")?,
+            // A closed terminal or a supervisor's reload: drain as for SIGTERM rather than die
+            // with no drain, which is what SIGHUP's default action would do.
+            hup: listen(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// The next process signal, or never when the runtime does not watch them.
+async fn next_signal(signals: &mut Option<OsSignals>) -> &'static str {
+    match signals {
+        None => std::future::pending().await,
+        Some(s) => tokio::select! {
+            _ = s.term.recv() => "SIGTERM",
+            _ = s.int.recv() => "SIGINT",
+            _ = s.hup.recv() => "SIGHUP",
+        },
+    }
+}
+
+fn second_signal(cause: DrainCause, name: &str, root: &CancellationToken) -> Exit {
+    tracing::warn!(signal = name, "second signal while draining: exiting now");
+    root.cancel();
+    // 128 + the signal's number, as a shell reports it.
+    let code = match name {
+        "SIGHUP" => 129,
+        "SIGINT" => 130,
+        _ => 143,
+    };
+    Exit { cause, code }
+}
