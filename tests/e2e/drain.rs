@@ -77,3 +77,22 @@ async fn post_drain_is_for_loopback_and_starts_the_same_sequence() {
         .iter()
         .any(|l| l.contains("drain requested over HTTP")));
 }
+
+#[tokio::test]
+async fn sighup_drains_like_sigterm_instead_of_killing_vitals() {
+    let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"1s\"\ngrace = \"1s\"\n", &[]);
+    let sent = Instant::now();
+    v.signal("HUP");
+    expect_status_within(&v.url("/readyz"), 503, Duration::from_millis(500)).await;
+    assert_eq!(
+        status(&v.url("/healthz")).await,
+        200,
+        "alive through the delay"
+    );
+    let exit = v
+        .wait_exit(Duration::from_secs(5))
+        .expect("did not exit after the drain");
+    assert_eq!(exit.code(), Some(0), "a drain, not death by SIGHUP");
+    assert!(sent.elapsed() >= Duration::from_secs(1));
+    assert!(v.logs().iter().any(|l| l.contains("SIGHUP")));
+}

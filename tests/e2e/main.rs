@@ -7,6 +7,7 @@
 // These tests drive real processes on the wall clock, not tokio's.
 #![allow(clippy::disallowed_methods)]
 
+mod agent;
 mod alerts;
 mod config;
 mod drain;

@@ -3,6 +3,7 @@
 //! imports into any Grafana with a Prometheus data source.
 
 use serde_json::{json, Value};
+use vitals_core::contract::metrics as m;
 
 pub const FILE: &str = "vitals-dashboard.json";
 
@@ -59,7 +60,7 @@ pub fn render() -> String {
             description: "vitals_ready per instance: 1 when /readyz answers 2xx.",
             kind: "timeseries",
             unit: "none",
-            targets: vec![target(&format!("vitals_ready{{{sel}}}"), "{{instance}}", "A")],
+            targets: vec![target(&format!("{}{{{sel}}}", m::READY), "{{instance}}", "A")],
             pos: (0, 0, 12, 8),
             extra_defaults: json!({ "min": 0, "max": 1 }),
         }),
@@ -69,7 +70,7 @@ pub fn render() -> String {
             kind: "timeseries",
             unit: "percentunit",
             targets: vec![target(
-                &format!("sum by (job) (vitals_degraded{{{sel}}}) / count by (job) (vitals_degraded{{{sel}}})"),
+                &format!("sum by (job) ({d}{{{sel}}}) / count by (job) ({d}{{{sel}}})", d = m::DEGRADED),
                 "{{job}}",
                 "A",
             )],
@@ -89,7 +90,7 @@ pub fn render() -> String {
             kind: "state-timeline",
             unit: "none",
             targets: vec![target(
-                &format!("vitals_dependency_up{{{sel}}}"),
+                &format!("{}{{{sel}}}", m::DEPENDENCY_UP),
                 "{{instance}} {{dependency}}",
                 "A",
             )],
@@ -113,7 +114,7 @@ pub fn render() -> String {
                 .zip(["A", "B", "C"])
                 .map(|(q, r)| {
                     target(
-                        &format!("histogram_quantile({q}, sum by (le, dependency) (rate(vitals_dependency_check_duration_seconds_bucket{{{sel}}}[$__rate_interval])))"),
+                        &format!("histogram_quantile({q}, sum by (le, dependency) (rate({h}_bucket{{{sel}}}[$__rate_interval])))", h = m::CHECK_DURATION),
                         &format!("p{} {{{{dependency}}}}", &q[2..]),
                         r,
                     )
@@ -128,7 +129,7 @@ pub fn render() -> String {
             kind: "timeseries",
             unit: "ops",
             targets: vec![target(
-                &format!("sum by (dependency, outcome) (rate(vitals_dependency_checks_total{{{sel}}}[$__rate_interval]))"),
+                &format!("sum by (dependency, outcome) (rate({}{{{sel}}}[$__rate_interval]))", m::CHECKS_TOTAL),
                 "{{dependency}} {{outcome}}",
                 "A",
             )],
@@ -141,7 +142,7 @@ pub fn render() -> String {
             kind: "timeseries",
             unit: "short",
             targets: vec![target(
-                &format!("sum by (dependency, direction) (increase(vitals_llm_probe_tokens_total{{{sel}}}[1h]))"),
+                &format!("sum by (dependency, direction) (increase({}{{{sel}}}[1h]))", m::LLM_TOKENS_TOTAL),
                 "{{dependency}} {{direction}}",
                 "A",
             )],
@@ -154,7 +155,7 @@ pub fn render() -> String {
             kind: "timeseries",
             unit: "short",
             targets: vec![target(
-                &format!("changes(process_start_time_seconds{{{sel}}}[1h])"),
+                &format!("changes({}{{{sel}}}[1h])", m::PROCESS_START),
                 "{{instance}}",
                 "A",
             )],
@@ -184,7 +185,7 @@ pub fn render() -> String {
                 "label": "Job",
                 "type": "query",
                 "datasource": datasource(),
-                "query": "label_values(vitals_ready, job)",
+                "query": format!("label_values({}, job)", m::READY),
                 "refresh": 2,
                 "includeAll": true,
                 "multi": true,

@@ -19,6 +19,7 @@ mod test_file;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use vitals_core::contract::metrics as m;
 use vitals_core::spec::{Rendered, RenderedFile};
 use vitals_core::{Config, Duration};
 
@@ -138,9 +139,9 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
             "AgentNotReady",
             format!(
                 "({ready} == 0) and {on} ({started} == 1) unless {on} ({draining} == 1)",
-                ready = format_args!("vitals_ready{}", sel("")),
-                started = format_args!("vitals_started{}", sel("")),
-                draining = format_args!("vitals_draining{}", sel("")),
+                ready = format_args!("{}{}", m::READY, sel("")),
+                started = format_args!("{}{}", m::STARTED, sel("")),
+                draining = format_args!("{}{}", m::DRAINING, sel("")),
             ),
             Some("2m"),
             "page",
@@ -151,7 +152,8 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
         rule(
             "AgentFleetDegraded",
             format!(
-                "(sum by ({by}) (vitals_degraded{s}) / count by ({by}) (vitals_degraded{s})) > 0.3",
+                "(sum by ({by}) ({d}{s}) / count by ({by}) ({d}{s})) > 0.3",
+                d = m::DEGRADED,
                 s = sel("")
             ),
             Some("5m"),
@@ -165,7 +167,8 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
         Restarts::ProcessStart => rule(
             "AgentRestartLoop",
             format!(
-                "changes(process_start_time_seconds{}[10m]) > 3",
+                "changes({}{}[10m]) > 3",
+                m::PROCESS_START,
                 sel("")
             ),
             None,
@@ -197,7 +200,7 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
     });
     rules.push(rule(
         "AgentDependencyDown",
-        format!("vitals_dependency_up{} == 0", sel("critical=\"true\"")),
+        format!("{}{} == 0", m::DEPENDENCY_UP, sel("critical=\"true\"")),
         Some("2m"),
         "ticket",
         "critical dependency {{ $labels.dependency }} of {{ $labels.instance }} is down",
@@ -211,7 +214,8 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
         .map(|d| {
             let window = prom_duration(d.interval.saturating_mul(5));
             format!(
-                "(sum by (job, instance, dependency) (increase(vitals_dependency_checks_total{}[{window}])) == 0)",
+                "(sum by (job, instance, dependency) (increase({}{}[{window}])) == 0)",
+                m::CHECKS_TOTAL,
                 sel(&format!("dependency=\"{}\"", d.name))
             )
         })

@@ -8,14 +8,15 @@
 //! the alerts and the dashboard that watch dependencies watch them too. They have no check
 //! counters: nothing is checked, the agent reports.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use vitals_core::contract::metrics as names;
@@ -33,6 +34,34 @@ struct DependencyLabels {
     dependency: String,
     kind: String,
     critical: String,
+}
+
+/// A gauge with no sample until it is first set: before the agent's first beat, its age is
+/// absent, not a misleading 0.
+#[derive(Debug, Clone, Default)]
+struct OptionalGauge(Arc<Mutex<Option<f64>>>);
+
+impl OptionalGauge {
+    fn set(&self, v: f64) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+}
+
+impl TypedMetric for OptionalGauge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for OptionalGauge {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(v) => encoder.encode_gauge(&v),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,7 +151,7 @@ pub struct Metrics {
     checked: Vec<bool>,
     live: Gauge,
     agent_live: Gauge,
-    agent_heartbeat_age: Gauge<f64, AtomicU64>,
+    agent_heartbeat_age: OptionalGauge,
     started: Gauge,
     ready: Gauge,
     degraded: Gauge,
@@ -150,7 +179,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let live = Gauge::default();
         let agent_live = Gauge::default();
-        let agent_heartbeat_age = Gauge::<f64, AtomicU64>::default();
+        let agent_heartbeat_age = OptionalGauge::default();
         let started = Gauge::default();
         let ready = Gauge::default();
         let degraded = Gauge::default();

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{PeerAddr, Routes};
+use crate::Routes;
 
 /// Largest request head accepted; a probe needs a few hundred bytes.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -53,8 +53,8 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
         };
         let _ = stream.set_nodelay(true);
         let routes = routes.clone();
-        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
+        // The peer goes straight to the handler: no per-request extension map to allocate.
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let routes = routes.clone();
             async move { Ok::<_, Infallible>(routes.handle(req, Some(peer)).await) }
         });

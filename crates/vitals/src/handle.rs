@@ -21,10 +21,18 @@ pub struct Handle {
 pub enum SignalError {
     /// No `[[signals]]` entry (or [`Builder::signal`](crate::Builder::signal)) has this name.
     #[error("no signal is named {name:?}; declared: {}", if declared.is_empty() { "none".to_owned() } else { declared.join(", ") })]
-    Unknown { name: String, declared: Vec<String> },
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The signals that are declared.
+        declared: Vec<String>,
+    },
     /// The name is a dependency that vitals checks itself.
     #[error("{name:?} is a dependency vitals checks itself; only declared signals can be set")]
-    NotPushed { name: String },
+    NotPushed {
+        /// The name given.
+        name: String,
+    },
     /// The runtime is not keeping up; the report was not queued.
     #[error(transparent)]
     Busy(#[from] Busy),

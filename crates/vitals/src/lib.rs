@@ -33,6 +33,8 @@
 //! a cargo feature (`http`, `llm`, `redis`, `postgres`, `exec`, `tcp`, all on by default): with
 //! `default-features = false` and only the kinds you use, nothing else is linked.
 
+#![warn(missing_docs)]
+
 mod builder;
 mod driver;
 mod handle;
@@ -61,16 +63,23 @@ pub enum Error {
         "cannot listen on {addr}: {source}; choose another address with --listen or server.listen"
     )]
     Bind {
+        /// The address asked for.
         addr: std::net::SocketAddr,
+        /// Why the bind failed.
         source: std::io::Error,
     },
     /// The process signals (SIGTERM, SIGINT, SIGHUP) could not be listened for.
     #[error("cannot listen for {signal}: {source}")]
     OsSignal {
+        /// The signal's name.
         signal: &'static str,
+        /// Why it could not be listened for.
         source: std::io::Error,
     },
     /// The runtime's own listener stopped although nothing asked it to.
     #[error("the probe server stopped unexpectedly")]
     ServerStopped,
 }
+
+#[cfg(test)]
+mod tests;

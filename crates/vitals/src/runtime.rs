@@ -40,6 +40,7 @@ pub enum DrainCause {
 /// How the runtime ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
+    /// What started the drain.
     pub cause: DrainCause,
     /// 0 after a full drain; 128 + the signal's number when a second signal cut it short.
     pub code: u8,

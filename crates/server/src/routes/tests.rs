@@ -345,6 +345,12 @@ async fn agent_heartbeat_drives_healthz_agent_and_healthz_but_not_readyz() {
             "waiting for the agent's first beat (startup.timeout = 1m)\n".into()
         )
     );
+    let metrics = get(&h.app, "/metrics").await.1;
+    assert!(
+        metrics.contains("# TYPE vitals_agent_heartbeat_age_seconds gauge\n")
+            && !metrics.contains("vitals_agent_heartbeat_age_seconds 0"),
+        "no sample before the first beat: {metrics}"
+    );
     assert_eq!(
         call(&h.app, "POST", "/heartbeat", LOCAL, &[]).await.0,
         StatusCode::OK
