@@ -418,7 +418,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+    // Convert only what fits: `from_secs_f64` panics past u64::MAX seconds, and a provider (or a
+    // proxy) decides what this header says.
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 fn usage(api: LlmApi, json: &Value) -> Option<Usage> {

@@ -393,3 +393,31 @@ async fn a_tls_failure_says_tls() {
     let why = reason(&r);
     assert!(why.starts_with("TLS error: "), "{why}");
 }
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_not_a_crash() {
+    for header in ["1e20", "1e400", "18446744073709551616", "inf", "NaN", "-5", "soon"] {
+        let mut server = mockito::Server::new_async().await;
+        let _m = server
+            .mock("POST", "/v1/chat/completions")
+            .with_status(429)
+            .with_header("retry-after", header)
+            .with_body(r#"{"error":{"message":"Rate limit reached"}}"#)
+            .create_async()
+            .await;
+        let r = check_at(
+            "openai",
+            &server,
+            "model = \"tiny\"\ncheck = \"completion\"",
+        )
+        .await;
+        let want = match header {
+            // Large but finite: the cap. Infinite (1e400 parses as inf), NaN, negative or not a
+            // number: ignored.
+            "1e20" | "18446744073709551616" => Some(MAX_RETRY_AFTER),
+            _ => None,
+        };
+        assert_eq!(r.retry_after, want, "Retry-After: {header}");
+        assert!(reason(&r).starts_with("HTTP 429"), "{header}: {}", reason(&r));
+    }
+}
