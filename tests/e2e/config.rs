@@ -102,3 +102,65 @@ fn valid_config_summarises_and_env_overrides_the_file() {
         "{stderr}"
     );
 }
+
+/// What `validate` accepts, `serve` runs: values only a dependency's client library refuses are
+/// found by building every client during validation, each under its key, all at once.
+#[test]
+fn validate_builds_every_client_so_serve_cannot_refuse_what_it_accepted() {
+    let toml = r#"
+        [[dependencies]]
+        name = "cache"
+        kind = "redis"
+        url = "redis://127.0.0.1:6399/abc"
+        [[dependencies]]
+        name = "db"
+        kind = "postgres"
+        url = "postgres://vitals@127.0.0.1:5499/vitals?sslmode=bogus"
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v1"
+        api_key_env = "E2E_KEY_WITH_NEWLINE"
+        "#;
+    let env = [("E2E_KEY_WITH_NEWLINE", "sk-abc\ndef")];
+    let (code, _, stderr) = validate(toml, &env);
+    assert_eq!(code, Some(64), "{stderr}");
+    for want in [
+        "dependencies[0].url: redis url: Invalid database number",
+        "dependencies[1].url: postgres url: invalid value for option `sslmode`",
+        "dependencies[2].api_key_env: the key in E2E_KEY_WITH_NEWLINE has characters a header cannot carry",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("sk-abc"), "the key leaked: {stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("E2E_KEY_WITH_NEWLINE", "sk-abc\ndef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "serve exits 64 too, not 1");
+}
+
+#[test]
+fn a_duration_that_would_overflow_the_clock_is_refused_not_a_crash() {
+    let (code, _, stderr) = validate("[startup]\ntimeout = \"400000000000y\"\n", &[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("startup.timeout"), "{stderr}");
+    assert!(stderr.contains("longer than a day"), "{stderr}");
+    let out = Command::new(bin())
+        .args([
+            "check",
+            "http://127.0.0.1:9/healthz",
+            "--timeout",
+            "400000000000y",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error, not an abort");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than a day"));
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use vitals_core::config::{HeartbeatMode, StartupMode};
-use vitals_core::Config;
+use vitals_core::{Config, ConfigErrors};
 
 use crate::EXIT_CONFIG;
 
@@ -24,9 +24,14 @@ pub fn figment(path: Option<&Path>) -> Figment {
     )
 }
 
-/// Reads and validates; on failure prints every problem and returns the exit code.
+/// Reads and validates, and builds every dependency's client (so that what `validate` accepts,
+/// `serve` runs); on failure prints every problem and returns the exit code.
 pub fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    load_with(path, &|k| std::env::var(k).ok())
+    let config = load_with(path, &|k| std::env::var(k).ok())?;
+    match vitals::check_clients(&config) {
+        Ok(()) => Ok(config),
+        Err(errors) => Err(report(path, &errors)),
+    }
 }
 
 /// For `vitals render`, which never uses a secret: variables named by `*_env` keys need not be
@@ -48,16 +53,15 @@ fn load_with(
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     }
-    match vitals_core::config::load(&figment(path), env) {
-        Ok(c) => Ok(c),
-        Err(errors) => {
-            let source = path
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "configuration".into());
-            eprint!("error: {source}: {errors}");
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-    }
+    vitals_core::config::load(&figment(path), env).map_err(|errors| report(path, &errors))
+}
+
+fn report(path: Option<&Path>, errors: &ConfigErrors) -> ExitCode {
+    let source = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "configuration".into());
+    eprint!("error: {source}: {errors}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 pub fn validate_command(path: &Path) -> ExitCode {

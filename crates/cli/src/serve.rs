@@ -32,7 +32,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
     });
     match result {
         Ok(exit) => ExitCode::from(exit.code),
-        Err(e @ Error::Config(_)) => {
+        Err(e @ (Error::Config(_) | Error::Build(_))) => {
             eprint!("error: configuration: {e}");
             ExitCode::from(EXIT_CONFIG)
         }

@@ -65,6 +65,13 @@ impl From<Duration> for std::time::Duration {
     }
 }
 
+impl Duration {
+    /// The longest duration vitals reads from text: a day. Nothing vitals times (a check, a
+    /// drain, a startup budget, a ttl) is meaningful beyond it, and a value far larger overflows
+    /// the clock arithmetic it feeds (`now + timeout`), which would abort the process.
+    pub const MAX: Duration = Duration::from_secs(24 * 3600);
+}
+
 impl FromStr for Duration {
     type Err = String;
 
@@ -73,11 +80,15 @@ impl FromStr for Duration {
         if trimmed.starts_with('-') {
             return Err(format!("{s:?} is negative; durations must be positive"));
         }
-        humantime::parse_duration(trimmed)
-            .map(Duration)
-            .map_err(|e| {
-                format!("{s:?} is not a duration ({e}); write it like \"250ms\", \"30s\" or \"2m\"")
-            })
+        let d = humantime::parse_duration(trimmed).map_err(|e| {
+            format!("{s:?} is not a duration ({e}); write it like \"250ms\", \"30s\" or \"2m\"")
+        })?;
+        if d > Duration::MAX.0 {
+            return Err(format!(
+                "{s:?} is longer than a day, the longest duration vitals takes; use at most \"24h\""
+            ));
+        }
+        Ok(Duration(d))
     }
 }
 
@@ -142,6 +153,22 @@ mod tests {
         assert_eq!(d.to_string(), "1m 30s");
         assert_eq!("250ms".parse::<Duration>().unwrap().to_string(), "250ms");
         assert_eq!(Duration::ZERO.to_string(), "0s");
+    }
+
+    #[test]
+    fn a_day_is_the_longest() {
+        assert_eq!("24h".parse::<Duration>(), Ok(Duration::MAX));
+        for s in ["24h 1s", "400000000000y", "99999999999999999999s"] {
+            let e = s.parse::<Duration>().unwrap_err();
+            assert!(
+                e.contains("longer than a day") || e.contains("is not a duration"),
+                "{s}: {e}"
+            );
+        }
+        assert!("25h"
+            .parse::<Duration>()
+            .unwrap_err()
+            .contains("use at most \"24h\""));
     }
 
     #[test]

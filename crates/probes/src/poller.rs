@@ -75,6 +75,7 @@ impl Poller<Checker> {
         for d in &config.dependencies {
             let signal = registry.id(&d.name).ok_or_else(|| BuildError {
                 name: d.name.clone(),
+                key: "name",
                 reason: "it has no signal in the registry".into(),
             })?;
             if let Check::Llm(c) = &d.check {

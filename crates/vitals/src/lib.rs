@@ -49,6 +49,33 @@ pub use vitals_core::lifecycle::{Lifecycle, Liveness, Readiness};
 pub use vitals_probes::checks::BuildError;
 pub use vitals_server::{now, Busy, PeerAddr, Routes, Snapshot};
 
+/// Builds every dependency's client, as [`Builder::build`] will, and reports each one that
+/// cannot be built under its key (`dependencies[2].url: ...`): what `vitals validate` accepts,
+/// `vitals serve` then runs. Nothing is connected to; no task starts.
+pub fn check_clients(config: &Config) -> Result<(), ConfigErrors> {
+    let errors: Vec<ConfigError> = config
+        .dependencies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let e = vitals_probes::checks::Checker::new(d).err()?;
+            let key = match e.key {
+                "" => format!("dependencies[{i}]"),
+                key => format!("dependencies[{i}].{key}"),
+            };
+            Some(ConfigError::new(
+                key,
+                format!("{}; fix the value", e.reason),
+            ))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 /// Why a runtime could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -518,3 +518,60 @@ fn bad_agent_and_signal_values_name_their_keys() {
         vec!["agent.stall_after: has no effect while agent.heartbeat is \"off\"; set agent.heartbeat = \"required\" or remove it"]
     );
 }
+
+#[test]
+fn durations_that_would_overflow_the_clock_are_refused_where_they_are_written() {
+    let errs = errors(
+        r#"
+        [server]
+        header_read_timeout = "400000000000y"
+        [startup]
+        timeout = "400000000000y"
+        [[dependencies]]
+        name = "a"
+        kind = "tcp"
+        address = "a:1"
+        interval = "400000000000y"
+        "#,
+    );
+    for key in [
+        "server.header_read_timeout",
+        "startup.timeout",
+        "dependencies[0].interval",
+    ] {
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(key) && e.contains("longer than a day")),
+            "{key}: {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn intervals_and_timeouts_have_a_floor() {
+    let errs = errors(
+        r#"
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8000/v1"
+        check = "completion"
+        interval = "1ms"
+        timeout = "1ns"
+        "#,
+    );
+    assert!(
+        errs.iter().any(|e| {
+            e.starts_with(
+            "dependencies[0].interval: 1ms is shorter than 1s: a check more often than every second"
+        ) && e.ends_with("use at least \"1s\"")
+        }),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("dependencies[0].timeout: 1ns is shorter than 10ms")),
+        "{errs:#?}"
+    );
+    assert!(parse("[[dependencies]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"a:1\"\ninterval = \"1s\"\ntimeout = \"10ms\"\n").is_ok());
+}

@@ -24,7 +24,7 @@ pub struct HttpChecker {
 }
 
 impl HttpChecker {
-    pub fn new(check: &HttpCheck) -> Result<Self, BuildError> {
+    pub fn new(dependency: &str, check: &HttpCheck) -> Result<Self, BuildError> {
         let mut headers = HeaderMap::new();
         let mut secrets = Vec::new();
         for (name, value) in &check.headers {
@@ -38,10 +38,16 @@ impl HttpChecker {
                     })
                 }
             };
-            // Validation already checked every value; a failure here is a bug, reported as such.
             let v = v.map_err(|_| BuildError {
-                name: check.url.to_string(),
-                reason: format!("header {name} has an invalid value"),
+                name: dependency.to_owned(),
+                key: if matches!(value, HeaderValue::Secret(_)) {
+                    "headers_env"
+                } else {
+                    "headers"
+                },
+                reason: format!(
+                    "the value of header {name} has characters a header cannot carry (a newline, say)"
+                ),
             })?;
             headers.insert(name.clone(), v);
         }
@@ -52,7 +58,8 @@ impl HttpChecker {
             .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BuildError {
-                name: check.url.to_string(),
+                name: dependency.to_owned(),
+                key: "",
                 reason: root_cause(&e),
             })?;
         Ok(HttpChecker {
@@ -260,7 +267,7 @@ mod tests {
             headers: vec![],
         };
         f(&mut c);
-        HttpChecker::new(&c).unwrap()
+        HttpChecker::new("t", &c).unwrap()
     }
 
     #[tokio::test]

@@ -56,8 +56,9 @@ pub struct LlmChecker {
 
 impl LlmChecker {
     pub fn new(name: &str, check: &LlmCheck) -> Result<Self, BuildError> {
-        let build = |reason: String| BuildError {
+        let build = |key: &'static str, reason: String| BuildError {
             name: name.to_owned(),
+            key,
             reason,
         };
         let mut headers = HeaderMap::new();
@@ -71,10 +72,13 @@ impl LlmChecker {
                 }
             };
             let mut v = HeaderValue::from_str(&value).map_err(|_| {
-                build(format!(
-                    "the key in {} has characters a header cannot carry",
-                    check.api_key_env.as_deref().unwrap_or("api_key_env")
-                ))
+                build(
+                    "api_key_env",
+                    format!(
+                        "the key in {} has characters a header cannot carry",
+                        check.api_key_env.as_deref().unwrap_or("api_key_env")
+                    ),
+                )
             })?;
             v.set_sensitive(true);
             headers.insert(name, v);
@@ -86,8 +90,12 @@ impl LlmChecker {
                 .unwrap_or(DEFAULT_ANTHROPIC_VERSION);
             headers.insert(
                 "anthropic-version",
-                HeaderValue::from_str(version)
-                    .map_err(|_| build(format!("api_version {version:?} is not a header value")))?,
+                HeaderValue::from_str(version).map_err(|_| {
+                    build(
+                        "api_version",
+                        format!("api_version {version:?} is not a header value"),
+                    )
+                })?,
             );
         }
         // The poller's timeout bounds every check; see the http checker.
@@ -95,7 +103,7 @@ impl LlmChecker {
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| build(root_cause(&e)))?;
+            .map_err(|e| build("", root_cause(&e)))?;
         Ok(LlmChecker {
             client,
             check: check.clone(),

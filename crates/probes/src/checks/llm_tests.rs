@@ -396,7 +396,15 @@ async fn a_tls_failure_says_tls() {
 
 #[tokio::test]
 async fn an_absurd_retry_after_is_capped_not_a_crash() {
-    for header in ["1e20", "1e400", "18446744073709551616", "inf", "NaN", "-5", "soon"] {
+    for header in [
+        "1e20",
+        "1e400",
+        "18446744073709551616",
+        "inf",
+        "NaN",
+        "-5",
+        "soon",
+    ] {
         let mut server = mockito::Server::new_async().await;
         let _m = server
             .mock("POST", "/v1/chat/completions")
@@ -418,6 +426,10 @@ async fn an_absurd_retry_after_is_capped_not_a_crash() {
             _ => None,
         };
         assert_eq!(r.retry_after, want, "Retry-After: {header}");
-        assert!(reason(&r).starts_with("HTTP 429"), "{header}: {}", reason(&r));
+        assert!(
+            reason(&r).starts_with("HTTP 429"),
+            "{header}: {}",
+            reason(&r)
+        );
     }
 }

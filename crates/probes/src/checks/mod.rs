@@ -108,7 +108,7 @@ impl Checker {
         #[allow(unreachable_patterns)]
         Ok(match &dependency.check {
             #[cfg(feature = "http")]
-            Check::Http(c) => Checker::Http(Box::new(HttpChecker::new(c)?)),
+            Check::Http(c) => Checker::Http(Box::new(HttpChecker::new(name, c)?)),
             #[cfg(feature = "tcp")]
             Check::Tcp(c) => Checker::Tcp(TcpChecker::new(c)),
             #[cfg(feature = "llm")]
@@ -128,6 +128,7 @@ impl Checker {
                 };
                 return Err(BuildError {
                     name: name.to_owned(),
+                    key: "kind",
                     reason: format!(
                         "kind \"{}\" is not compiled into this build; enable the \"{feature}\" feature of vitals",
                         dependency.kind
@@ -157,11 +158,16 @@ impl Checker {
     }
 }
 
-/// A client that could not be built (a TLS backend that fails to initialise, say).
+/// A client that could not be built from a validated configuration: a URL its client library
+/// refuses (a Redis database that is not a number, an unknown `sslmode`), a secret a header
+/// cannot carry, a TLS backend that fails to initialise.
 #[derive(Debug, thiserror::Error)]
 #[error("dependency {name}: cannot build its client: {reason}")]
 pub struct BuildError {
+    /// The dependency.
     pub name: String,
+    /// The key of the dependency that caused it (`url`, `api_key_env`...), or empty.
+    pub key: &'static str,
     pub reason: String,
 }
 

@@ -20,7 +20,8 @@ impl PostgresChecker {
         let mut config =
             tokio_postgres::Config::from_str(check.url.as_str()).map_err(|e| BuildError {
                 name: name.to_owned(),
-                reason: format!("postgres url: {e}"),
+                key: "url",
+                reason: format!("postgres url: {}", super::root_cause(&e)),
             })?;
         if let Some(p) = &check.password {
             config.password(p.expose());

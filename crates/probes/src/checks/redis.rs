@@ -18,6 +18,7 @@ impl RedisChecker {
         let mut info = redis::IntoConnectionInfo::into_connection_info(check.url.as_str())
             .map_err(|e| BuildError {
                 name: name.to_owned(),
+                key: "url",
                 reason: format!("redis url: {e}"),
             })?;
         if let Some(p) = &check.password {
@@ -26,6 +27,7 @@ impl RedisChecker {
         }
         let client = redis::Client::open(info).map_err(|e| BuildError {
             name: name.to_owned(),
+            key: "",
             reason: e.to_string(),
         })?;
         Ok(RedisChecker {

@@ -6,6 +6,11 @@ use crate::config::names::valid_name;
 use crate::config::raw::*;
 use crate::config::*;
 
+/// The shortest interval between two checks of one dependency.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest timeout of one check.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
 /// Keys of `[[dependencies]]` that every kind takes.
 const COMMON_KEYS: &[&str] = &[
     "name",
@@ -123,7 +128,13 @@ pub(super) fn dependency(
         }
     }
 
-    let requested = e.positive(&at("interval"), d.interval, kind.default_interval());
+    let requested = e.at_least(
+        &at("interval"),
+        d.interval,
+        MIN_INTERVAL,
+        "a check more often than every second cannot be seen by a probe any faster, and on an LLM kind each one is a paid call",
+        kind.default_interval(),
+    );
     // A probe budget stretches the interval so that it can never be overspent.
     let budget_spacing = match d.max_probes_per_hour {
         Some(0) => {
@@ -144,7 +155,13 @@ pub(super) fn dependency(
     let default_timeout = kind
         .default_timeout()
         .min(Duration::from(interval.std() / 2));
-    let timeout = e.positive(&at("timeout"), d.timeout, default_timeout);
+    let timeout = e.at_least(
+        &at("timeout"),
+        d.timeout,
+        MIN_TIMEOUT,
+        "no dependency answers that fast, so every check would fail",
+        default_timeout,
+    );
     if timeout >= interval {
         e.push(
             at("timeout"),

@@ -46,19 +46,31 @@ impl Errors {
         }
     }
 
-    /// A duration greater than zero and at most a day: longer would mean "never", and a value
-    /// that large overflows the clock arithmetic it feeds.
-    fn bounded(&mut self, key: &str, value: Option<Duration>, default: Duration) -> Duration {
-        const DAY: Duration = Duration::from_secs(24 * 3600);
+    /// A duration of at least `min`; `why` says what a shorter one would do.
+    fn at_least(
+        &mut self,
+        key: &str,
+        value: Option<Duration>,
+        min: Duration,
+        why: &str,
+        default: Duration,
+    ) -> Duration {
         match value {
-            Some(d) if d > DAY => {
+            Some(d) if d.is_zero() => {
                 self.push(
                     key,
-                    format!("{d} is longer than a day; use at most \"24h\""),
+                    format!("must be greater than zero; use at least \"{min}\""),
                 );
                 default
             }
-            other => self.positive(key, other, default),
+            Some(d) if d < min => {
+                self.push(
+                    key,
+                    format!("{d} is shorter than {min}: {why}; use at least \"{min}\""),
+                );
+                default
+            }
+            other => other.unwrap_or(default),
         }
     }
 

@@ -35,7 +35,7 @@ pub(super) fn agent(e: &mut Errors, raw: RawAgent) -> Agent {
             default.startup
         }
     };
-    let stall_after = e.bounded("agent.stall_after", raw.stall_after, default.stall_after);
+    let stall_after = e.positive("agent.stall_after", raw.stall_after, default.stall_after);
     if raw.stall_after.is_some() && heartbeat == HeartbeatMode::Off {
         e.push(
             "agent.stall_after",
@@ -69,7 +69,7 @@ pub(super) fn signal(e: &mut Errors, i: usize, raw: RawSignal) -> Option<Signal>
         }
         Some(n) => n,
     };
-    let ttl = e.bounded(&at("ttl"), raw.ttl, Duration::from_secs(60));
+    let ttl = e.positive(&at("ttl"), raw.ttl, Duration::from_secs(60));
     if e.0.len() > before {
         return None;
     }
