@@ -95,3 +95,93 @@ async fn the_connection_cap_frees_up_as_slow_clients_time_out() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(status(&v.url("/healthz")).await, 200);
 }
+
+/// A resolver that never answers, in a mount namespace of vitals' own: `/etc/resolv.conf` names
+/// a loopback UDP socket this test holds and never answers on.
+struct HangingResolver {
+    _socket: std::net::UdpSocket,
+    _dir: tempfile::TempDir,
+    conf: std::path::PathBuf,
+}
+
+impl HangingResolver {
+    fn start() -> HangingResolver {
+        let socket = std::net::UdpSocket::bind("127.83.0.1:53")
+            .expect("bind 127.83.0.1:53 (the test runs as root, as CI does)");
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("resolv.conf");
+        std::fs::write(
+            &conf,
+            "nameserver 127.83.0.1\noptions timeout:30 attempts:2\n",
+        )
+        .unwrap();
+        HangingResolver {
+            _socket: socket,
+            _dir: dir,
+            conf,
+        }
+    }
+
+    /// `unshare` then a bind mount of the resolver's file, then exec: vitals keeps the PID.
+    fn wrapper(&self) -> Vec<String> {
+        vec![
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#.into(),
+            self.conf.display().to_string(),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn a_resolver_that_never_answers_cannot_hold_the_exit_past_the_grace_period() {
+    let dns = HangingResolver::start();
+    let wrapper = dns.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let config = r#"
+        [drain]
+        delay = "0s"
+        grace = "1s"
+        [startup]
+        require = []
+        [[dependencies]]
+        name = "tool"
+        kind = "http"
+        url = "http://tool.vitals-test.example:8080/health"
+        interval = "1s"
+        timeout = "500ms"
+        critical = false
+        [[dependencies]]
+        name = "crm"
+        kind = "tcp"
+        address = "crm.vitals-test.example:5432"
+        interval = "1s"
+        timeout = "500ms"
+        critical = false
+        "#;
+    let mut v = VitalsProcess::start_wrapped(&wrapper, &bin(), config, &[]);
+    // Lookups pile up in the resolver while checks time out; the probes do not notice.
+    for want in [
+        "[-]tool failed (non-critical): timed out after 500ms",
+        "[-]crm failed (non-critical): timed out after 500ms",
+    ] {
+        crate::expect_body_within(&v.url("/readyz?verbose"), want, Duration::from_secs(5)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&v.url("/healthz")).await, 200);
+    let sent = Instant::now();
+    v.signal("TERM");
+    let exit = v
+        .wait_exit(Duration::from_secs(20))
+        .expect("vitals did not exit");
+    let took = sent.elapsed();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        took <= Duration::from_millis(1800),
+        "exit took {took:?} with drain.delay + drain.grace = 1s: hung lookups held it"
+    );
+}

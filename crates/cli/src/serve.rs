@@ -30,6 +30,11 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
             .build()?;
         vitals.run().await
     });
+    // Drained, or cut short: nothing left is worth waiting for. Dropping the runtime would wait
+    // for its blocking threads, and a DNS lookup (getaddrinfo runs on one) against a resolver
+    // that never answers holds one for the resolver's own timeout, far past drain.grace, where
+    // the platform would SIGKILL vitals. Leave them to the process exit.
+    runtime.shutdown_background();
     match result {
         Ok(exit) => ExitCode::from(exit.code),
         Err(e @ (Error::Config(_) | Error::Build(_))) => {

@@ -23,10 +23,28 @@ impl VitalsProcess {
     /// Starts `bin serve --listen 127.0.0.1:0` with `config` (TOML) and `env`, and waits until it
     /// logs the address it bound.
     pub fn start(bin: &Path, config: &str, env: &[(&str, &str)]) -> VitalsProcess {
+        Self::start_wrapped(&[], bin, config, env)
+    }
+
+    /// Like [`VitalsProcess::start`], run through `wrapper` (a program and its arguments that
+    /// end by executing the rest of the command line in the same process, as `unshare` does).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        bin: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> VitalsProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let path: PathBuf = dir.path().join("health.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
         cmd.args([
             "--log-format",
             "json",
