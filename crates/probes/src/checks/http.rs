@@ -143,7 +143,7 @@ impl HttpChecker {
             }
         };
         if let Some(expect) = &self.expect_json {
-            if let Err(reason) = json_matches(&body, expect) {
+            if let Err(reason) = json_matches(&body, expect, &self.secrets) {
                 return failed(format!("HTTP {status} but {reason}"));
             }
         }
@@ -183,8 +183,8 @@ pub(crate) async fn read_bounded(
 }
 
 /// Whether the JSON `body` holds `expect.equals` at `expect.pointer` (or anything, without
-/// `equals`); the error says what was there instead.
-fn json_matches(body: &[u8], expect: &ExpectJson) -> Result<(), String> {
+/// `equals`); the error says what was there instead, with `secrets` scrubbed before it is cut.
+fn json_matches(body: &[u8], expect: &ExpectJson, secrets: &[Secret]) -> Result<(), String> {
     let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         if e.is_eof() {
             format!("the JSON body is truncated ({} bytes)", body.len())
@@ -198,7 +198,10 @@ fn json_matches(body: &[u8], expect: &ExpectJson) -> Result<(), String> {
     match &expect.equals {
         Some(want) if want != found => {
             let mut shown = found.to_string();
-            if shown.len() > 60 {
+            for s in secrets {
+                shown = s.scrub(&shown);
+            }
+            if shown.chars().count() > 60 {
                 shown = format!("{}…", shown.chars().take(60).collect::<String>());
             }
             Err(format!("{} is {shown}, expected {want}", expect.pointer))
@@ -422,5 +425,35 @@ mod tests {
         drop(listener);
         let c = checker(&format!("http://{addr}/"), |_| {});
         assert_eq!(c.check().await, failed("connection refused"));
+    }
+
+    #[tokio::test]
+    async fn no_part_of_a_header_secret_survives_the_cut_of_a_json_value() {
+        let token = "tok-5f4e3d2c1b0a99887766";
+        for offset in 20..80 {
+            let mut server = mockito::Server::new_async().await;
+            let value = format!("{}{token} end", "v".repeat(offset));
+            let body = serde_json::json!({ "status": value }).to_string();
+            server
+                .mock("GET", "/health")
+                .with_status(200)
+                .with_body(body)
+                .create_async()
+                .await;
+            let c = checker(&format!("{}/health", server.url()), |c| {
+                c.expect_json = Some(ExpectJson {
+                    pointer: "/status".into(),
+                    equals: Some(serde_json::json!("ok")),
+                });
+                c.headers = vec![(
+                    reqwest::header::HeaderName::from_static("authorization"),
+                    HeaderValue::Secret(vitals_core::Secret::new(token)),
+                )];
+            });
+            let Outcome::Failed { reason } = c.check().await else {
+                panic!("expected a failure")
+            };
+            crate::checks::assert_no_part_of(token, &reason);
+        }
     }
 }

@@ -300,13 +300,13 @@ impl LlmChecker {
         if let Some(r) = REFUSALS.iter().find(|r| lower.starts_with(*r)) {
             return Some(format!(
                 "the answer is a refusal or an error (starts with {r:?}): {}",
-                quote(text)
+                quote(text, self.check.api_key.as_ref())
             ));
         }
         match &self.check.expect {
             Some(expect) if !expect.matches(text) => Some(format!(
                 "the answer does not match {expect}: {}",
-                quote(text)
+                quote(text, self.check.api_key.as_ref())
             )),
             _ => None,
         }
@@ -347,7 +347,7 @@ impl LlmChecker {
             ));
         }
         let detail = provider_message(body)
-            .map(|m| format!(": {}", quote(&m)))
+            .map(|m| format!(": {}", quote(&m, self.check.api_key.as_ref())))
             .unwrap_or_default();
         let key_var = self.check.api_key_env.as_deref().unwrap_or("api_key_env");
         match status {
@@ -446,8 +446,17 @@ fn usage(api: LlmApi, json: &Value) -> Option<Usage> {
     })
 }
 
-/// The first 80 characters of `text`, quoted, on one line.
-fn quote(text: &str) -> String {
+/// The first 80 characters of `text`, quoted, on one line, with `key` scrubbed before the cut
+/// (after it, a key that straddles the cut would be only partly masked).
+fn quote(text: &str, key: Option<&vitals_core::Secret>) -> String {
+    let scrubbed;
+    let text = match key {
+        Some(k) => {
+            scrubbed = k.scrub(text);
+            scrubbed.as_str()
+        }
+        None => text,
+    };
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut s: String = one_line.chars().take(80).collect();
     if one_line.chars().count() > 80 {

@@ -4,14 +4,19 @@ use mockito::Matcher;
 use vitals_core::config::{from_toml, Check};
 
 use super::*;
+use crate::checks::assert_no_part_of;
 
 const KEY: &str = "sk-test-9f8e7d6c5b4a";
 
 fn checker(kind: &str, base_url: &str, extra: &str) -> LlmChecker {
+    checker_with_key(kind, base_url, extra, KEY)
+}
+
+fn checker_with_key(kind: &str, base_url: &str, extra: &str, key: &str) -> LlmChecker {
     let toml = format!(
         "[[dependencies]]\nname = \"llm\"\nkind = \"{kind}\"\nbase_url = \"{base_url}\"\napi_key_env = \"LLM_KEY\"\n{extra}\n"
     );
-    let config = from_toml(&toml, &|k| (k == "LLM_KEY").then(|| KEY.to_owned()))
+    let config = from_toml(&toml, &|k| (k == "LLM_KEY").then(|| key.to_owned()))
         .unwrap_or_else(|e| panic!("{e}"));
     let Check::Llm(c) = &config.dependencies[0].check else {
         panic!("not an llm check")
@@ -432,4 +437,38 @@ async fn an_absurd_retry_after_is_capped_not_a_crash() {
             reason(&r)
         );
     }
+}
+
+#[tokio::test]
+async fn no_part_of_the_key_survives_the_cut_of_a_long_provider_message() {
+    // The provider echoes the key at every position around the 80-character cut of the quote.
+    for offset in 40..100 {
+        let message = format!("{} {KEY} was refused", "a".repeat(offset));
+        let body = serde_json::json!({ "error": { "message": message } }).to_string();
+        let (server, _m) = openai_answer(500, "application/json", &body).await;
+        let r = check_at("openai", &server, "model = \"m\"\ncheck = \"completion\"").await;
+        assert_no_part_of(KEY, &reason(&r));
+    }
+}
+
+#[tokio::test]
+async fn a_key_with_quotes_and_backslashes_is_masked_after_escaping() {
+    let key = r#"sk-"quoted"\back-0123456789abcdef"#;
+    let body = serde_json::json!({ "error": { "message": format!("invalid key {key} given") } })
+        .to_string();
+    let (server, _m) = openai_answer(500, "application/json", &body).await;
+    let base = format!("{}/v1", server.url());
+    let r = checker_with_key(
+        "openai",
+        &base,
+        "model = \"m\"\ncheck = \"completion\"",
+        key,
+    )
+    .check()
+    .await;
+    let Outcome::Failed { reason } = &r.outcome else {
+        panic!("{r:?}")
+    };
+    assert_no_part_of(key, reason);
+    assert!(reason.contains("<redacted>"), "{reason}");
 }

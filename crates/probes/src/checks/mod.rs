@@ -200,3 +200,24 @@ pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     }
     cause.to_string()
 }
+
+#[cfg(test)]
+/// No part of `secret` (six characters in a row), as written or as Rust or JSON would escape it,
+/// appears in `text`.
+pub(crate) fn assert_no_part_of(secret: &str, text: &str) {
+    let forms = [
+        secret.to_owned(),
+        secret.escape_debug().to_string(),
+        serde_json::to_string(secret).unwrap(),
+    ];
+    for form in forms {
+        let chars: Vec<char> = form.chars().collect();
+        for part in chars.windows(6) {
+            let part: String = part.iter().collect();
+            assert!(
+                !text.contains(&part),
+                "{part:?}, part of the secret, is in {text:?}"
+            );
+        }
+    }
+}
