@@ -43,7 +43,7 @@ impl RedisChecker {
     async fn run(&self) -> Outcome {
         let mut con = match self.client.get_multiplexed_async_connection().await {
             Ok(c) => c,
-            Err(e) => return failed(format!("cannot connect: {}", short(&e))),
+            Err(e) => return failed(format!("cannot connect: {}", self.short(&e))),
         };
         let mut cmd = redis::cmd(&self.check.command[0]);
         for arg in &self.check.command[1..] {
@@ -55,7 +55,7 @@ impl RedisChecker {
                 return failed(format!(
                     "{} failed: {}",
                     self.check.command[0].to_uppercase(),
-                    short(&e)
+                    self.short(&e)
                 ))
             }
         };
@@ -66,7 +66,7 @@ impl RedisChecker {
             Some(expect) => failed(format!(
                 "{} answered {}, expected {expect}",
                 self.check.command.join(" "),
-                clip(&text)
+                self.clip(&text)
             )),
         }
     }
@@ -89,12 +89,22 @@ fn render(v: &Value) -> String {
     }
 }
 
-fn short(e: &redis::RedisError) -> String {
-    let s = e.to_string();
-    if s.contains("Connection refused") {
-        "connection refused".into()
-    } else {
-        clip(&s)
+impl RedisChecker {
+    fn short(&self, e: &redis::RedisError) -> String {
+        let s = e.to_string();
+        if s.contains("Connection refused") {
+            "connection refused".into()
+        } else {
+            self.clip(&s)
+        }
+    }
+
+    /// The first 80 characters, with the password scrubbed before the cut.
+    fn clip(&self, s: &str) -> String {
+        match &self.check.password {
+            Some(p) => clip(&p.scrub(s)),
+            None => clip(s),
+        }
     }
 }
 
