@@ -164,3 +164,39 @@ fn a_duration_that_would_overflow_the_clock_is_refused_not_a_crash() {
     assert_eq!(out.status.code(), Some(2), "a usage error, not an abort");
     assert!(String::from_utf8_lossy(&out.stderr).contains("longer than a day"));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_validate_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, "[startup]\ntimeout = \"30s\"\n").unwrap();
+    // Like `vitals validate ... | head -0`: the pipe is closed before anything is written.
+    let mut child = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn text_logs_carry_no_colour_escapes_when_stderr_is_not_a_terminal() {
+    let mut child = Command::new(bin())
+        .args(["--log-format", "text", "serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("serving /healthz"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "colour escapes in {logs:?}");
+}

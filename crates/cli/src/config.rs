@@ -68,9 +68,9 @@ pub fn validate_command(path: &Path) -> ExitCode {
     match load(Some(path)) {
         Err(code) => code,
         Ok(config) => {
-            println!("{}: valid", path.display());
-            println!("  listen {}", config.server.listen);
-            println!(
+            out!("{}: valid", path.display());
+            out!("  listen {}", config.server.listen);
+            out!(
                 "  startup budget {}, requires: {}",
                 config.startup.timeout,
                 if config.startup.require.is_empty() {
@@ -80,19 +80,19 @@ pub fn validate_command(path: &Path) -> ExitCode {
                 }
             );
             if config.agent.heartbeat == HeartbeatMode::Required {
-                println!(
+                out!(
                     "  agent heartbeat required: /healthz fails once the agent's last beat is older than {}",
                     config.agent.stall_after
                 );
             }
             if config.agent.startup == StartupMode::Signal {
-                println!("  /startupz also waits for the agent's POST /started");
+                out!("  /startupz also waits for the agent's POST /started");
             }
             if config.dependencies.is_empty() {
-                println!("  no dependencies: ready as soon as it starts");
+                out!("  no dependencies: ready as soon as it starts");
             }
             for d in &config.dependencies {
-                println!(
+                out!(
                     "  dependency {} ({}, {}): every {}, timeout {}, down after {} failure(s), stale after {}",
                     d.name,
                     d.kind,
@@ -104,7 +104,7 @@ pub fn validate_command(path: &Path) -> ExitCode {
                 );
             }
             for s in &config.signals {
-                println!(
+                out!(
                     "  signal {} ({}): reported by the agent, down once a report is older than {}",
                     s.name,
                     if s.critical {

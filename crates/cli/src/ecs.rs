@@ -146,29 +146,30 @@ fn apply(args: ApplyArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if args.connection.output == Output::Json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&applied).expect("serializable")
         );
         return ExitCode::SUCCESS;
     }
     if applied.changes.is_empty() {
-        println!(
+        out!(
             "{} container {}: health settings already match health.toml; nothing registered",
-            applied.from, applied.container
+            applied.from,
+            applied.container
         );
         return ExitCode::SUCCESS;
     }
-    println!("{} container {}:", applied.from, applied.container);
+    out!("{} container {}:", applied.from, applied.container);
     for c in &applied.changes {
-        println!("  {c}");
+        out!("  {c}");
     }
     match &applied.registered {
-        None => println!("dry run: nothing registered"),
-        Some(arn) => println!("registered {arn}"),
+        None => out!("dry run: nothing registered"),
+        Some(arn) => out!("registered {arn}"),
     }
     if let Some(s) = &applied.service_updated {
-        println!("service {s} now uses it");
+        out!("service {s} now uses it");
     }
     if let Some(g) = applied.grace_period_seconds {
         let how = if applied.service_updated.is_some() {
@@ -176,7 +177,7 @@ fn apply(args: ApplyArgs) -> ExitCode {
         } else {
             "set it on the service (--update-service does)"
         };
-        println!("the startup budget exceeds startPeriod's 300s: healthCheckGracePeriodSeconds = {g} ({how})");
+        out!("the startup budget exceeds startPeriod's 300s: healthCheckGracePeriodSeconds = {g} ({how})");
     }
     ExitCode::SUCCESS
 }
@@ -191,11 +192,11 @@ fn status(args: StatusArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     match args.connection.output {
-        Output::Json => println!(
+        Output::Json => out!(
             "{}",
             serde_json::to_string_pretty(&status).expect("serializable")
         ),
-        Output::Text => print!("{status}"),
+        Output::Text => crate::write_text(&status.to_string()),
     }
     if status.any_unhealthy() {
         ExitCode::FAILURE

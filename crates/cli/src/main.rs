@@ -1,5 +1,14 @@
 //! The `vitals` binary: `serve` (the sidecar), `validate`, `check` and `render`.
 
+/// `println!` for the commands' output, for a reader that may go away: `vitals validate | head -1`
+/// closes the pipe early, and `println!` would panic on it. A closed stdout ends the process
+/// quietly, as a reader that has seen enough expects.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod check;
 mod config;
 #[cfg(feature = "ecs-live")]
@@ -105,11 +114,34 @@ enum LogFormat {
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Writes one line of output; see [`out!`].
+pub fn write_out(line: std::fmt::Arguments<'_>) {
+    write_text(&format!("{line}\n"));
+}
+
+/// Writes `text` as it is to stdout; a closed stdout ends the process quietly (see [`out!`]).
+pub fn write_text(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: in a container, escapes end up in the log store.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -211,9 +211,9 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             let many = r.files.len() > 1;
             for f in &r.files {
                 if many {
-                    println!("==> {}/{} <==", p.dir(), f.name);
+                    out!("==> {}/{} <==", p.dir(), f.name);
                 }
-                print!("{}", f.contents);
+                crate::write_text(&f.contents);
             }
             ExitCode::SUCCESS
         }

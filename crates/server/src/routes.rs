@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
@@ -28,6 +30,7 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const DEGRADED: HeaderValue = HeaderValue::from_static("degraded");
 const AGENT_MODE: &str = "x-agent-mode";
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// The largest `PUT /signals/{name}` body: a flag, a short reason and a ttl.
 const MAX_SIGNAL_BODY: usize = 4096;
@@ -53,6 +56,8 @@ fn respond(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, content_type);
     h.insert(CACHE_CONTROL, NO_STORE);
+    // Some bodies quote what the caller sent: never let a browser read them as anything else.
+    h.insert(X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     r
 }
 

@@ -121,6 +121,7 @@ async fn no_dependencies_is_ready_and_every_route_answers() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     let (s, body) = get(&h.app, "/status").await;
     assert_eq!(s, StatusCode::OK);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -137,7 +138,9 @@ async fn wrong_methods_and_unknown_routes() {
     let (s, headers, _) = call(&h.app, "GET", "/drain", LOCAL, &[]).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers["allow"], "POST");
-    assert_eq!(get(&h.app, "/nope").await.0, StatusCode::NOT_FOUND);
+    let (s, headers, _) = call(&h.app, "GET", "/nope", LOCAL, &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(
         get(&h.app, "/readyz/nope").await,
         (
