@@ -194,3 +194,86 @@ fn check_passes_against_a_real_vitals_serve() {
     let out = vitals(&["check", &v.url("/healthz")]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// `promtool` (Debian's prometheus package, installed by scripts/setup-test-deps).
+fn promtool(args: &[&str], dir: &Path) -> Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool not found; run scripts/setup-test-deps")
+}
+
+#[test]
+fn a_hostile_job_stays_a_label_value_and_the_rules_keep_their_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[startup]\ntimeout = \"60s\"\n");
+    let out_dir = dir.path().join("out");
+    let out = vitals(&[
+        "render",
+        "alerts",
+        "--config",
+        &cfg,
+        "--job",
+        r#"a\" or vector(1) or x{y=""#,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let alerts = out_dir.join("alerts");
+    let rules = std::fs::read_to_string(alerts.join("vitals-alerts.yml")).unwrap();
+    assert!(
+        rules.contains(r#"vitals_ready{job="a\\\" or vector(1) or x{y=\""}"#),
+        "{rules}"
+    );
+    let check = promtool(&["check", "rules", "vitals-alerts.yml"], &alerts);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    // The test file pins each threshold's quiet side: an injected `or vector(1)` would fire.
+    let test = promtool(&["test", "rules", "vitals-alerts_test.yml"], &alerts);
+    assert!(
+        test.status.success(),
+        "{}{}",
+        text(&test.stdout),
+        text(&test.stderr)
+    );
+}
+
+#[test]
+fn names_and_label_names_that_could_escape_their_place_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let out_dir = dir.path().join("out");
+    for (flag, value, says) in [
+        ("--name", "../../x", "is not a name every platform takes"),
+        (
+            "--name",
+            "agent\n# injected",
+            "is not a name every platform takes",
+        ),
+        (
+            "--name",
+            "My_Agent.v2",
+            "is not a name every platform takes",
+        ),
+        (
+            "--group-by",
+            "job,cluster)) or vector(1",
+            "is not a Prometheus label name",
+        ),
+    ] {
+        let out = vitals(&[
+            "render",
+            "all",
+            "--config",
+            &cfg,
+            "--out",
+            out_dir.to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value:?}");
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+        assert!(!out_dir.exists(), "nothing is written");
+        assert!(!dir.path().join("x").exists() && !Path::new("/x").exists());
+    }
+}

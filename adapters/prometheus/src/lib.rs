@@ -93,10 +93,29 @@ pub fn prom_duration(d: Duration) -> String {
     }
 }
 
+/// `value` as a PromQL string literal: backslashes, quotes and line breaks escaped, so a label
+/// value from a flag stays a value (`a\\" or vector(1)` would otherwise end the string early).
+pub(crate) fn promql_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn selector(options: &Options, extra: &str) -> String {
     let mut parts = Vec::new();
     if !options.job.is_empty() {
-        parts.push(format!("job=\"{}\"", options.job.replace('"', "\\\"")));
+        parts.push(format!("job={}", promql_string(&options.job)));
     }
     if !extra.is_empty() {
         parts.push(extra.to_string());
@@ -183,7 +202,7 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
                     job: String::new(),
                     ..options.clone()
                 },
-                &format!("container=\"{}\"", options.container),
+                &format!("container={}", promql_string(&options.container)),
             );
             rule(
                 "AgentRestartLoop",

@@ -45,7 +45,10 @@ type Labels = Vec<(String, String)>;
 type LabelsOf<'a> = Box<dyn Fn(&str) -> Labels + 'a>;
 
 fn series(name: &str, labels: &Labels, values: &str) -> Series {
-    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let l: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::promql_string(v)))
+        .collect();
     Series {
         series: format!("{name}{{{}}}", l.join(", ")),
         values: values.into(),

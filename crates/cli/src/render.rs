@@ -73,8 +73,10 @@ pub struct RenderArgs {
     /// Write files under DIR/<platform>/ instead of printing them.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Name of the deployment, job, task family and service.
-    #[arg(long, default_value = "agent")]
+    /// Name of the deployment, job, task family and service: lowercase letters, digits and
+    /// '-', starting with a letter, at most 63 characters (a name every platform takes, and one
+    /// that cannot leave --out or break out of a file's syntax).
+    #[arg(long, default_value = "agent", value_parser = parse_name)]
     pub name: String,
     /// The agent's image.
     #[arg(long, default_value = "registry.example.com/agent:1.0.0")]
@@ -106,13 +108,45 @@ pub struct RenderArgs {
     /// Alerts: the scrape job's name (the `job` label); default: every vitals target.
     #[arg(long, default_value = "")]
     pub job: String,
-    /// Alerts: the labels that make a fleet for AgentFleetDegraded, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "job")]
+    /// Alerts: the labels that make a fleet for AgentFleetDegraded, comma-separated (Prometheus
+    /// label names).
+    #[arg(long, value_delimiter = ',', default_value = "job", value_parser = parse_label_name)]
     pub group_by: Vec<String>,
     /// Alerts: count restarts with kube-state-metrics (`kubernetes`) or from vitals' own
     /// process_start_time_seconds, which works everywhere (`any`).
     #[arg(long = "platform", id = "alerts_platform", value_enum, default_value_t = AlertsPlatform::Any)]
     pub alerts_platform: AlertsPlatform,
+}
+
+/// `--name`: a DNS-1035 label (Kubernetes Services and Cloud Run take no more).
+fn parse_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.ends_with('-')
+        && s.len() <= 63;
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a name every platform takes; use lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, at most 63 characters (such as \"support-agent\")"
+        ))
+    }
+}
+
+/// `--group-by`: a Prometheus label name.
+fn parse_label_name(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a Prometheus label name; use letters, digits and '_', not starting with a digit (such as \"cluster\")"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
