@@ -185,3 +185,50 @@ async fn a_resolver_that_never_answers_cannot_hold_the_exit_past_the_grace_perio
         "exit took {took:?} with drain.delay + drain.grace = 1s: hung lookups held it"
     );
 }
+
+#[tokio::test]
+async fn refused_calls_and_a_failing_check_do_not_flood_the_logs() {
+    let v = VitalsProcess::start(
+        &bin(),
+        r#"
+        [server]
+        admin_token_env = "E2E_ADMIN"
+        [startup]
+        require = []
+        [[dependencies]]
+        name = "crm"
+        kind = "tcp"
+        address = "127.0.0.1:9"
+        interval = "1s"
+        timeout = "500ms"
+        critical = false
+        "#,
+        &[("E2E_ADMIN", "admin-token-e2e-000")],
+    );
+    let c = client();
+    for _ in 0..1000 {
+        let r = c.post(v.url("/drain")).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    // Five failing checks of the same dependency.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let logs = v.logs();
+    let refused = logs
+        .iter()
+        .filter(|l| l.contains("refused a call without the admin token"))
+        .count();
+    assert!(
+        (1..=11).contains(&refused),
+        "{refused} log lines for 1000 refused calls (one per power of two at most)"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("\"refused\":512")),
+        "the count is in the log: {logs:#?}"
+    );
+    let failed = logs.iter().filter(|l| l.contains("check failed")).count();
+    assert_eq!(
+        failed, 1,
+        "one line when it starts failing, not one per check: {logs:#?}"
+    );
+    assert_eq!(status(&v.url("/healthz")).await, 200);
+}

@@ -188,6 +188,12 @@ impl Routes {
         if allowed {
             return None;
         }
+        // Logged at the 1st, 2nd, 4th, 8th... refusal: visible, and a flood of refused calls
+        // costs the log a few lines.
+        let refused = self.shared.count_refusal();
+        if refused.is_power_of_two() {
+            tracing::warn!(what, peer = ?peer, refused, "refused a call without the admin token");
+        }
         let hint = match (&server.admin_token_env, peer) {
             (Some(var), _) => format!(
                 "present the token from ${var} (server.admin_token_env) as 'Authorization: Bearer <token>'"

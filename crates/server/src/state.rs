@@ -58,6 +58,8 @@ struct Inner {
     agent: Heartbeat,
     metrics: Metrics,
     drain: CancellationToken,
+    /// Admin calls refused so far, for a log line that cannot be flooded.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -78,6 +80,7 @@ impl Shared {
                 agent: Heartbeat::new(),
                 metrics,
                 drain: CancellationToken::new(),
+                refused: Default::default(),
             }),
         };
         (
@@ -152,6 +155,14 @@ impl Shared {
             Ok(Ok(())) => Ok(()),
             _ => Err(Busy),
         }
+    }
+
+    /// Counts one refused admin call; returns how many there have been.
+    pub fn count_refusal(&self) -> u64 {
+        self.inner
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
     /// Asks the runtime to drain. Idempotent.

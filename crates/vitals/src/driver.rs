@@ -103,7 +103,7 @@ fn apply_check(shared: &Shared, state: &Lifecycle, checked: Checked) -> Event {
     if let Some(u) = report.usage {
         metrics.record_tokens(signal, u.prompt, u.completion);
     }
-    log_check(state, signal, &report.outcome);
+    log_check(shared, state, signal, &report.outcome);
     Event::Observed {
         signal,
         observation: Observation {
@@ -114,22 +114,45 @@ fn apply_check(shared: &Shared, state: &Lifecycle, checked: Checked) -> Event {
     }
 }
 
-fn log_check(state: &Lifecycle, id: SignalId, outcome: &vitals_core::lifecycle::Outcome) {
+/// How often a dependency that keeps failing is logged again.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(600);
+
+/// Logs a check on a change only: the first failure after a success (or the first result), the
+/// first success after failures, and every [`STILL_FAILING_EVERY`] a "still failing" with the
+/// latest reason. A dependency down for an hour costs a few lines, not one per check.
+fn log_check(
+    shared: &Shared,
+    state: &Lifecycle,
+    id: SignalId,
+    outcome: &vitals_core::lifecycle::Outcome,
+) {
     let (Some(rules), Some(s)) = (state.rules().signals.get(id), state.signal(id)) else {
         return;
     };
     let first = s.last_result_at.is_none();
-    let was_up = state.is_up(id, now());
     let kind = rules.source.label();
-    match (outcome.reason(), was_up || first) {
-        (Some(reason), _) => {
-            tracing::warn!(dependency = %rules.name, kind, critical = rules.critical, %reason, "check failed")
+    let name = &rules.name;
+    match outcome.reason() {
+        Some(reason) if first || s.consecutive_failures == 0 => {
+            tracing::warn!(dependency = %name, kind, critical = rules.critical, %reason, "check failed")
         }
-        (None, false) => tracing::info!(dependency = %rules.name, kind, "check succeeded again"),
-        (None, true) if first => {
-            tracing::info!(dependency = %rules.name, kind, "first check succeeded")
+        Some(reason) => {
+            let failures = u64::from(s.consecutive_failures) + 1;
+            let interval = shared
+                .config()
+                .dependencies
+                .get(id.index())
+                .map_or(STILL_FAILING_EVERY, |d| d.interval.std());
+            let every = (STILL_FAILING_EVERY.as_secs() / interval.as_secs().max(1)).max(1);
+            if failures.is_multiple_of(every) {
+                tracing::warn!(dependency = %name, kind, critical = rules.critical, %reason, failures, "check still failing")
+            }
         }
-        (None, true) => {}
+        None if first => tracing::info!(dependency = %name, kind, "first check succeeded"),
+        None if s.consecutive_failures > 0 => {
+            tracing::info!(dependency = %name, kind, after_failures = s.consecutive_failures, "check succeeded again")
+        }
+        None => {}
     }
 }
 
