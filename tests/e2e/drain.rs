@@ -96,3 +96,22 @@ async fn sighup_drains_like_sigterm_instead_of_killing_vitals() {
     assert!(sent.elapsed() >= Duration::from_secs(1));
     assert!(v.logs().iter().any(|l| l.contains("SIGHUP")));
 }
+
+#[tokio::test]
+async fn sigusr1_and_sigusr2_are_ignored_not_fatal() {
+    let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"0s\"\ngrace = \"1s\"\n", &[]);
+    v.signal("USR1");
+    v.signal("USR2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&v.url("/readyz")).await, 200, "still serving");
+    assert!(v.wait_exit(Duration::from_millis(10)).is_none());
+    assert!(v
+        .logs()
+        .iter()
+        .any(|l| l.contains("SIGUSR1") && l.contains("ignored")));
+    v.signal("TERM");
+    let exit = v
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit after TERM");
+    assert_eq!(exit.code(), Some(0));
+}

@@ -197,6 +197,8 @@ struct OsSignals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
 }
 
 impl OsSignals {
@@ -213,18 +215,30 @@ impl OsSignals {
             // A closed terminal or a supervisor's reload: drain as for SIGTERM rather than die
             // with no drain, which is what SIGHUP's default action would do.
             hup: listen(SignalKind::hangup(), "SIGHUP")?,
+            // Their default action also ends the process with no drain; nothing here uses them,
+            // so a stray one (a log rotator's, say) is logged and ignored.
+            usr1: listen(SignalKind::user_defined1(), "SIGUSR1")?,
+            usr2: listen(SignalKind::user_defined2(), "SIGUSR2")?,
         })
     }
 }
 
-/// The next process signal, or never when the runtime does not watch them.
+/// The next signal that drains, or never when the runtime does not watch them.
 async fn next_signal(signals: &mut Option<OsSignals>) -> &'static str {
     match signals {
         None => std::future::pending().await,
-        Some(s) => tokio::select! {
-            _ = s.term.recv() => "SIGTERM",
-            _ = s.int.recv() => "SIGINT",
-            _ = s.hup.recv() => "SIGHUP",
+        Some(s) => loop {
+            let ignored = tokio::select! {
+                _ = s.term.recv() => return "SIGTERM",
+                _ = s.int.recv() => return "SIGINT",
+                _ = s.hup.recv() => return "SIGHUP",
+                _ = s.usr1.recv() => "SIGUSR1",
+                _ = s.usr2.recv() => "SIGUSR2",
+            };
+            tracing::info!(
+                signal = ignored,
+                "ignored: vitals drains on SIGTERM, SIGINT or SIGHUP"
+            );
         },
     }
 }
