@@ -75,10 +75,10 @@ async fn oversized_and_malformed_requests_are_refused() {
 }
 
 #[tokio::test]
-async fn the_connection_cap_frees_up_as_slow_clients_time_out() {
+async fn at_the_cap_a_new_connection_takes_the_oldest_idle_slot() {
     let v = VitalsProcess::start(
         &bin(),
-        "[server]\nheader_read_timeout = \"1s\"\nmax_connections = 4\n",
+        "[server]\nheader_read_timeout = \"5s\"\nmax_connections = 4\n",
         &[],
     );
     let mut held = Vec::new();
@@ -86,13 +86,48 @@ async fn the_connection_cap_frees_up_as_slow_clients_time_out() {
         let mut s = TcpStream::connect(v.addr()).await.unwrap();
         s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
         held.push(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Over the cap: the new connection is closed without an answer.
-    let over = client().get(v.url("/healthz")).send().await;
-    assert!(over.is_err(), "a fifth connection was served: {over:?}");
-    // The hostile ones time out and the cap frees up.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Over the cap: the new connection is served, in the oldest slowloris's slot.
+    assert_eq!(status(&v.url("/healthz")).await, 200);
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(1), held[0].read(&mut buf))
+        .await
+        .expect("the oldest connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    for s in &mut held[2..] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf))
+                .await
+                .is_err(),
+            "a younger connection was closed too"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut() {
+    let v = VitalsProcess::start(&bin(), "[server]\nheader_read_timeout = \"1s\"\n", &[]);
+    let mut s = TcpStream::connect(v.addr()).await.unwrap();
+    // Far more answers than the socket buffers hold, never read.
+    let many = b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20_000);
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&many)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Without reading (which would unblock vitals): closed, a write meets the reset; held open,
+    // writes fill the buffers and block.
+    let cut = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if s.write_all(&[b'x'; 65536]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "the connection is still open 3s after its answers stalled"
+    );
     assert_eq!(status(&v.url("/healthz")).await, 200);
 }
 
@@ -231,4 +266,107 @@ async fn refused_calls_and_a_failing_check_do_not_flood_the_logs() {
         "one line when it starts failing, not one per check: {logs:#?}"
     );
     assert_eq!(status(&v.url("/healthz")).await, 200);
+}
+
+/// One hostile connection of each kind, reopened whenever vitals cuts it.
+async fn hold_a_slot(
+    addr: std::net::SocketAddr,
+    kind: usize,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        match kind % 3 {
+            // Idle: connect and say nothing.
+            0 => {}
+            // Slowloris: half a request head, then a byte now and then.
+            1 => {
+                let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+            }
+            // Slow reader: pipeline requests and never read the answers.
+            _ => {
+                let many = b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+                let _ = tokio::time::timeout(Duration::from_secs(30), s.write_all(&many)).await;
+            }
+        }
+        // Hold it until vitals closes it (a read of 0 or an error), then reopen.
+        let mut buf = [0u8; 1];
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = async {
+                loop {
+                    match kind % 3 {
+                        0 => match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        },
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            if s.write_all(b"X").await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => {
+                            // The slow reader never reads; it notices a close when a write fails.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            if s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            } => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn probes_keep_answering_while_hostile_clients_hold_every_slot() {
+    let v = VitalsProcess::start(
+        &bin(),
+        "[server]\nmax_connections = 32\nheader_read_timeout = \"2s\"\n",
+        &[],
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut attackers = Vec::new();
+    // Twice as many hostile clients as slots: every slot is held all the time.
+    for kind in 0..64 {
+        attackers.push(tokio::spawn(hold_a_slot(v.addr(), kind, stop.clone())));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A kubelet-like prober: a fresh connection for every probe, a 1 s timeout.
+    let prober = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    for i in 0..30 {
+        let path = ["/healthz", "/readyz", "/startupz"][i % 3];
+        let t = Instant::now();
+        match prober.get(v.url(path)).send().await {
+            Ok(r) if r.status() == 200 => latencies.push(t.elapsed()),
+            other => failures.push(format!("{path}: {other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    for a in attackers {
+        a.abort();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 30 probes failed: {failures:#?}",
+        failures.len()
+    );
+    latencies.sort();
+    eprintln!(
+        "probe latency under slot exhaustion: p50 {:?}, max {:?}",
+        latencies[15], latencies[29]
+    );
 }
