@@ -143,3 +143,62 @@ async fn metrics_follow_the_contract_and_pass_promtool() {
         "{om}"
     );
 }
+
+/// Scrapes encode off the runtime's workers: a flood of scrapes of a very large registry
+/// cannot delay liveness.
+#[tokio::test]
+async fn concurrent_scrapes_of_a_large_registry_do_not_delay_liveness() {
+    let mut config = String::from("[startup]\nrequire = []\n");
+    for i in 0..3000 {
+        config.push_str(&format!(
+            "[[dependencies]]\nname = \"d{i}\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\ninterval = \"24h\"\ntimeout = \"1s\"\ncritical = false\n"
+        ));
+    }
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let size = client()
+        .get(v.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .len();
+    assert!(size > 1_000_000, "a large registry: {size} bytes");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut scrapers = Vec::new();
+    for _ in 0..16 {
+        let (url, stop) = (v.url("/metrics"), stop.clone());
+        scrapers.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.is_cancelled() {
+                if let Ok(r) = c.get(&url).send().await {
+                    let _ = r.bytes().await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prober = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        let r = prober.get(v.url("/healthz")).send().await;
+        assert!(
+            matches!(&r, Ok(r) if r.status() == 200),
+            "a liveness probe failed during the scrapes: {r:?}"
+        );
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    for s in scrapers {
+        let _ = s.await;
+    }
+    eprintln!("slowest /healthz during 16 concurrent scrapes of {size} bytes: {worst:?}");
+}

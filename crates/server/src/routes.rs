@@ -38,6 +38,8 @@ const MAX_SIGNAL_BODY: usize = 4096;
 const MAX_REASON_CHARS: usize = 200;
 /// The longest ttl a report may carry; longer would mean "never expires".
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a scrape waits for the ones before it before answering 503.
+const SCRAPE_WAIT: Duration = Duration::from_secs(10);
 /// How long an agent call waits for the driver to publish its change.
 const APPLY_WITHIN: Duration = Duration::from_secs(2);
 
@@ -128,11 +130,14 @@ impl Routes {
             paths::READYZ if get_or_head => self.readiness(req.uri().query().unwrap_or("")),
             paths::STARTUPZ if get_or_head => self.startup(),
             paths::STATUS if get_or_head => self.status(),
-            paths::METRICS if get_or_head => self.metrics(
-                req.headers()
-                    .get(http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok()),
-            ),
+            paths::METRICS if get_or_head => {
+                let format = MetricsFormat::negotiate(
+                    req.headers()
+                        .get(http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                self.metrics(format).await
+            }
             paths::DRAIN if method == Method::POST => {
                 match self.denied(&req, peer, "POST /drain") {
                     Some(denied) => denied,
@@ -378,23 +383,43 @@ impl Routes {
         }
     }
 
-    fn metrics(&self, accept: Option<&str>) -> Resp {
-        let snapshot = self.shared.snapshot();
-        let now = now();
-        let liveness = self.shared.liveness(&snapshot, now);
-        let agent_age = self
-            .shared
-            .beats()
-            .agent
-            .map(|at| now.saturating_duration_since(at));
-        let format = MetricsFormat::negotiate(accept);
-        respond(
-            StatusCode::OK,
-            HeaderValue::from_static(format.content_type()),
-            self.shared
+    /// Encoding a large registry takes a while: it runs on the blocking pool, one scrape at a
+    /// time, so that no number of scrapes can hold the runtime's workers and delay a probe.
+    async fn metrics(&self, format: MetricsFormat) -> Resp {
+        let Some(_turn) = self.shared.scrape_turn(SCRAPE_WAIT).await else {
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "earlier scrapes are still being encoded; retry shortly\n",
+            );
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        };
+        let shared = self.shared.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let snapshot = shared.snapshot();
+            let now = now();
+            let liveness = shared.liveness(&snapshot, now);
+            let agent_age = shared
+                .beats()
+                .agent
+                .map(|at| now.saturating_duration_since(at));
+            shared
                 .metrics()
-                .encode(&snapshot, now, liveness, agent_age, format),
-        )
+                .encode(&snapshot, now, liveness, agent_age, format)
+        })
+        .await;
+        match encoded {
+            Ok(body) => respond(
+                StatusCode::OK,
+                HeaderValue::from_static(format.content_type()),
+                body,
+            ),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the metrics: {e}\n"),
+            ),
+        }
     }
 
     fn drain(&self, peer: Option<SocketAddr>) -> Resp {

@@ -60,6 +60,8 @@ struct Inner {
     drain: CancellationToken,
     /// Admin calls refused so far, for a log line that cannot be flooded.
     refused: std::sync::atomic::AtomicU64,
+    /// One `/metrics` encoding at a time; the others wait here, off the runtime's workers.
+    scrapes: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -81,6 +83,7 @@ impl Shared {
                 metrics,
                 drain: CancellationToken::new(),
                 refused: Default::default(),
+                scrapes: tokio::sync::Semaphore::new(1),
             }),
         };
         (
@@ -155,6 +158,14 @@ impl Shared {
             Ok(Ok(())) => Ok(()),
             _ => Err(Busy),
         }
+    }
+
+    /// Waits (at most `within`) for the turn to encode `/metrics`; `None` when it did not come.
+    pub async fn scrape_turn(&self, within: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(within, self.inner.scrapes.acquire())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Counts one refused admin call; returns how many there have been.
