@@ -115,3 +115,71 @@ async fn sigusr1_and_sigusr2_are_ignored_not_fatal() {
         .expect("exit after TERM");
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Peak resident memory of `pid`, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn drain_under_load_fails_no_request_during_the_delay_and_ends_within_grace() {
+    let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"2s\"\ngrace = \"1s\"\n", &[]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sent_at = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut load = Vec::new();
+    for i in 0..8 {
+        let url = v.url(if i % 2 == 0 { "/readyz" } else { "/healthz" });
+        let (stop, sent_at) = (stop.clone(), sent_at.clone());
+        load.push(tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut failed_in_delay) = (0u64, Vec::new());
+            while !stop.is_cancelled() {
+                let t = Instant::now();
+                match c.get(&url).send().await {
+                    Ok(r) if matches!(r.status().as_u16(), 200 | 503) => ok += 1,
+                    other => {
+                        // Only a failure inside the delay counts: after it vitals stops accepting.
+                        if sent_at
+                            .get()
+                            .is_some_and(|s| t.duration_since(*s) < Duration::from_millis(1900))
+                        {
+                            failed_in_delay.push(format!("{other:?}"));
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            (ok, failed_in_delay)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = peak_rss_kib(v.pid());
+    let _ = sent_at.set(Instant::now());
+    v.signal("TERM");
+    let exit = v.wait_exit(Duration::from_secs(10)).expect("no exit");
+    let took = sent_at.get().unwrap().elapsed();
+    stop.cancel();
+    let (mut served, mut failures) = (0, Vec::new());
+    for l in load {
+        let (ok, failed) = l.await.unwrap();
+        served += ok;
+        failures.extend(failed);
+    }
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the delay: {failures:?}",
+        failures.len()
+    );
+    assert!(served > 1000, "only {served} requests served");
+    assert!(
+        took >= Duration::from_secs(2) && took <= Duration::from_millis(3500),
+        "exit {took:?} after SIGTERM; delay + grace = 3s"
+    );
+    assert!(rss < 64 * 1024, "peak RSS {rss} KiB under load");
+}

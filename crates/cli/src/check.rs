@@ -173,4 +173,90 @@ mod tests {
         assert!(status_code(b"<html>\n").is_err());
         assert!(status_code(b"HTTP/1.1 abc\r\n").is_err());
     }
+
+    // ---- a proptest-driven fuzz of the response parser (no nightly toolchain for cargo-fuzz) ----
+    // Seeds: the hostile answers below; proptest mixes them with arbitrary bytes. A longer run:
+    // PROPTEST_CASES=20000 cargo test -p vitals-cli --bin vitals fuzz_.
+
+    use proptest::prelude::*;
+
+    const SEEDS: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 99999999999999999999 X\r\n",
+        b"HTTP/1.1 -1\r\n",
+        b"HTTP/ 200\n",
+        b"\x16\x03\x01\x00\xa5\x01",
+        b"\xff\xfe\xfd\n",
+        b"\r\n",
+        b"HTTP/1.1 200",
+        b"",
+    ];
+
+    fn answer() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::sample::select(SEEDS).prop_map(<[u8]>::to_vec),
+            prop::collection::vec(any::<u8>(), 0..2048),
+            (
+                prop::sample::select(SEEDS),
+                prop::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(a, b)| [a, &b[..]].concat()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+        ))]
+
+        /// Any first line: a status in 100..1000 from an HTTP/ line, or a reason; never a panic.
+        #[test]
+        fn fuzz_status_line(head in answer()) {
+            match status_code(&head) {
+                Ok(code) => {
+                    prop_assert!((100..1000).contains(&code));
+                    prop_assert!(head.starts_with(b"HTTP/"));
+                }
+                Err(reason) => prop_assert!(reason.starts_with("not an HTTP answer")),
+            }
+        }
+
+        #[test]
+        fn fuzz_url(url in "(http://)?[^ ]{0,80}") {
+            let _ = parse(&url);
+        }
+    }
+
+    /// A real server answering arbitrary bytes, then closing or hanging: `check` returns a
+    /// status or a reason within its timeout, and never panics.
+    #[test]
+    fn fuzz_live_answers_end_within_the_timeout() {
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(48));
+        runner
+            .run(&(answer(), any::<bool>()), |(bytes, hang)| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let server = std::thread::spawn(move || {
+                    let (mut s, _) = listener.accept().unwrap();
+                    let mut req = [0u8; 512];
+                    let _ = s.read(&mut req);
+                    let _ = s.write_all(&bytes);
+                    if hang {
+                        std::thread::sleep(Duration::from_millis(400));
+                    }
+                });
+                let start = Instant::now();
+                let result = check(
+                    &format!("http://{addr}/healthz"),
+                    Duration::from_millis(200),
+                );
+                prop_assert!(start.elapsed() < Duration::from_secs(2), "{result:?}");
+                if let Ok(code) = result {
+                    prop_assert!((100..1000).contains(&code));
+                }
+                server.join().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -139,3 +139,160 @@ async fn a_port_in_use_is_an_error_before_anything_starts() {
     assert!(matches!(err, Error::Bind { .. }), "{err}");
     assert!(err.to_string().contains("choose another address"), "{err}");
 }
+
+// ---- a proptest-driven fuzz of the configuration path (no nightly toolchain for cargo-fuzz) ----
+//
+// Adversarial health.toml documents, built from the real section and key names with hostile
+// values, go through what `vitals validate` and `vitals serve` do: load and validate, build every
+// client, build the runtime. Each either refuses with errors or yields a runtime; none panics.
+// The seed corpus is the value list below (overflowing, negative, empty, non-ASCII, wrongly
+// typed); proptest mixes them. A longer run: PROPTEST_CASES=20000 cargo test -p vitals fuzz_.
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    const SECTIONS: &[&str] = &[
+        "server",
+        "startup",
+        "liveness",
+        "readiness",
+        "drain",
+        "probes",
+        "agent",
+        "bogus",
+    ];
+    const KEYS: &[&str] = &[
+        "listen",
+        "admin_token_env",
+        "header_read_timeout",
+        "max_connections",
+        "timeout",
+        "require",
+        "stall_after",
+        "degraded_status",
+        "delay",
+        "grace",
+        "liveness",
+        "heartbeat",
+        "startup",
+        "period",
+        "name",
+        "kind",
+        "critical",
+        "interval",
+        "failure_threshold",
+        "success_threshold",
+        "stale_after",
+        "base_url",
+        "model",
+        "api_key_env",
+        "check",
+        "prompt",
+        "expect",
+        "address",
+        "url",
+        "method",
+        "expect_status",
+        "expect_body",
+        "headers",
+        "headers_env",
+        "expect_json",
+        "max_probes_per_hour",
+        "password_env",
+        "command",
+        "query",
+        "expect_rows",
+        "ttl",
+        "max_latency",
+        "health_path",
+        "api_version",
+    ];
+    const VALUES: &[&str] = &[
+        "\"30s\"",
+        "\"0s\"",
+        "\"1ns\"",
+        "\"400000000000y\"",
+        "\"99999999999999999999s\"",
+        "\"-5s\"",
+        "\"\"",
+        "\"24h\"",
+        "\"1e400s\"",
+        "0",
+        "-1",
+        "18446744073709551615",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1.5",
+        "nan",
+        "inf",
+        "true",
+        "\"required\"",
+        "\"signal\"",
+        "\"http\"",
+        "\"tcp\"",
+        "\"openai\"",
+        "\"redis\"",
+        "\"postgres\"",
+        "\"exec\"",
+        "\"anthropic\"",
+        "\"semantic\"",
+        "\"127.0.0.1:0\"",
+        "\"[::1]:9\"",
+        "\"http://127.0.0.1:9/x\"",
+        "\"redis://127.0.0.1:9/abc\"",
+        "\"postgres://u@127.0.0.1:9/d?sslmode=bogus\"",
+        "\"http://u:p@h/\"",
+        "\"/re(/\"",
+        "\"😀\\u0000\\n\"",
+        "[]",
+        "[\"a\", \"a\"]",
+        "[1, \"x\"]",
+        "{}",
+        "{ pointer = \"/x\" }",
+        "{ Authorization = \"UNSET_VAR\" }",
+        "[\"/bin/true\"]",
+        "429",
+        "500",
+    ];
+
+    fn entry() -> impl Strategy<Value = String> {
+        (prop::sample::select(KEYS), prop::sample::select(VALUES))
+            .prop_map(|(k, v)| format!("{k} = {v}\n"))
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        let table = (
+            prop::sample::select(SECTIONS),
+            prop::collection::vec(entry(), 0..5),
+        )
+            .prop_map(|(s, es)| format!("[{s}]\n{}", es.concat()));
+        let array = (
+            prop::sample::select(&["dependencies", "signals", "dependencies"][..]),
+            prop::collection::vec(entry(), 0..8),
+        )
+            .prop_map(|(s, es)| format!("[[{s}]]\n{}", es.concat()));
+        prop::collection::vec(prop_oneof![table, array], 0..6).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)
+        ))]
+
+        #[test]
+        fn fuzz_config_refuses_or_runs_never_panics(doc in document()) {
+            let env = |k: &str| (k == "LLM_KEY").then(|| "sk-fuzz-0000".to_owned());
+            if let Ok(config) = vitals_core::config::from_toml(&doc, &env) {
+                if crate::check_clients(&config).is_ok() {
+                    let built = crate::Builder::from_config(config).build();
+                    prop_assert!(built.is_ok(), "validated but not built: {doc}\n{:?}", built.err());
+                }
+            }
+        }
+
+        #[test]
+        fn fuzz_config_arbitrary_text_never_panics(doc in ".{0,400}") {
+            let _ = vitals_core::config::from_toml(&doc, &|_| None);
+        }
+    }
+}

@@ -19,6 +19,9 @@ mod redis;
 #[cfg(feature = "tcp")]
 mod tcp;
 
+#[cfg(all(test, feature = "http", feature = "llm"))]
+mod hostile_tests;
+
 use std::time::Duration;
 
 use vitals_core::config::Dependency;
