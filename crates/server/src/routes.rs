@@ -111,50 +111,41 @@ impl Routes {
         B: http_body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        match self.answer_now(&req, peer) {
+            Some(resp) => resp,
+            None => self.answer_later(req, peer).await,
+        }
+    }
+
+    /// The answer, when it needs no waiting: every probe route, `/status`, the agent API's
+    /// beat and drain, and every refusal. `None` for the three routes that wait (for a body, for
+    /// the driver, for a turn to encode metrics), which [`Routes::answer_later`] answers. Probes
+    /// take this path: no future to build, nothing to clone.
+    pub fn answer_now<B>(&self, req: &Request<B>, peer: Option<SocketAddr>) -> Option<Resp> {
         let method = req.method();
         let get_or_head = method == Method::GET || method == Method::HEAD;
         let path = req.uri().path();
-        if let Some(name) = path.strip_prefix(paths::SIGNALS_PREFIX) {
+        if path.starts_with(paths::SIGNALS_PREFIX) {
             if method != Method::PUT {
-                return method_not_allowed("PUT");
+                return Some(method_not_allowed("PUT"));
             }
-            if let Some(denied) = self.denied(&req, peer, "PUT /signals") {
-                return denied;
-            }
-            let name = name.to_owned();
-            return self.put_signal(&name, req.into_body()).await;
+            return self.denied(req, peer, "PUT /signals");
         }
-        match path {
+        Some(match path {
             paths::HEALTHZ | paths::LIVEZ if get_or_head => self.liveness(),
             paths::HEALTHZ_AGENT if get_or_head => self.agent_liveness(),
             paths::READYZ if get_or_head => self.readiness(req.uri().query().unwrap_or("")),
             paths::STARTUPZ if get_or_head => self.startup(),
             paths::STATUS if get_or_head => self.status(),
-            paths::METRICS if get_or_head => {
-                let format = MetricsFormat::negotiate(
-                    req.headers()
-                        .get(http::header::ACCEPT)
-                        .and_then(|v| v.to_str().ok()),
-                );
-                self.metrics(format).await
-            }
-            paths::DRAIN if method == Method::POST => {
-                match self.denied(&req, peer, "POST /drain") {
-                    Some(denied) => denied,
-                    None => self.drain(peer),
-                }
-            }
-            paths::HEARTBEAT if method == Method::POST => {
-                match self.denied(&req, peer, "POST /heartbeat") {
-                    Some(denied) => denied,
-                    None => self.heartbeat(),
-                }
-            }
+            paths::METRICS if get_or_head => return None,
+            paths::DRAIN if method == Method::POST => self
+                .denied(req, peer, "POST /drain")
+                .unwrap_or_else(|| self.drain(peer)),
+            paths::HEARTBEAT if method == Method::POST => self
+                .denied(req, peer, "POST /heartbeat")
+                .unwrap_or_else(|| self.heartbeat()),
             paths::STARTED if method == Method::POST => {
-                match self.denied(&req, peer, "POST /started") {
-                    Some(denied) => denied,
-                    None => self.started().await,
-                }
+                return self.denied(req, peer, "POST /started");
             }
             p if p.starts_with(paths::READYZ_PREFIX) && get_or_head => {
                 self.one_signal(&p[paths::READYZ_PREFIX.len()..])
@@ -172,6 +163,31 @@ impl Routes {
                 StatusCode::NOT_FOUND,
                 "not found; routes: /healthz /livez /healthz/agent /readyz /readyz/{name} /startupz /status /metrics, and POST /heartbeat /started /drain, PUT /signals/{name}\n",
             ),
+        })
+    }
+
+    /// The routes that wait, once [`Routes::answer_now`] has let the request through:
+    /// `PUT /signals/{name}`, `POST /started` and `GET /metrics`.
+    pub async fn answer_later<B>(&self, req: Request<B>, _peer: Option<SocketAddr>) -> Resp
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path();
+        if let Some(name) = path.strip_prefix(paths::SIGNALS_PREFIX) {
+            let name = name.to_owned();
+            return self.put_signal(&name, req.into_body()).await;
+        }
+        match path {
+            paths::STARTED => self.started().await,
+            _ => {
+                let format = MetricsFormat::negotiate(
+                    req.headers()
+                        .get(http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                self.metrics(format).await
+            }
         }
     }
 

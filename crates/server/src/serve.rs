@@ -30,7 +30,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::Routes;
+use crate::{Resp, Routes};
 
 /// Largest request head accepted; a probe needs a few hundred bytes.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -122,16 +122,21 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
         }
         let _ = stream.set_nodelay(true);
         let routes = routes.clone();
-        let in_request = busy.clone();
         // The peer goes straight to the handler: no per-request extension map to allocate.
+        // Probes are answered right here; only the routes that wait get a future, and only
+        // they mark the connection busy (an answer given here is never in progress).
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let routes = routes.clone();
-            let busy = in_request.clone();
-            busy.store(true, Ordering::Release);
-            async move {
-                let response = routes.handle(req, Some(peer)).await;
-                busy.store(false, Ordering::Release);
-                Ok::<_, Infallible>(response)
+            match routes.answer_now(&req, Some(peer)) {
+                Some(resp) => Answer::Now(Some(resp)),
+                None => {
+                    let (routes, busy) = (routes.clone(), busy.clone());
+                    busy.store(true, Ordering::Release);
+                    Answer::Later(Box::pin(async move {
+                        let resp = routes.answer_later(req, Some(peer)).await;
+                        busy.store(false, Ordering::Release);
+                        resp
+                    }))
+                }
             }
         });
         let io = StallDeadline::new(stream, header_read_timeout);
@@ -161,6 +166,23 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
     graceful.shutdown().await;
     connections.close();
     connections.wait().await;
+}
+
+/// A response now, or a future for one: probes need no allocation.
+enum Answer {
+    Now(Option<Resp>),
+    Later(Pin<Box<dyn Future<Output = Resp> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Resp, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Answer::Now(resp) => Poll::Ready(Ok(resp.take().expect("polled after completion"))),
+            Answer::Later(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
 }
 
 /// A stream whose writes may not stall longer than `limit`: a client that stops reading its
