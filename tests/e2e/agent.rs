@@ -149,14 +149,7 @@ async fn python_agent_beats_starts_and_reports_a_tool_from_real_traffic() {
         (200, true),
         "a hung agent is restarted by liveness, not drained by readiness"
     );
-    let body = client()
-        .get(v.url("/healthz/agent"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = crate::body(&v.url("/healthz/agent")).await;
     assert!(
         body.starts_with("agent heartbeat stale: last beat "),
         "{body}"

@@ -116,16 +116,6 @@ async fn sigusr1_and_sigusr2_are_ignored_not_fatal() {
     assert_eq!(exit.code(), Some(0));
 }
 
-/// Peak resident memory of `pid`, from /proc.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn drain_under_load_fails_no_request_during_the_delay_and_ends_within_grace() {
     let mut v = VitalsProcess::start(&bin(), "[drain]\ndelay = \"2s\"\ngrace = \"1s\"\n", &[]);
@@ -158,7 +148,7 @@ async fn drain_under_load_fails_no_request_during_the_delay_and_ends_within_grac
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss = peak_rss_kib(v.pid());
+    let rss = crate::peak_rss_kib(v.pid());
     let _ = sent_at.set(Instant::now());
     v.signal("TERM");
     let exit = v.wait_exit(Duration::from_secs(10)).expect("no exit");

@@ -337,13 +337,7 @@ async fn probes_keep_answering_while_hostile_clients_hold_every_slot() {
         attackers.push(tokio::spawn(hold_a_slot(v.addr(), kind, stop.clone())));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // A kubelet-like prober: a fresh connection for every probe, a 1 s timeout.
-    let prober = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let prober = crate::prober();
     // 30 probes (6 s) in the suite; VITALS_SOAK_SECS=600 makes it a ten-minute soak.
     let probes = std::env::var("VITALS_SOAK_SECS")
         .ok()
@@ -360,12 +354,7 @@ async fn probes_keep_answering_while_hostile_clients_hold_every_slot() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", v.pid())).unwrap();
-    let rss: u64 = rss
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let rss = crate::peak_rss_kib(v.pid());
     stop.cancel();
     for a in attackers {
         a.abort();

@@ -35,6 +35,38 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of `GET url`.
+pub async fn body(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A kubelet-like prober: a fresh connection for every probe, a 1 s timeout.
+pub fn prober() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
+/// Peak resident memory of process `pid` in KiB (`VmHWM` in /proc).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// Status of `GET url`.
 pub async fn status(url: &str) -> u16 {
     client()

@@ -155,15 +155,7 @@ async fn concurrent_scrapes_of_a_large_registry_do_not_delay_liveness() {
         ));
     }
     let v = VitalsProcess::start(&bin(), &config, &[]);
-    let size = client()
-        .get(v.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-        .len();
+    let size = crate::body(&v.url("/metrics")).await.len();
     assert!(size > 1_000_000, "a large registry: {size} bytes");
     let stop = tokio_util::sync::CancellationToken::new();
     let mut scrapers = Vec::new();
@@ -179,12 +171,7 @@ async fn concurrent_scrapes_of_a_large_registry_do_not_delay_liveness() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let prober = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let prober = crate::prober();
     let mut worst = Duration::ZERO;
     for _ in 0..20 {
         let t = std::time::Instant::now();

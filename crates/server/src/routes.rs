@@ -113,7 +113,7 @@ impl Routes {
     {
         match self.answer_now(&req, peer) {
             Some(resp) => resp,
-            None => self.answer_later(req, peer).await,
+            None => self.answer_later(req).await,
         }
     }
 
@@ -168,7 +168,7 @@ impl Routes {
 
     /// The routes that wait, once [`Routes::answer_now`] has let the request through:
     /// `PUT /signals/{name}`, `POST /started` and `GET /metrics`.
-    pub async fn answer_later<B>(&self, req: Request<B>, _peer: Option<SocketAddr>) -> Resp
+    pub async fn answer_later<B>(&self, req: Request<B>) -> Resp
     where
         B: http_body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

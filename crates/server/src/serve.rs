@@ -132,7 +132,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
                     let (routes, busy) = (routes.clone(), busy.clone());
                     busy.store(true, Ordering::Release);
                     Answer::Later(Box::pin(async move {
-                        let resp = routes.answer_later(req, Some(peer)).await;
+                        let resp = routes.answer_later(req).await;
                         busy.store(false, Ordering::Release);
                         resp
                     }))
