@@ -92,7 +92,7 @@ pub fn render(
     options: Options,
 ) -> Result<Rendered, Refusals> {
     let mut l = Limits::new(PLATFORM);
-    let startup = probe(&spec.startup, spec.port, &mut l);
+    let startup = probe(spec, &spec.startup, &mut l);
     let startup_period = startup.period_seconds.unwrap_or(0) as u64;
     l.range(
         "startupProbe.periodSeconds",
@@ -113,7 +113,7 @@ pub fn render(
             "lower startup.timeout to 240s or less; for a slower load, bind the port only once loading has started and let /startupz report it",
         );
     }
-    let liveness = probe(&spec.liveness, spec.port, &mut l);
+    let liveness = probe(spec, &spec.liveness, &mut l);
     l.range(
         "livenessProbe.periodSeconds",
         liveness.period_seconds.unwrap_or(0) as u64,
@@ -124,7 +124,7 @@ pub fn render(
     );
     let readiness = options
         .readiness
-        .then(|| probe(&spec.readiness, spec.port, &mut l));
+        .then(|| probe(spec, &spec.readiness, &mut l));
 
     let mut notes = Vec::new();
     if spec.stop_budget() > STOP_WINDOW {
@@ -223,7 +223,11 @@ pub fn render(
     Ok(rendered)
 }
 
-fn probe(p: &ProbeSpec, port: u16, l: &mut Limits) -> Probe {
+/// What Cloud Run counts as a passing HTTP probe (as kubelet does).
+const CLOUD_RUN_PASSES: std::ops::Range<u16> = 200..400;
+
+fn probe(spec: &HealthSpec, p: &ProbeSpec, l: &mut Limits) -> Probe {
+    let port = spec.port;
     let which = match p.probe {
         spec::Probe::Liveness => "livenessProbe",
         spec::Probe::Readiness => "readinessProbe",
@@ -266,7 +270,7 @@ fn probe(p: &ProbeSpec, port: u16, l: &mut Limits) -> Probe {
     let int = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some(p.probe.path().into()),
+            path: Some(spec.probe_path(p.probe, CLOUD_RUN_PASSES)),
             port: IntOrString::Int(i32::from(port)),
             ..Default::default()
         }),

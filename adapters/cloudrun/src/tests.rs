@@ -188,3 +188,25 @@ proptest! {
         }
     }
 }
+
+/// Cloud Run passes only 200-399, as kubelet does: degraded must not mean "not ready".
+#[test]
+fn a_degraded_429_instance_stays_in_traffic() {
+    for (degraded, path) in [(429, "/readyz?degraded_status=200"), (200, "/readyz")] {
+        let spec = spec_from_toml(&format!(
+            "{QUICK}[readiness]\ndegraded_status = {degraded}\n"
+        ));
+        let r = render(
+            &spec,
+            &workload(Layout::Embedded),
+            Options { readiness: true },
+        )
+        .unwrap();
+        let c = &doc(&r)["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["readinessProbe"]["httpGet"]["path"],
+            Value::from(path),
+            "{degraded}"
+        );
+    }
+}

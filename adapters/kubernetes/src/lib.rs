@@ -111,9 +111,9 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
             container_port: i32::from(spec.port),
             ..Default::default()
         }]),
-        startup_probe: Some(probe(&spec.startup, limits)),
-        liveness_probe: Some(probe(&spec.liveness, limits)),
-        readiness_probe: Some(probe(&spec.readiness, limits)),
+        startup_probe: Some(probe(spec, &spec.startup, limits)),
+        liveness_probe: Some(probe(spec, &spec.liveness, limits)),
+        readiness_probe: Some(probe(spec, &spec.readiness, limits)),
         ..Default::default()
     };
     // The pod's grace period only needs to be long enough, so it rounds up.
@@ -198,7 +198,10 @@ impl KubeLimits for Limits {
     }
 }
 
-fn probe(p: &ProbeSpec, limits: &mut Limits) -> Probe {
+/// What kubelet counts as a passing HTTP probe.
+const KUBELET_PASSES: std::ops::Range<u16> = 200..400;
+
+fn probe(spec: &HealthSpec, p: &ProbeSpec, limits: &mut Limits) -> Probe {
     let which = match p.probe {
         vitals_core::spec::Probe::Liveness => "livenessProbe",
         vitals_core::spec::Probe::Readiness => "readinessProbe",
@@ -230,7 +233,7 @@ fn probe(p: &ProbeSpec, limits: &mut Limits) -> Probe {
     }
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some(p.probe.path().into()),
+            path: Some(spec.probe_path(p.probe, KUBELET_PASSES)),
             port: IntOrString::String(PORT_NAME.into()),
             ..Default::default()
         }),

@@ -174,3 +174,24 @@ proptest! {
         }
     }
 }
+
+/// kubelet passes only 200-399: with degraded_status = 429 the readiness probe asks for 200
+/// while degraded, or one non-critical outage would take every replica out of traffic.
+#[test]
+fn a_degraded_429_instance_stays_in_traffic() {
+    for (degraded, path) in [(429, "/readyz?degraded_status=200"), (200, "/readyz")] {
+        let spec = spec_from_toml(&format!("[readiness]\ndegraded_status = {degraded}\n"));
+        let r = render(&spec, &workload(Layout::Sidecar), Output::Deployment).unwrap();
+        let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+        let c = &d["spec"]["template"]["spec"]["containers"][1];
+        assert_eq!(
+            c["readinessProbe"]["httpGet"]["path"],
+            Value::from(path),
+            "{degraded}"
+        );
+        assert_eq!(
+            c["livenessProbe"]["httpGet"]["path"],
+            Value::from("/healthz")
+        );
+    }
+}

@@ -99,6 +99,20 @@ impl HealthSpec {
         }
     }
 
+    /// The path a platform's probe of `probe` requests, for a platform that counts the statuses
+    /// in `passing` as success (kubelet and Cloud Run: 200–399). When `readiness.degraded_status`
+    /// is outside them (429 for Consul), the readiness path asks vitals for 200 while degraded:
+    /// otherwise one non-critical outage would take every replica out of traffic, the opposite
+    /// of degraded mode.
+    pub fn probe_path(&self, probe: Probe, passing: std::ops::Range<u16>) -> String {
+        match probe {
+            Probe::Readiness if !passing.contains(&self.degraded_status) => {
+                format!("{READINESS_PATH}?degraded_status=200")
+            }
+            other => other.path().to_owned(),
+        }
+    }
+
     /// The time a stop needs: the drain delay plus the grace for in-flight work.
     pub fn stop_budget(&self) -> Duration {
         self.drain_delay.saturating_add(self.drain_grace)
