@@ -104,13 +104,22 @@ pub fn render(
     );
     let window = startup_period * u64::from(spec.startup.failure_threshold);
     // A period past 240 is refused above; the window would only repeat it.
-    if startup_period <= 240 && window > STARTUP_WINDOW_MAX {
+    if (1..=240).contains(&startup_period) && window > STARTUP_WINDOW_MAX {
+        // The largest budget whose probes fit: the failure threshold is ceil(budget / period),
+        // so a budget of 240s with a 7s period needs 35 probes, 245s: the fix must be below it.
+        let fits = STARTUP_WINDOW_MAX / startup_period;
+        let budget = fits * startup_period;
+        let also = if STARTUP_WINDOW_MAX % startup_period != 0 {
+            ", or a probes.startup.period that divides 240s, such as 5s, 6s or 8s"
+        } else {
+            ""
+        };
         l.refuse(
             "startupProbe.failureThreshold × periodSeconds",
             format!("{} × {startup_period} = {window}s", spec.startup.failure_threshold),
             format!("exceeds {STARTUP_WINDOW_MAX}s"),
             "startup.timeout, probes.startup.period",
-            "lower startup.timeout to 240s or less; for a slower load, bind the port only once loading has started and let /startupz report it",
+            format!("lower startup.timeout to {budget}s ({fits} probes of {startup_period}s fit in 240s){also}; for a slower load, bind the port only once loading has started and let /startupz report it"),
         );
     }
     let liveness = probe(spec, &spec.liveness, &mut l);

@@ -119,7 +119,10 @@ fn limits_table() {
     let cases: Vec<(&str, Change, Option<&str>)> = vec![
         ("window 240", budget(240, 10), None),
         ("window 250", budget(241, 10),
-            Some("cloudrun: startupProbe.failureThreshold × periodSeconds = 25 × 10 = 250s exceeds 240s (from startup.timeout, probes.startup.period); lower startup.timeout to 240s or less; for a slower load, bind the port only once loading has started and let /startupz report it")),
+            Some("cloudrun: startupProbe.failureThreshold × periodSeconds = 25 × 10 = 250s exceeds 240s (from startup.timeout, probes.startup.period); lower startup.timeout to 240s (24 probes of 10s fit in 240s); for a slower load, bind the port only once loading has started and let /startupz report it")),
+        // 240s already, but 7s does not divide it: ceil(240 / 7) = 35 probes, 245s.
+        ("window 245 from a 240s budget", budget(240, 7),
+            Some("cloudrun: startupProbe.failureThreshold × periodSeconds = 35 × 7 = 245s exceeds 240s (from startup.timeout, probes.startup.period); lower startup.timeout to 238s (34 probes of 7s fit in 240s), or a probes.startup.period that divides 240s, such as 5s, 6s or 8s; for a slower load, bind the port only once loading has started and let /startupz report it")),
         ("startup period 240", budget(240, 240), None),
         ("startup period 241", budget(241, 241),
             Some("cloudrun: startupProbe.periodSeconds = 241 exceeds 240 (from probes.startup.period); lower probes.startup.period to 240s or less")),
