@@ -277,3 +277,41 @@ fn names_and_label_names_that_could_escape_their_place_are_refused() {
         assert!(!dir.path().join("x").exists() && !Path::new("/x").exists());
     }
 }
+
+#[test]
+fn probes_no_platform_can_reach_and_colliding_ports_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let loopback = config(dir.path(), "[server]\nlisten = \"127.0.0.1:8080\"\n");
+    let out = vitals(&["render", "kubernetes", "--config", &loopback]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("server.listen = 127.0.0.1:8080 is loopback"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = config(dir.path(), "");
+    let out = vitals(&["render", "ecs", "--config", &plain, "--agent-port", "8080"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("agent port = 8080 is vitals' port too"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = vitals(&["render", "nomad", "--config", &plain, "--agent-port", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Embedded, the agent serves vitals' routes on its own port: one port is the point.
+    let out = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &plain,
+        "--layout",
+        "embedded",
+        "--agent-port",
+        "8080",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

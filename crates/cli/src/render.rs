@@ -85,7 +85,7 @@ pub struct RenderArgs {
     #[arg(long, default_value = "registry.example.com/vitals:0.1.0")]
     pub vitals_image: String,
     /// The port the agent serves its own traffic on (sidecar layout).
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
     pub agent_port: u16,
     /// Where vitals runs: its own container, or inside the agent.
     #[arg(long, value_enum, default_value_t = LayoutArg::Sidecar)]
@@ -208,7 +208,9 @@ pub fn run(args: &RenderArgs) -> ExitCode {
                 );
                 Ok(r)
             }
-            _ => render(p, &spec, &workload, args),
+            _ => spec
+                .check_workload(&workload)
+                .and_then(|()| render(p, &spec, &workload, args)),
         };
         match rendered {
             Ok(r) => outputs.push((p, r)),

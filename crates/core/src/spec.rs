@@ -76,6 +76,8 @@ pub struct HealthSpec {
     pub drain_grace: Duration,
     /// `readiness.degraded_status`: what `/readyz` answers when degraded (200 or 429 …).
     pub degraded_status: u16,
+    /// `server.listen`, whose address decides whether a platform's probe can reach it.
+    pub listen: std::net::SocketAddr,
 }
 
 impl HealthSpec {
@@ -96,6 +98,38 @@ impl HealthSpec {
             drain_delay: config.drain.delay,
             drain_grace: config.drain.grace,
             degraded_status: config.readiness.degraded_status,
+            listen: config.server.listen,
+        }
+    }
+
+    /// What no platform can run, whichever it is: a probe address only the container itself can
+    /// reach, or an agent and a sidecar vitals on one port of one network namespace.
+    pub fn check_workload(&self, workload: &Workload) -> Result<(), Refusals> {
+        let mut refusals = Vec::new();
+        if self.listen.ip().is_loopback() {
+            refusals.push(Refusal {
+                platform: "every platform",
+                field: "server.listen".into(),
+                value: self.listen.to_string(),
+                limit: "is loopback: the platform's probes come from outside the container".into(),
+                key: "server.listen".into(),
+                fix: format!("listen on 0.0.0.0:{} (or [::]:{})", self.port, self.port),
+            });
+        }
+        if workload.layout == Layout::Sidecar && workload.agent_port == self.port {
+            refusals.push(Refusal {
+                platform: "every platform",
+                field: "agent port".into(),
+                value: workload.agent_port.to_string(),
+                limit: "is vitals' port too: the agent and the vitals sidecar share the pod's (or task's) network".into(),
+                key: "--agent-port, server.listen".into(),
+                fix: "give the agent and vitals different ports".into(),
+            });
+        }
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusals(refusals))
         }
     }
 

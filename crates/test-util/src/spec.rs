@@ -72,6 +72,7 @@ pub fn arb_spec() -> impl Strategy<Value = HealthSpec> {
                     drain_delay: delay,
                     drain_grace: grace,
                     degraded_status: degraded,
+                    listen: ([0, 0, 0, 0], port).into(),
                 }
             },
         )
