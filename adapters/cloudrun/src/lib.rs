@@ -109,7 +109,7 @@ pub fn render(
         // so a budget of 240s with a 7s period needs 35 probes, 245s: the fix must be below it.
         let fits = STARTUP_WINDOW_MAX / startup_period;
         let budget = fits * startup_period;
-        let also = if STARTUP_WINDOW_MAX % startup_period != 0 {
+        let also = if !STARTUP_WINDOW_MAX.is_multiple_of(startup_period) {
             ", or a probes.startup.period that divides 240s, such as 5s, 6s or 8s"
         } else {
             ""
