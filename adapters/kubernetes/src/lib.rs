@@ -1,7 +1,10 @@
 //! Kubernetes: a Deployment (or a strategic-merge patch for an existing one) whose probes come
 //! from a [`HealthSpec`], built from `k8s-openapi` types.
 //!
-//! - startupProbe on `/startupz`, `failureThreshold = ceil(startup budget / period)`;
+//! - startupProbe on `/startupz`, `failureThreshold = ceil(startup budget / period) + 1`: kubelet
+//!   probes at once and then every period, so n failures span (n - 1) periods;
+//! - `progressDeadlineSeconds` outlasts the startup budget (a rollout is not marked failed while
+//!   its pods are still allowed to boot);
 //! - livenessProbe on `/healthz`, readinessProbe on `/readyz`;
 //! - `terminationGracePeriodSeconds` = drain delay + grace; in the sidecar layout the agent's
 //!   container gets a `preStop` sleep of the drain delay, so it keeps serving while vitals turns
@@ -44,7 +47,7 @@ pub fn render(
     let pod = limits.finish(pod)?;
     let mut rendered = Rendered::default();
     let yaml = match output {
-        Output::Deployment => to_yaml(&deployment(workload, pod)),
+        Output::Deployment => to_yaml(&deployment(spec, workload, pod)),
         Output::Patch => to_yaml(&serde_json::json!({ "spec": { "template": { "spec": pod } } })),
     };
     let name = match output {
@@ -77,7 +80,19 @@ fn to_yaml<T: serde::Serialize>(value: &T) -> String {
     serde_yaml_ng::to_string(value).expect("k8s-openapi types serialize")
 }
 
-fn deployment(workload: &Workload, pod: PodSpec) -> Deployment {
+/// Kubernetes' own default `progressDeadlineSeconds`.
+const DEFAULT_PROGRESS_DEADLINE: u64 = 600;
+
+/// How long a rollout may make no progress before Kubernetes marks it failed: past the startup
+/// budget and the readiness probes that follow it, with a minute to spare, and never below
+/// Kubernetes' default.
+fn progress_deadline(spec: &HealthSpec) -> i32 {
+    let ready = spec.readiness.period.as_secs_ceil() * u64::from(spec.readiness.success_threshold);
+    let needed = spec.startup_budget.as_secs_ceil() + ready + 60;
+    i32::try_from(needed.max(DEFAULT_PROGRESS_DEADLINE)).unwrap_or(i32::MAX)
+}
+
+fn deployment(spec: &HealthSpec, workload: &Workload, pod: PodSpec) -> Deployment {
     let labels = BTreeMap::from([("app".to_string(), workload.name.clone())]);
     Deployment {
         metadata: ObjectMeta {
@@ -87,6 +102,7 @@ fn deployment(workload: &Workload, pod: PodSpec) -> Deployment {
         },
         spec: Some(DeploymentSpec {
             replicas: Some(2),
+            progress_deadline_seconds: Some(progress_deadline(spec)),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 ..Default::default()
@@ -249,7 +265,11 @@ fn probe(spec: &HealthSpec, p: &ProbeSpec, limits: &mut Limits) -> Probe {
         )),
         failure_threshold: Some(limits.int32(
             &format!("{which}.failureThreshold"),
-            u64::from(p.failure_threshold),
+            match p.probe {
+                // The first probe is at t = 0: one more covers the last period of the budget.
+                vitals_core::spec::Probe::Startup => u64::from(p.failure_threshold) + 1,
+                _ => u64::from(p.failure_threshold),
+            },
             &failure_key,
         )),
         success_threshold: Some(limits.int32(

@@ -70,7 +70,8 @@ fn startup_threshold_covers_the_budget_and_grace_covers_the_drain() {
     let pod = &doc["spec"]["template"]["spec"];
     assert_eq!(pod["terminationGracePeriodSeconds"], Value::from(35));
     let vitals = &pod["containers"][1];
-    assert_eq!(vitals["startupProbe"]["failureThreshold"], Value::from(30));
+    // 300s / 10s = 30 periods; the first probe is at t = 0, so 31 probes span them all.
+    assert_eq!(vitals["startupProbe"]["failureThreshold"], Value::from(31));
     assert_eq!(vitals["startupProbe"]["periodSeconds"], Value::from(10));
     assert_eq!(
         vitals["startupProbe"]["httpGet"]["path"],
@@ -194,4 +195,38 @@ fn a_degraded_429_instance_stays_in_traffic() {
             Value::from("/healthz")
         );
     }
+}
+
+/// kubelet probes at once, then every period: n failures span (n - 1) periods, so the window
+/// needs one probe more than budget / period to cover the whole budget.
+#[test]
+fn the_startup_window_covers_the_whole_budget_and_the_rollout_outlasts_it() {
+    let spec = spec_from_toml("[startup]\ntimeout = \"1200s\"\n[probes]\nstartup = { period = \"10s\", timeout = \"2s\" }\n");
+    let r = render(&spec, &workload(Layout::Sidecar), Output::Deployment).unwrap();
+    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let startup = &d["spec"]["template"]["spec"]["containers"][1]["startupProbe"];
+    let (n, period) = (
+        startup["failureThreshold"].as_u64().unwrap(),
+        startup["periodSeconds"].as_u64().unwrap(),
+    );
+    assert!(
+        (n - 1) * period >= 1200,
+        "restarted after {}s of a 1200s budget",
+        (n - 1) * period
+    );
+    assert_eq!(n, 121);
+    let deadline = d["spec"]["progressDeadlineSeconds"].as_u64().unwrap();
+    assert!(
+        deadline > 1200,
+        "rollout marked failed at {deadline}s, inside the startup budget"
+    );
+    // A short budget keeps Kubernetes' own default of 600s.
+    let r = render(
+        &spec_from_toml(""),
+        &workload(Layout::Sidecar),
+        Output::Deployment,
+    )
+    .unwrap();
+    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    assert_eq!(d["spec"]["progressDeadlineSeconds"], Value::from(600));
 }
