@@ -172,7 +172,7 @@ fn apply_registers_a_revision_that_changes_only_the_health_fields() {
     assert_eq!(
         vitals["healthCheck"],
         serde_json::json!({
-            "command": ["CMD", "/usr/local/bin/vitals", "check", "http://127.0.0.1:8080/healthz"],
+            "command": ["CMD", "/usr/local/bin/vitals", "check", "http://127.0.0.1:8080/healthz", "--timeout", "1750ms"],
             "interval": 10, "timeout": 2, "retries": 3, "startPeriod": 300
         })
     );

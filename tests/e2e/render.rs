@@ -40,8 +40,8 @@ fn render_one_platform_prints_it() {
         yaml.contains("kind: Deployment") && yaml.contains("name: planner"),
         "{yaml}"
     );
-    // 60s budget / 5s period.
-    assert!(yaml.contains("failureThreshold: 12"), "{yaml}");
+    // 60s budget / 5s period = 12 periods; the first probe is at t = 0, so 13 probes.
+    assert!(yaml.contains("failureThreshold: 13"), "{yaml}");
 }
 
 #[test]

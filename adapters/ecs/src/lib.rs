@@ -200,6 +200,9 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
         "lower drain.grace to 3600s or less",
     );
 
+    // `vitals check` gives up a quarter second before ECS would kill it, so a slow answer is
+    // reported with its own reason ("timed out after 1.75s") rather than as a killed command.
+    let check_timeout_ms = timeout.saturating_mul(1000).saturating_sub(250).max(250);
     let command = vec![
         "CMD".to_string(),
         workload.vitals_path.clone(),
@@ -209,6 +212,8 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
             spec.port,
             vitals_core::spec::LIVENESS_PATH
         ),
+        "--timeout".to_string(),
+        format!("{check_timeout_ms}ms"),
     ];
     let plan = Plan {
         health_check: HealthCheck {

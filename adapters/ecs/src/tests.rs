@@ -54,8 +54,11 @@ fn health_command_is_vitals_check_without_a_shell() {
             "CMD",
             "/usr/local/bin/vitals",
             "check",
-            "http://127.0.0.1:8080/healthz"
-        ])
+            "http://127.0.0.1:8080/healthz",
+            "--timeout",
+            "1750ms"
+        ]),
+        "vitals check gives up just before ECS's 2s timeout, with a reason of its own"
     );
     assert_eq!(
         (
@@ -198,4 +201,16 @@ proptest! {
             Err(e) => prop_assert!(e.0.iter().all(|r| r.platform == PLATFORM && !r.key.is_empty() && !r.fix.is_empty())),
         }
     }
+}
+
+/// The health command's own timeout follows healthCheck.timeout: with the default 2s of
+/// `vitals check`, a 5s healthCheck.timeout was never used.
+#[test]
+fn the_health_command_times_out_with_the_health_check() {
+    let spec = spec_from_toml("[probes]\nliveness = { period = \"10s\", timeout = \"5s\" }\n");
+    let r = render(&spec, &workload(Layout::Embedded)).unwrap();
+    let hc = &file(&r, "task-definition.json")["containerDefinitions"][0]["healthCheck"];
+    assert_eq!(hc["timeout"], 5);
+    assert_eq!(hc["command"][4], "--timeout");
+    assert_eq!(hc["command"][5], "4750ms");
 }
