@@ -200,3 +200,38 @@ fn text_logs_carry_no_colour_escapes_when_stderr_is_not_a_terminal() {
     assert!(logs.contains("serving /healthz"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "colour escapes in {logs:?}");
 }
+
+#[test]
+fn validate_offline_checks_the_file_without_the_secrets() {
+    let toml = "[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\napi_key_env = \"E2E_OFFLINE_KEY_NOT_SET\"\n";
+    let (code, _, stderr) = validate(toml, &[]);
+    assert_eq!(
+        code,
+        Some(64),
+        "without --offline the secret must be set: {stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--offline", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("secrets not read (--offline)"), "{stdout}");
+    // Offline still finds every other problem.
+    std::fs::write(&path, format!("{toml}interval = \"1ms\"\n")).unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--offline", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

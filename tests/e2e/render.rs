@@ -315,3 +315,22 @@ fn probes_no_platform_can_reach_and_colliding_ports_are_refused() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_renderers_environment_does_not_change_what_is_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[drain]\ndelay = \"5s\"\ngrace = \"20s\"\n");
+    let out = Command::new(bin())
+        .args(["render", "kubernetes", "--config", &cfg])
+        .env("VITALS_DRAIN__DELAY", "99s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    assert!(yaml.contains("terminationGracePeriodSeconds: 25"), "{yaml}");
+    assert!(
+        text(&out.stderr).contains("VITALS_DRAIN__DELAY is not read by render"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -10,38 +10,68 @@ use vitals_core::{Config, ConfigErrors};
 
 use crate::EXIT_CONFIG;
 
-/// The file (when given), then `VITALS_<SECTION>__<KEY>` variables. Only variables with `__` are
-/// configuration, so `VITALS_CONFIG` and `VITALS_LOG_FORMAT` stay flags.
-pub fn figment(path: Option<&Path>) -> Figment {
+/// The `VITALS_<SECTION>__<KEY>` variables. Only variables with `__` are configuration, so
+/// `VITALS_CONFIG` and `VITALS_LOG_FORMAT` stay flags.
+fn env_overrides() -> Env {
+    Env::prefixed("VITALS_")
+        .filter(|k| k.as_str().contains("__"))
+        .split("__")
+}
+
+/// The file (when given), then, with `overrides`, the `VITALS_*` variables.
+pub fn figment(path: Option<&Path>, overrides: bool) -> Figment {
     let mut f = Figment::new();
     if let Some(path) = path {
         f = f.merge(Toml::file_exact(path));
     }
-    f.merge(
-        Env::prefixed("VITALS_")
-            .filter(|k| k.as_str().contains("__"))
-            .split("__"),
-    )
+    if overrides {
+        f = f.merge(env_overrides());
+    }
+    f
+}
+
+/// A stand-in for secrets when they are not read: a valid header value, never a real one.
+fn placeholder(_: &str) -> Option<String> {
+    Some("secret-not-read".into())
 }
 
 /// Reads and validates, and builds every dependency's client (so that what `validate` accepts,
 /// `serve` runs); on failure prints every problem and returns the exit code.
 pub fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    let config = load_with(path, &|k| std::env::var(k).ok())?;
+    checked(path, load_with(path, true, &|k| std::env::var(k).ok())?)
+}
+
+/// `vitals validate --offline`, a CI lint: everything `load` checks, but the variables named by
+/// `*_env` keys are not read (they need not be set where the lint runs).
+pub fn load_offline(path: &Path) -> Result<Config, ExitCode> {
+    checked(Some(path), load_with(Some(path), true, &placeholder)?)
+}
+
+/// For `vitals render`: the file alone. The rendered files describe `health.toml`, so neither
+/// the secrets nor the `VITALS_*` variables of the machine that renders (a CI runner, a laptop)
+/// may change them; each such variable set is named in a note.
+pub fn load_for_render(path: &Path) -> Result<Config, ExitCode> {
+    let mut ignored: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("VITALS_") && k.contains("__"))
+        .collect();
+    ignored.sort();
+    for var in ignored {
+        eprintln!("note: {var} is not read by render: the files describe {} alone; set it in the platform's container environment instead", path.display());
+    }
+    load_with(Some(path), false, &placeholder)
+}
+
+fn checked(path: Option<&Path>, config: Config) -> Result<Config, ExitCode> {
     match vitals::check_clients(&config) {
         Ok(()) => Ok(config),
         Err(errors) => Err(report(path, &errors)),
     }
 }
 
-/// For `vitals render`, which never uses a secret: variables named by `*_env` keys need not be
-/// set on the machine that renders (a CI runner, a laptop).
-pub fn load_without_secrets(path: &Path) -> Result<Config, ExitCode> {
-    load_with(Some(path), &|_| Some("unused-when-rendering".into()))
-}
-
 fn load_with(
     path: Option<&Path>,
+    overrides: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ExitCode> {
     if let Some(path) = path {
@@ -53,7 +83,8 @@ fn load_with(
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     }
-    vitals_core::config::load(&figment(path), env).map_err(|errors| report(path, &errors))
+    vitals_core::config::load(&figment(path, overrides), env)
+        .map_err(|errors| report(path, &errors))
 }
 
 fn report(path: Option<&Path>, errors: &ConfigErrors) -> ExitCode {
@@ -64,11 +95,20 @@ fn report(path: Option<&Path>, errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-pub fn validate_command(path: &Path) -> ExitCode {
-    match load(Some(path)) {
+pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
+    let loaded = if offline {
+        load_offline(path)
+    } else {
+        load(Some(path))
+    };
+    match loaded {
         Err(code) => code,
         Ok(config) => {
-            out!("{}: valid", path.display());
+            if offline {
+                out!("{}: valid (secrets not read (--offline))", path.display());
+            } else {
+                out!("{}: valid", path.display());
+            }
             out!("  listen {}", config.server.listen);
             out!(
                 "  startup budget {}, requires: {}",

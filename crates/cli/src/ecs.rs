@@ -117,7 +117,7 @@ pub fn run(command: EcsCommand) -> ExitCode {
 }
 
 fn apply(args: ApplyArgs) -> ExitCode {
-    let config = match crate::config::load_without_secrets(&args.config) {
+    let config = match crate::config::load_for_render(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -163,7 +163,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         eprintln!("error: `vitals render all` writes several platforms' files; pass --out DIR");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let config = match crate::config::load_without_secrets(&args.config) {
+    let config = match crate::config::load_for_render(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
