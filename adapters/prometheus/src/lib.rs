@@ -6,8 +6,8 @@
 //! - `AgentRestartLoop`: more than 3 restarts of one instance in 10 minutes (page), from vitals'
 //!   own `process_start_time_seconds` (every platform), or on Kubernetes from kube-state-metrics;
 //! - `AgentDependencyDown`: a critical dependency down for 2 minutes, named (ticket);
-//! - `AgentProbeStale`: no check of a dependency completed for 5 of its intervals: the poller
-//!   itself is stuck (ticket).
+//! - `AgentProbeStale`: no check of a dependency completed for 5 of its intervals (at least two
+//!   minutes, so that several scrapes fall in the window): the poller itself is stuck (ticket).
 //!
 //! A single liveness failure pages nothing: no rule reads `vitals_live`.
 //!
@@ -231,7 +231,7 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
         .dependencies
         .iter()
         .map(|d| {
-            let window = prom_duration(d.interval.saturating_mul(5));
+            let window = prom_duration(stale_window(d.interval));
             format!(
                 "(sum by (job, instance, dependency) (increase({}{}[{window}])) == 0)",
                 m::CHECKS_TOTAL,
@@ -246,11 +246,22 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
             Some("1m"),
             "ticket",
             "checks of {{ $labels.dependency }} on {{ $labels.instance }} have stopped",
-            "No check of {{ $labels.dependency }} has completed for 5 of its intervals: the poller is stuck, so readiness rests on a stale result until it expires.",
+            "No check of {{ $labels.dependency }} has completed for 5 of its intervals (at least 2 minutes, so that several scrapes fall in the window): the poller is stuck, so readiness rests on a stale result until it expires.",
             "Restart the instance and report it with its /status output and logs.",
         ));
     }
     rules
+}
+
+/// The shortest window `AgentProbeStale` looks back over: `increase()` needs two samples in its
+/// window, and a scrape interval of 30s puts four in two minutes. A 1s check interval alone gave
+/// a 5s window with no sample in it, so the alert could never fire.
+const MIN_STALE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How long no check may complete before the poller counts as stuck: 5 intervals, or
+/// [`MIN_STALE_WINDOW`] when that is longer.
+fn stale_window(interval: Duration) -> Duration {
+    interval.saturating_mul(5).max(MIN_STALE_WINDOW)
 }
 
 /// Renders `alerts/vitals-alerts.yml` and its `promtool test rules` file.

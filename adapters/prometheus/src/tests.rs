@@ -116,3 +116,36 @@ fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
         "every contract metric has a panel: {used:?}"
     );
 }
+
+/// A 1s check interval gave AgentProbeStale a 5s window, with no scrape in it: the alert could
+/// never fire, and its own generated test failed. The rendered test file must pass promtool.
+#[test]
+fn a_short_interval_still_gets_a_window_that_holds_scrapes() {
+    let config = vitals_core::config::from_toml(
+        "[[dependencies]]\nname = \"fast\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+        &|_| None,
+    )
+    .unwrap();
+    let r = render(&config, &Options::default());
+    let rules = &r.files[0].contents;
+    assert!(rules.contains("[2m])) == 0)"), "{rules}");
+    let dir = tempfile::tempdir().unwrap();
+    for f in &r.files {
+        std::fs::write(dir.path().join(&f.name), &f.contents).unwrap();
+    }
+    let test = r
+        .files
+        .iter()
+        .find(|f| f.name.ends_with("_test.yml"))
+        .unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", &test.name])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool not found; run scripts/setup-test-deps");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
