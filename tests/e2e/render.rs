@@ -334,3 +334,79 @@ fn the_renderers_environment_does_not_change_what_is_rendered() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn one_platforms_refusal_blocks_only_a_render_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 600s startup budget: Cloud Run's startup window is at most 240s; the others take it.
+    let cfg = config(dir.path(), "[startup]\ntimeout = \"600s\"\n");
+    let out_dir = dir.path().join("deploy");
+    let out = vitals(&[
+        "render",
+        "all",
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cloudrun: startupProbe"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !out_dir.exists(),
+        "nothing is written when a named platform refuses"
+    );
+    let out = vitals(&[
+        "render",
+        "kubernetes,nomad,alerts",
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["alerts", "kubernetes", "nomad"]);
+    let out = vitals(&["render", "kubernetes,nomad", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(64), "two platforms need --out");
+}
+
+/// A disk that fills up midway leaves no half render: every file is staged first.
+#[test]
+fn a_write_error_midway_leaves_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    // A 32 KiB tmpfs in a mount namespace of its own holds a few of the render's files, not all.
+    let script = r#"mount -t tmpfs -o size=32k tmpfs "$0" || exit 99
+"$1" render all --config "$2" --out "$0/deploy" 2>&1 | tail -1
+echo "files: $(find "$0/deploy" -type f 2>/dev/null | wc -l)"
+echo "entries: $(ls -A "$0/deploy" 2>/dev/null | wc -l)""#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(&mnt)
+        .arg(bin())
+        .arg(&cfg)
+        .output()
+        .expect("unshare (util-linux) runs as root, as CI does");
+    let stdout = text(&out.stdout);
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "cannot mount a tmpfs: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("nothing was written"), "{stdout}");
+    assert!(
+        stdout.contains("files: 0") && stdout.contains("entries: 0"),
+        "{stdout}"
+    );
+}

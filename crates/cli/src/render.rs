@@ -64,9 +64,15 @@ pub enum NomadProvider {
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// Target platform.
-    #[arg(value_enum)]
-    pub platform: Platform,
+    /// Target platforms, comma-separated (such as `kubernetes,alerts`), or `all`. A refusal
+    /// for any of them writes nothing: name only the platforms you deploy to.
+    #[arg(
+        value_enum,
+        value_delimiter = ',',
+        required = true,
+        value_name = "PLATFORM"
+    )]
+    pub platforms: Vec<Platform>,
     /// The health configuration (TOML).
     #[arg(long, short, env = "VITALS_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
@@ -159,8 +165,19 @@ pub enum AlertsPlatform {
 }
 
 pub fn run(args: &RenderArgs) -> ExitCode {
-    if args.platform == Platform::All && args.out.is_none() {
-        eprintln!("error: `vitals render all` writes several platforms' files; pass --out DIR");
+    let platforms: Vec<Platform> = if args.platforms.contains(&Platform::All) {
+        Platform::EACH.to_vec()
+    } else {
+        let mut unique = Vec::new();
+        for p in &args.platforms {
+            if !unique.contains(p) {
+                unique.push(*p);
+            }
+        }
+        unique
+    };
+    if platforms.len() > 1 && args.out.is_none() {
+        eprintln!("error: several platforms' files cannot share stdout; pass --out DIR");
         return ExitCode::from(EXIT_CONFIG);
     }
     let config = match crate::config::load_for_render(&args.config) {
@@ -188,10 +205,6 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             LayoutArg::Sidecar => Layout::Sidecar,
             LayoutArg::Embedded => Layout::Embedded,
         },
-    };
-    let platforms: Vec<Platform> = match args.platform {
-        Platform::All => Platform::EACH.to_vec(),
-        p => vec![p],
     };
     // Render everything first: a refused platform writes nothing, so no folder holds half a
     // render.
@@ -294,16 +307,45 @@ fn render(
     }
 }
 
+/// Writes every platform's files under `dir/<platform>/`, all or none: everything goes to a
+/// staging folder inside `dir` first, and only once every file is written is each platform's
+/// folder renamed into place (replacing the previous render). A full disk or a write error
+/// leaves the previous render as it was.
 fn write(dir: &Path, outputs: &[(Platform, Rendered)]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let staging = dir.join(format!(".vitals-render-{}", std::process::id()));
+    let result = stage_and_swap(dir, &staging, outputs);
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn stage_and_swap(
+    dir: &Path,
+    staging: &Path,
+    outputs: &[(Platform, Rendered)],
+) -> Result<(), String> {
     for (p, r) in outputs {
-        let sub = dir.join(p.dir());
+        let sub = staging.join(p.dir());
         std::fs::create_dir_all(&sub)
-            .map_err(|e| format!("cannot create {}: {e}", sub.display()))?;
+            .map_err(|e| format!("cannot create {}: {e}; nothing was written", sub.display()))?;
         for f in &r.files {
             let path = sub.join(&f.name);
-            std::fs::write(&path, &f.contents)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            eprintln!("wrote {}", path.display());
+            std::fs::write(&path, &f.contents).map_err(|e| {
+                format!("cannot write {}: {e}; nothing was written", path.display())
+            })?;
+        }
+    }
+    for (p, r) in outputs {
+        let (from, to) = (staging.join(p.dir()), dir.join(p.dir()));
+        if to.exists() {
+            let old = staging.join(format!("{}.previous", p.dir()));
+            std::fs::rename(&to, &old)
+                .map_err(|e| format!("cannot replace {}: {e}", to.display()))?;
+        }
+        std::fs::rename(&from, &to)
+            .map_err(|e| format!("cannot move the render into {}: {e}", to.display()))?;
+        for f in &r.files {
+            eprintln!("wrote {}", to.join(&f.name).display());
         }
     }
     Ok(())
