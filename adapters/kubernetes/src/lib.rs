@@ -43,7 +43,17 @@ pub fn render(
     output: Output,
 ) -> Result<Rendered, Refusals> {
     let mut limits = Limits::new(PLATFORM);
-    let pod = pod_spec(spec, workload, &mut limits);
+    let mut pod = pod_spec(spec, workload, &mut limits);
+    if output == Output::Patch {
+        // A strategic-merge patch merges containers by name: an image here would replace the
+        // Deployment's real agent image. The patch carries health settings only (and the whole
+        // vitals sidecar, which the Deployment may not have yet).
+        for c in &mut pod.containers {
+            if c.name == workload.name {
+                c.image = None;
+            }
+        }
+    }
     let pod = limits.finish(pod)?;
     let mut rendered = Rendered::default();
     let yaml = match output {

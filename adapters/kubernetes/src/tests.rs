@@ -230,3 +230,25 @@ fn the_startup_window_covers_the_whole_budget_and_the_rollout_outlasts_it() {
     let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
     assert_eq!(d["spec"]["progressDeadlineSeconds"], Value::from(600));
 }
+
+/// A strategic-merge patch merges containers by name: an `image` in it would replace the
+/// Deployment's real agent image with whatever --image says (by default, a placeholder).
+#[test]
+fn a_patch_never_touches_the_agents_image() {
+    for layout in [Layout::Embedded, Layout::Sidecar] {
+        let r = render(&spec_from_toml(""), &workload(layout), Output::Patch).unwrap();
+        let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+        let containers = d["spec"]["template"]["spec"]["containers"]
+            .as_sequence()
+            .unwrap();
+        let agent = containers.iter().find(|c| c["name"] == "agent").unwrap();
+        assert_eq!(agent.get("image"), None, "{layout:?}");
+        if layout == Layout::Sidecar {
+            let vitals = containers.iter().find(|c| c["name"] == "vitals").unwrap();
+            assert!(
+                vitals["image"].is_string(),
+                "the sidecar the patch adds needs its image"
+            );
+        }
+    }
+}
