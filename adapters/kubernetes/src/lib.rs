@@ -64,7 +64,16 @@ pub fn render(
         Output::Deployment => "deployment.yaml",
         Output::Patch => "deployment-patch.yaml",
     };
-    rendered.file(name, format!("{}{yaml}", header(workload, output)));
+    let pre_stop = workload.layout == Layout::Sidecar && !spec.drain_delay.is_zero();
+    rendered.file(
+        name,
+        format!("{}{yaml}", header(workload, output, pre_stop)),
+    );
+    if pre_stop {
+        rendered.notes.push(format!(
+            "kubernetes: {PRE_STOP_SLEEP_NEEDS}: 1.29 drops it silently (the agent gets SIGTERM at once, with no drain.delay), 1.28 and older refuse the Deployment"
+        ));
+    }
     if workload.layout == Layout::Embedded && !spec.drain_delay.is_zero() {
         rendered.notes.push(format!(
             "kubernetes: no preStop sleep in the embedded layout: the agent's own drain (drain.delay = {}) keeps it serving after SIGTERM while the endpoints are removed",
@@ -74,7 +83,11 @@ pub fn render(
     Ok(rendered)
 }
 
-fn header(workload: &Workload, output: Output) -> String {
+/// The preStop `sleep` action is GA in Kubernetes 1.30; before it, it is dropped or refused.
+const PRE_STOP_SLEEP_NEEDS: &str =
+    "the agent's preStop sleep action needs Kubernetes 1.30 or later";
+
+fn header(workload: &Workload, output: Output, pre_stop: bool) -> String {
     let how = match output {
         Output::Deployment => "kubectl apply -f deployment.yaml".to_string(),
         Output::Patch => format!(
@@ -82,7 +95,14 @@ fn header(workload: &Workload, output: Output) -> String {
             workload.name
         ),
     };
-    format!("# Rendered by `vitals render kubernetes` from health.toml; apply with: {how}\n")
+    let mut h =
+        format!("# Rendered by `vitals render kubernetes` from health.toml; apply with: {how}\n");
+    if pre_stop {
+        h.push_str(&format!(
+            "# Requires Kubernetes 1.30+: {PRE_STOP_SLEEP_NEEDS}.\n"
+        ));
+    }
+    h
 }
 
 fn to_yaml<T: serde::Serialize>(value: &T) -> String {

@@ -252,3 +252,39 @@ fn a_patch_never_touches_the_agents_image() {
         }
     }
 }
+
+/// The preStop sleep action needs Kubernetes 1.30: a render that uses it says so, in the file
+/// and in a note; one without it does not.
+#[test]
+fn the_minimum_version_is_stated_where_prestop_sleep_is_used() {
+    let r = render(
+        &spec_from_toml(""),
+        &workload(Layout::Sidecar),
+        Output::Deployment,
+    )
+    .unwrap();
+    assert!(
+        only_file(&r).contains("# Requires Kubernetes 1.30+"),
+        "{}",
+        only_file(&r)
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("1.29 drops it silently")),
+        "{:?}",
+        r.notes
+    );
+    let r = render(
+        &spec_from_toml("[drain]\ndelay = \"0s\"\n"),
+        &workload(Layout::Sidecar),
+        Output::Deployment,
+    )
+    .unwrap();
+    assert!(!only_file(&r).contains("1.30"));
+    let r = render(
+        &spec_from_toml(""),
+        &workload(Layout::Embedded),
+        Output::Deployment,
+    )
+    .unwrap();
+    assert!(!only_file(&r).contains("1.30"));
+}
