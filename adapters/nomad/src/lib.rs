@@ -186,14 +186,15 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
         ],
     };
     // The deployment must wait out the whole startup budget before it calls an allocation
-    // unhealthy, plus the time it must stay healthy.
+    // unhealthy, plus the successes readiness needs to pass (success_before_passing), plus the
+    // time it must then stay healthy.
     let healthy_deadline = Duration::from_secs(300).max(
         spec.startup_budget
             .saturating_add(MIN_HEALTHY_TIME)
             .saturating_add(
                 spec.readiness
                     .period
-                    .saturating_mul(spec.readiness.failure_threshold),
+                    .saturating_mul(spec.readiness.success_threshold),
             ),
     );
     let progress_deadline =

@@ -118,9 +118,9 @@ fn healthy_deadline_grows_with_the_startup_budget() {
     let spec = spec_from_toml("[startup]\ntimeout = \"10m\"\n");
     let job = json_of(&render(&spec, &workload(Layout::Sidecar), Provider::Consul).unwrap());
     let u = &job["Job"]["Update"];
-    // 600 + 10 + 2 × 5 = 620s; progress = 620 + 300.
-    assert_eq!(u["HealthyDeadline"], 620_000_000_000u64);
-    assert_eq!(u["ProgressDeadline"], 920_000_000_000u64);
+    // 600s budget + 10s min healthy time + 1 success × 5s = 615s; progress = 615 + 300.
+    assert_eq!(u["HealthyDeadline"], 615_000_000_000u64);
+    assert_eq!(u["ProgressDeadline"], 915_000_000_000u64);
 }
 
 #[test]
@@ -216,4 +216,16 @@ proptest! {
             Err(e) => prop_assert!(e.0.iter().all(|r| r.platform == PLATFORM && !r.key.is_empty() && !r.fix.is_empty())),
         }
     }
+}
+
+/// A new allocation is healthy once its readiness check has passed success_threshold times in a
+/// row (Consul's success_before_passing); the failure threshold says nothing about that.
+#[test]
+fn healthy_deadline_waits_for_the_successes_readiness_needs() {
+    let spec = spec_from_toml(
+        "[startup]\ntimeout = \"10m\"\n[probes]\nreadiness = { period = \"10s\", timeout = \"2s\", failure_threshold = 1, success_threshold = 6 }\n",
+    );
+    let job = json_of(&render(&spec, &workload(Layout::Sidecar), Provider::Consul).unwrap());
+    // 600s budget + 10s min healthy time + 6 successes × 10s.
+    assert_eq!(job["Job"]["Update"]["HealthyDeadline"], 670_000_000_000u64);
 }
