@@ -153,7 +153,6 @@ pub fn render(
             "BETA".to_string(),
         );
     }
-    let mut template_annotations = BTreeMap::new();
     let containers = match workload.layout {
         Layout::Embedded => vec![Container {
             name: workload.name.clone(),
@@ -168,11 +167,10 @@ pub fn render(
             readiness_probe: readiness,
         }],
         Layout::Sidecar => {
-            // vitals starts first, so the agent's probes find it serving.
-            template_annotations.insert(
-                "run.googleapis.com/container-dependencies".to_string(),
-                format!("{{\"{}\":[\"vitals\"]}}", workload.name),
-            );
+            // No container-dependencies: with it the agent would start only once vitals'
+            // startup probe passed, and that probe waits for startup.require, which may name a
+            // dependency the agent itself serves (its model server, say): the revision would
+            // never start. The two start together, and vitals' /startupz gates the revision.
             vec![
                 Container {
                     name: workload.name.clone(),
@@ -213,7 +211,7 @@ pub fn render(
             template: Template {
                 metadata: Metadata {
                     name: None,
-                    annotations: template_annotations,
+                    annotations: BTreeMap::new(),
                 },
                 spec: TemplateSpec { containers },
             },

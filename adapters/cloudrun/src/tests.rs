@@ -213,3 +213,23 @@ fn a_degraded_429_instance_stays_in_traffic() {
         );
     }
 }
+
+/// container-dependencies made the agent wait for vitals' startup probe, which waits for
+/// dependencies the agent may serve itself: a revision that never starts.
+#[test]
+fn the_agent_does_not_wait_for_the_sidecars_startup() {
+    let r = render(
+        &spec_from_toml(QUICK),
+        &workload(Layout::Sidecar),
+        Options::default(),
+    )
+    .unwrap();
+    let d = doc(&r);
+    let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+    assert!(
+        annotations
+            .get("run.googleapis.com/container-dependencies")
+            .is_none(),
+        "{annotations:?}"
+    );
+}
