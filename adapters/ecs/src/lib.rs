@@ -249,9 +249,16 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
     l.finish((plan, notes))
 }
 
-/// Renders `task-definition.json` (a `RegisterTaskDefinition` input), `container-health-check.json`
-/// (the probe container's definition, to merge into an existing task definition),
-/// `target-group.json` and `service.json` (`CreateService` settings).
+/// Stand-ins for what only the user's account knows; the notes say to replace them.
+const PLACEHOLDER_VPC: &str = "vpc-REPLACE-ME";
+const PLACEHOLDER_SUBNET: &str = "subnet-REPLACE-ME";
+const PLACEHOLDER_SECURITY_GROUP: &str = "sg-REPLACE-ME";
+
+/// Renders the API inputs: `task-definition.json` (`RegisterTaskDefinition`),
+/// `target-group.json` (`CreateTargetGroup`), `target-group-attributes.json`
+/// (`ModifyTargetGroupAttributes`) and `service.json` (`CreateService`); and
+/// `container-health-check.json`, the probe container's definition to merge into an existing
+/// task definition.
 pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusals> {
     let (plan, notes) = plan(spec, workload)?;
     let mut probe_container = json!({
@@ -305,6 +312,15 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         "HealthyThresholdCount": tg.healthy_threshold_count,
         "UnhealthyThresholdCount": tg.unhealthy_threshold_count,
         "Matcher": tg.matcher,
+        "VpcId": PLACEHOLDER_VPC,
+    });
+    // Attributes are not CreateTargetGroup's: they are set afterwards, on the group's ARN.
+    let target_group_arn = format!(
+        "arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/{}/ID",
+        workload.name
+    );
+    let target_group_attributes = json!({
+        "TargetGroupArn": target_group_arn,
         "Attributes": [{
             "Key": "deregistration_delay.timeout_seconds",
             "Value": tg.deregistration_delay.to_string(),
@@ -316,8 +332,16 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         "desiredCount": 2,
         "launchType": "FARGATE",
         "healthCheckGracePeriodSeconds": plan.grace_period,
+        // awsvpc (which Fargate requires) needs the task's subnets and security groups.
+        "networkConfiguration": {
+            "awsvpcConfiguration": {
+                "subnets": [PLACEHOLDER_SUBNET],
+                "securityGroups": [PLACEHOLDER_SECURITY_GROUP],
+                "assignPublicIp": "DISABLED",
+            },
+        },
         "loadBalancers": [{
-            "targetGroupArn": format!("arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/{}/ID", workload.name),
+            "targetGroupArn": target_group_arn,
             "containerName": workload.name,
             "containerPort": workload.traffic_port(spec),
         }],
@@ -331,8 +355,15 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
     rendered.file("task-definition.json", pretty(&task_definition));
     rendered.file("container-health-check.json", pretty(&probe_container));
     rendered.file("target-group.json", pretty(&target_group));
+    rendered.file(
+        "target-group-attributes.json",
+        pretty(&target_group_attributes),
+    );
     rendered.file("service.json", pretty(&service));
     rendered.notes = notes;
+    rendered.notes.push(format!(
+        "ecs: target-group.json is a CreateTargetGroup input, target-group-attributes.json a ModifyTargetGroupAttributes input and service.json a CreateService input; replace {PLACEHOLDER_VPC}, {PLACEHOLDER_SUBNET}, {PLACEHOLDER_SECURITY_GROUP} and the target group ARN's REGION, ACCOUNT and ID with your own"
+    ));
     Ok(rendered)
 }
 

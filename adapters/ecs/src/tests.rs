@@ -40,7 +40,7 @@ fn sidecar_files_match_golden() {
     for f in &r.files {
         assert_golden(golden(&format!("sidecar/{}", f.name)), &f.contents);
     }
-    assert_eq!(r.files.len(), 4);
+    assert_eq!(r.files.len(), 5);
 }
 
 #[test]
@@ -105,8 +105,24 @@ fn target_group_checks_readyz_and_accepts_the_degraded_status() {
     assert_eq!(tg["HealthCheckPort"], "8080");
     assert_eq!(tg["Port"], 8000);
     assert_eq!(tg["Matcher"]["HttpCode"], "200-299,429");
-    assert_eq!(tg["Attributes"][0]["Value"], "25");
+    // CreateTargetGroup takes no attributes; ModifyTargetGroupAttributes sets them on the ARN.
+    assert_eq!(tg.get("Attributes"), None);
+    assert_eq!(tg["VpcId"], "vpc-REPLACE-ME");
+    let attrs = file(&r, "target-group-attributes.json");
+    assert_eq!(
+        attrs["Attributes"][0]["Key"],
+        "deregistration_delay.timeout_seconds"
+    );
+    assert_eq!(attrs["Attributes"][0]["Value"], "25");
     let svc = file(&r, "service.json");
+    assert_eq!(
+        svc["loadBalancers"][0]["targetGroupArn"],
+        attrs["TargetGroupArn"]
+    );
+    assert_eq!(
+        svc["networkConfiguration"]["awsvpcConfiguration"]["subnets"][0], "subnet-REPLACE-ME",
+        "awsvpc needs the task's network"
+    );
     assert_eq!(
         svc["deploymentConfiguration"]["deploymentCircuitBreaker"]["rollback"],
         true
