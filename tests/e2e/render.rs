@@ -410,3 +410,35 @@ echo "entries: $(ls -A "$0/deploy" 2>/dev/null | wc -l)""#;
         "{stdout}"
     );
 }
+
+/// With the agent's heartbeat required, each platform's render says what a hung agent does
+/// there, and Kubernetes probes the agent's own container.
+#[test]
+fn a_required_agent_heartbeat_is_wired_or_explained_per_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[agent]\nheartbeat = \"required\"\n");
+    let out_dir = dir.path().join("deploy");
+    let out = vitals(&[
+        "render",
+        "all",
+        "--config",
+        &cfg,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let notes = text(&out.stderr);
+    for platform in ["nomad", "ecs", "cloudrun"] {
+        assert!(
+            notes.contains(&format!(
+                "note: {platform}: with agent.heartbeat = \"required\""
+            )),
+            "{notes}"
+        );
+    }
+    let yaml = std::fs::read_to_string(out_dir.join("kubernetes/deployment.yaml")).unwrap();
+    assert!(
+        yaml.contains("path: /healthz/agent") && yaml.contains("path: /healthz/vitals"),
+        "{yaml}"
+    );
+}

@@ -136,6 +136,9 @@ pub fn render(
         .then(|| probe(spec, &spec.readiness, &mut l));
 
     let mut notes = Vec::new();
+    if spec.agent_heartbeat && workload.layout == Layout::Sidecar {
+        notes.push("cloudrun: with agent.heartbeat = \"required\", a hung agent fails the livenessProbe on the vitals container; whether Cloud Run then restarts the agent's container too is not documented".into());
+    }
     if spec.stop_budget() > STOP_WINDOW {
         notes.push(format!(
             "cloudrun: Cloud Run sends SIGKILL 10s after SIGTERM and has no setting to change it, but drain.delay + drain.grace = {}; in-flight work past 10s is cut off (lower drain.grace, or accept it)",

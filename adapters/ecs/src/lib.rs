@@ -67,6 +67,9 @@ const FARGATE_STOP_TIMEOUT_MAX: u64 = 120;
 pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>), Refusals> {
     let mut l = Limits::new(PLATFORM);
     let mut notes = Vec::new();
+    if spec.agent_heartbeat && workload.layout == Layout::Sidecar {
+        notes.push("ecs: with agent.heartbeat = \"required\", a hung agent fails the vitals container's health command; that container is essential, so ECS replaces the whole task, the agent with it".into());
+    }
     let live = &spec.liveness;
 
     let interval = l.whole_secs("healthCheck.interval", live.period, &live.key("period"));

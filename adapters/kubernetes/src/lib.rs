@@ -162,6 +162,30 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
         readiness_probe: Some(probe(spec, &spec.readiness, limits)),
         ..Default::default()
     };
+    // With the agent's heartbeat required, /healthz includes it: in the sidecar layout that
+    // would restart vitals for a hung agent. The agent's container is probed on its own beat
+    // (through the pod's shared network, on vitals' port) and vitals' on its own liveness.
+    let watch_agent = workload.layout == Layout::Sidecar && spec.agent_heartbeat;
+    let agent_liveness = watch_agent
+        .then(|| probed.liveness_probe.clone())
+        .flatten()
+        .map(|mut p| {
+            if let Some(get) = p.http_get.as_mut() {
+                get.path = Some(vitals_core::contract::paths::HEALTHZ_AGENT.into());
+                get.port = IntOrString::Int(i32::from(spec.port));
+            }
+            p
+        });
+    let mut probed = probed;
+    if watch_agent {
+        if let Some(get) = probed
+            .liveness_probe
+            .as_mut()
+            .and_then(|p| p.http_get.as_mut())
+        {
+            get.path = Some(vitals_core::contract::paths::HEALTHZ_VITALS.into());
+        }
+    }
     // The pod's grace period only needs to be long enough, so it rounds up.
     let grace = spec.stop_budget().as_secs_ceil();
     if grace == 0 {
@@ -189,6 +213,7 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
                     container_port: i32::from(workload.agent_port),
                     ..Default::default()
                 }]),
+                liveness_probe: agent_liveness,
                 lifecycle: (delay > 0).then(|| Lifecycle {
                     pre_stop: Some(LifecycleHandler {
                         sleep: Some(SleepAction {

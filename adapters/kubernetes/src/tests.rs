@@ -288,3 +288,42 @@ fn the_minimum_version_is_stated_where_prestop_sleep_is_used() {
     .unwrap();
     assert!(!only_file(&r).contains("1.30"));
 }
+
+/// With the agent heartbeat required, a hung agent must restart the agent's container: it gets
+/// a liveness probe on /healthz/agent (through the pod's shared network, on vitals' port), and
+/// the vitals container is probed on /healthz/vitals, which ignores the agent's beat.
+#[test]
+fn the_agent_container_is_watched_by_its_own_heartbeat() {
+    let spec = spec_from_toml("[agent]\nheartbeat = \"required\"\n");
+    let r = render(&spec, &workload(Layout::Sidecar), Output::Deployment).unwrap();
+    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let containers = &d["spec"]["template"]["spec"]["containers"];
+    let (agent, vitals) = (&containers[0], &containers[1]);
+    assert_eq!(
+        agent["livenessProbe"]["httpGet"]["path"],
+        Value::from("/healthz/agent")
+    );
+    assert_eq!(agent["livenessProbe"]["httpGet"]["port"], Value::from(8080));
+    assert_eq!(
+        agent["livenessProbe"]["failureThreshold"],
+        vitals["livenessProbe"]["failureThreshold"]
+    );
+    assert_eq!(
+        vitals["livenessProbe"]["httpGet"]["path"],
+        Value::from("/healthz/vitals")
+    );
+    // Without a required heartbeat, nothing changes.
+    let r = render(
+        &spec_from_toml(""),
+        &workload(Layout::Sidecar),
+        Output::Deployment,
+    )
+    .unwrap();
+    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let containers = &d["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0].get("livenessProbe"), None);
+    assert_eq!(
+        containers[1]["livenessProbe"]["httpGet"]["path"],
+        Value::from("/healthz")
+    );
+}

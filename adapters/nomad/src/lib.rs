@@ -57,7 +57,7 @@ pub fn render(
     let job = limits.finish(job)?;
 
     let mut rendered = Rendered::default();
-    let notes = notes(spec, provider);
+    let notes = notes(spec, workload, provider);
     let mut header = format!(
         "# Rendered by `vitals render nomad` from health.toml; run with: nomad job run {}.nomad.hcl\n",
         workload.name
@@ -74,8 +74,11 @@ pub fn render(
     Ok(rendered)
 }
 
-fn notes(spec: &HealthSpec, provider: Provider) -> Vec<String> {
+fn notes(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Vec<String> {
     let mut notes = Vec::new();
+    if spec.agent_heartbeat && workload.layout == Layout::Sidecar {
+        notes.push("with agent.heartbeat = \"required\", a hung agent fails vitals' liveness check, and check_restart restarts the task that check belongs to, the vitals task, not the agent's; give the agent's task a check of its own on /healthz/agent with check_restart".into());
+    }
     if provider == Provider::Nomad {
         notes.push(
             "provider = \"nomad\" has no traffic gating: its service discovery returns every instance, ready or not, so the readiness check gates deployments and nothing else; use provider = \"consul\" (or a router that reads /readyz) to keep traffic off an instance that is not ready".into(),

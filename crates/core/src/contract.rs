@@ -10,6 +10,9 @@ pub mod paths {
     pub const LIVEZ: &str = "/livez";
     /// The agent's heartbeat alone, for a probe on the agent's container.
     pub const HEALTHZ_AGENT: &str = "/healthz/agent";
+    /// vitals' own liveness alone (its heartbeat, not drained), for a probe on the vitals
+    /// sidecar's container: a hung agent must restart the agent, not vitals.
+    pub const HEALTHZ_VITALS: &str = "/healthz/vitals";
     pub const READYZ: &str = "/readyz";
     /// `/readyz/{name}`: one dependency or signal.
     pub const READYZ_PREFIX: &str = "/readyz/";

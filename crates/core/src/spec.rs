@@ -78,6 +78,9 @@ pub struct HealthSpec {
     pub degraded_status: u16,
     /// `server.listen`, whose address decides whether a platform's probe can reach it.
     pub listen: std::net::SocketAddr,
+    /// `[agent] heartbeat = "required"`: `/healthz` includes the agent's beat, so a sidecar
+    /// render probes the agent's container on `/healthz/agent` and vitals' on `/healthz/vitals`.
+    pub agent_heartbeat: bool,
 }
 
 impl HealthSpec {
@@ -99,6 +102,7 @@ impl HealthSpec {
             drain_grace: config.drain.grace,
             degraded_status: config.readiness.degraded_status,
             listen: config.server.listen,
+            agent_heartbeat: config.agent.heartbeat == crate::config::HeartbeatMode::Required,
         }
     }
 

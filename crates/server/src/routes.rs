@@ -132,7 +132,8 @@ impl Routes {
             return self.denied(req, peer, "PUT /signals");
         }
         Some(match path {
-            paths::HEALTHZ | paths::LIVEZ if get_or_head => self.liveness(),
+            paths::HEALTHZ | paths::LIVEZ if get_or_head => self.liveness(true),
+            paths::HEALTHZ_VITALS if get_or_head => self.liveness(false),
             paths::HEALTHZ_AGENT if get_or_head => self.agent_liveness(),
             paths::READYZ if get_or_head => self.readiness(req.uri().query().unwrap_or("")),
             paths::STARTUPZ if get_or_head => self.startup(),
@@ -153,6 +154,7 @@ impl Routes {
             paths::HEALTHZ
             | paths::LIVEZ
             | paths::HEALTHZ_AGENT
+            | paths::HEALTHZ_VITALS
             | paths::READYZ
             | paths::STARTUPZ
             | paths::STATUS
@@ -161,7 +163,7 @@ impl Routes {
             paths::DRAIN | paths::HEARTBEAT | paths::STARTED => method_not_allowed("POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; routes: /healthz /livez /healthz/agent /readyz /readyz/{name} /startupz /status /metrics, and POST /heartbeat /started /drain, PUT /signals/{name}\n",
+                "not found; routes: /healthz /livez /healthz/agent /healthz/vitals /readyz /readyz/{name} /startupz /status /metrics, and POST /heartbeat /started /drain, PUT /signals/{name}\n",
             ),
         })
     }
@@ -228,10 +230,14 @@ impl Routes {
         ))
     }
 
-    fn liveness(&self) -> Resp {
+    /// `/healthz` (with the agent's heartbeat, when required) or `/healthz/vitals` (without).
+    fn liveness(&self, with_agent: bool) -> Resp {
         let snapshot = self.shared.snapshot();
         let now = now();
-        let live = self.shared.liveness(&snapshot, now);
+        let mut live = self.shared.liveness(&snapshot, now);
+        if !with_agent {
+            live.agent = AgentBeat::NotRequired;
+        }
         if live.is_live() {
             return text(StatusCode::OK, "ok\n");
         }

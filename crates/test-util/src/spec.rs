@@ -73,6 +73,7 @@ pub fn arb_spec() -> impl Strategy<Value = HealthSpec> {
                     drain_grace: grace,
                     degraded_status: degraded,
                     listen: ([0, 0, 0, 0], port).into(),
+                    agent_heartbeat: false,
                 }
             },
         )

@@ -626,3 +626,32 @@ async fn the_routes_are_a_tower_service() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(h.shared.beats().agent.is_some());
 }
+
+/// `/healthz/vitals` is vitals' own liveness alone: in the sidecar layout the vitals container
+/// is probed there, so a hung agent (which fails /healthz and /healthz/agent) restarts the
+/// agent's container, not vitals'.
+#[tokio::test(start_paused = true)]
+async fn healthz_vitals_ignores_the_agents_heartbeat() {
+    let h = harness(AGENT);
+    call(&h.app, "POST", "/heartbeat", LOCAL, &[]).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    h.shared.own_heartbeat().beat();
+    assert_eq!(
+        get(&h.app, "/healthz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&h.app, "/healthz/agent").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&h.app, "/healthz/vitals").await,
+        (StatusCode::OK, "ok\n".into())
+    );
+    // And it fails as /healthz does when vitals itself stalls.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(
+        get(&h.app, "/healthz/vitals").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

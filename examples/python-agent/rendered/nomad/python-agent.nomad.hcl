@@ -1,4 +1,5 @@
 # Rendered by `vitals render nomad` from health.toml; run with: nomad job run python-agent.nomad.hcl
+# NOTE: with agent.heartbeat = "required", a hung agent fails vitals' liveness check, and check_restart restarts the task that check belongs to, the vitals task, not the agent's; give the agent's task a check of its own on /healthz/agent with check_restart
 
 job "python-agent" {
   type = "service"
