@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET/HEAD /healthz`, `/livez` | 200 `ok`; 503 when vitals' heartbeat (or the agent's, when required) is stale |
 //! | `GET/HEAD /healthz/agent` | the agent's heartbeat alone: 200, 503 stale, 404 when `[agent] heartbeat = "off"` |
+//! | `GET/HEAD /healthz/vitals` | vitals' own liveness alone (for the vitals sidecar's container) |
 //! | `GET/HEAD /readyz` | 200; 200 + `X-Agent-Mode: degraded`; 503 starting, not ready or draining. `?verbose`, `?degraded_status=429` |
 //! | `GET /readyz/{name}` | one dependency or signal: 200 / 503, 404 for an unknown name |
 //! | `GET/HEAD /startupz` | 200 once started, 503 before |
