@@ -16,6 +16,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `vitals render PLATFORMS --config CFG --out OUT`.
+fn render_to(platforms: &str, cfg: &str, out: &Path) -> Output {
+    vitals(&[
+        "render",
+        platforms,
+        "--config",
+        cfg,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn config(dir: &Path, toml: &str) -> String {
     let path = dir.join("health.toml");
     std::fs::write(&path, toml).unwrap();
@@ -49,14 +61,7 @@ fn render_all_writes_each_platform_folder() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
     let out_dir = dir.path().join("out");
-    let out = vitals(&[
-        "render",
-        "all",
-        "--config",
-        &cfg,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = render_to("all", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     for f in [
         "kubernetes/deployment.yaml",
@@ -87,14 +92,7 @@ fn a_refused_setting_exits_64_names_key_and_fix_and_writes_nothing() {
         "[probes]\nliveness = { period = \"10s\", timeout = \"2s\", failure_threshold = 24 }\n",
     );
     let out_dir = dir.path().join("out");
-    let out = vitals(&[
-        "render",
-        "all",
-        "--config",
-        &cfg,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = render_to("all", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(64));
     let err = text(&out.stderr);
     assert!(
@@ -341,14 +339,7 @@ fn one_platforms_refusal_blocks_only_a_render_that_names_it() {
     // A 600s startup budget: Cloud Run's startup window is at most 240s; the others take it.
     let cfg = config(dir.path(), "[startup]\ntimeout = \"600s\"\n");
     let out_dir = dir.path().join("deploy");
-    let out = vitals(&[
-        "render",
-        "all",
-        "--config",
-        &cfg,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = render_to("all", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("cloudrun: startupProbe"),
@@ -359,14 +350,7 @@ fn one_platforms_refusal_blocks_only_a_render_that_names_it() {
         !out_dir.exists(),
         "nothing is written when a named platform refuses"
     );
-    let out = vitals(&[
-        "render",
-        "kubernetes,nomad,alerts",
-        "--config",
-        &cfg,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = render_to("kubernetes,nomad,alerts", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let mut written: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()
@@ -418,14 +402,7 @@ fn a_required_agent_heartbeat_is_wired_or_explained_per_platform() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "[agent]\nheartbeat = \"required\"\n");
     let out_dir = dir.path().join("deploy");
-    let out = vitals(&[
-        "render",
-        "all",
-        "--config",
-        &cfg,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = render_to("all", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let notes = text(&out.stderr);
     for platform in ["nomad", "ecs", "cloudrun"] {

@@ -19,6 +19,12 @@ fn workload(layout: Layout) -> Workload {
     }
 }
 
+/// The Deployment rendered from `toml`, parsed.
+fn deployment_doc(toml: &str, layout: Layout) -> Value {
+    let r = render(&spec_from_toml(toml), &workload(layout), Output::Deployment).unwrap();
+    serde_yaml_ng::from_str(only_file(&r)).unwrap()
+}
+
 fn only_file(r: &Rendered) -> &str {
     assert_eq!(r.files.len(), 1);
     &r.files[0].contents
@@ -221,13 +227,7 @@ fn the_startup_window_covers_the_whole_budget_and_the_rollout_outlasts_it() {
         "rollout marked failed at {deadline}s, inside the startup budget"
     );
     // A short budget keeps Kubernetes' own default of 600s.
-    let r = render(
-        &spec_from_toml(""),
-        &workload(Layout::Sidecar),
-        Output::Deployment,
-    )
-    .unwrap();
-    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let d = deployment_doc("", Layout::Sidecar);
     assert_eq!(d["spec"]["progressDeadlineSeconds"], Value::from(600));
 }
 
@@ -313,13 +313,7 @@ fn the_agent_container_is_watched_by_its_own_heartbeat() {
         Value::from("/healthz/vitals")
     );
     // Without a required heartbeat, nothing changes.
-    let r = render(
-        &spec_from_toml(""),
-        &workload(Layout::Sidecar),
-        Output::Deployment,
-    )
-    .unwrap();
-    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let d = deployment_doc("", Layout::Sidecar);
     let containers = &d["spec"]["template"]["spec"]["containers"];
     assert_eq!(containers[0].get("livenessProbe"), None);
     assert_eq!(
