@@ -261,6 +261,40 @@ pub struct Observation {
     pub ttl: Option<Duration>,
 }
 
+/// A reported reason is cut to this many characters.
+const MAX_REASON_CHARS: usize = 200;
+
+impl Observation {
+    /// What the agent reported for a pushed signal, valid for `ttl` (the signal's own when
+    /// `None`). The reason is made safe to show, whichever way it came (HTTP or the library):
+    /// control characters become spaces, it is cut to 200 characters, and an empty one says
+    /// only that the agent reported the signal down.
+    pub fn reported(up: bool, reason: &str, ttl: Option<Duration>) -> Observation {
+        let outcome = if up {
+            Outcome::Success
+        } else {
+            let clean: String = reason
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(MAX_REASON_CHARS)
+                .collect();
+            let clean = clean.trim();
+            Outcome::Failed {
+                reason: if clean.is_empty() {
+                    "reported down by the agent".to_owned()
+                } else {
+                    clean.to_owned()
+                },
+            }
+        };
+        Observation {
+            outcome,
+            latency: None,
+            ttl,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A check finished, or the agent reported a signal.

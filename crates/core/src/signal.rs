@@ -83,6 +83,15 @@ pub struct Registry {
     by_name: HashMap<String, SignalId>,
 }
 
+/// Why a name cannot be reported by the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotPushable {
+    /// No signal has the name; these are the declared ones.
+    Unknown { declared: Vec<String> },
+    /// The name is a dependency vitals checks itself.
+    Checked,
+}
+
 /// Two signals with one name: names are how routes, metrics and the agent address signals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a signal named {name:?} is already registered")]
@@ -128,6 +137,22 @@ impl Registry {
             .iter()
             .enumerate()
             .map(|(i, r)| (SignalId(i as u32), r))
+    }
+
+    /// The signal an agent may report under `name`: a declared `[[signals]]` entry, not a
+    /// dependency vitals checks itself.
+    pub fn pushed(&self, name: &str) -> Result<SignalId, NotPushable> {
+        match self.id(name).map(|id| (id, self.get(id))) {
+            Some((id, Some(rules))) if rules.source == Source::Pushed => Ok(id),
+            Some(_) => Err(NotPushable::Checked),
+            None => Err(NotPushable::Unknown {
+                declared: self
+                    .names_where(|r| r.source == Source::Pushed)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            }),
+        }
     }
 
     /// The names of the signals from `source`-like sources, for messages.

@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use vitals_core::config::{is_valid_degraded_status, HeartbeatMode, StartupMode};
 use vitals_core::contract::paths;
-use vitals_core::lifecycle::{AgentBeat, Event, Observation, Outcome, Readiness};
-use vitals_core::signal::Source;
+use vitals_core::lifecycle::{AgentBeat, Event, Observation, Readiness};
+use vitals_core::signal::{NotPushable, Source};
 
 use crate::state::{now, Shared};
 use crate::{status, MetricsFormat};
@@ -34,8 +34,6 @@ const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// The largest `PUT /signals/{name}` body: a flag, a short reason and a ttl.
 const MAX_SIGNAL_BODY: usize = 4096;
-/// A reported reason is cut to this many characters.
-const MAX_REASON_CHARS: usize = 200;
 /// The longest ttl a report may carry; longer would mean "never expires".
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a scrape waits for the ones before it before answering 503.
@@ -409,13 +407,7 @@ impl Routes {
     /// time, so that no number of scrapes can hold the runtime's workers and delay a probe.
     async fn metrics(&self, format: MetricsFormat) -> Resp {
         let Some(_turn) = self.shared.scrape_turn(SCRAPE_WAIT).await else {
-            let mut r = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "earlier scrapes are still being encoded; retry shortly\n",
-            );
-            r.headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+            return retry_soon("earlier scrapes are still being encoded; retry shortly\n");
         };
         let shared = self.shared.clone();
         let encoded = tokio::task::spawn_blocking(move || {
@@ -480,16 +472,15 @@ impl Routes {
     {
         let snapshot = self.shared.snapshot();
         let signals = &snapshot.rules().signals;
-        let id = match signals.id(name).map(|id| (id, signals.get(id))) {
-            Some((id, Some(rules))) if rules.source == Source::Pushed => id,
-            Some(_) => {
+        let id = match signals.pushed(name) {
+            Ok(id) => id,
+            Err(NotPushable::Checked) => {
                 return text(
                     StatusCode::CONFLICT,
                     "that name is a dependency vitals checks itself; only [[signals]] entries can be set\n",
                 )
             }
-            None => {
-                let declared = signals.names_where(|r| r.source == Source::Pushed);
+            Err(NotPushable::Unknown { declared }) => {
                 return text(
                     StatusCode::NOT_FOUND,
                     if declared.is_empty() {
@@ -535,25 +526,13 @@ impl Routes {
                 "ttl must be a duration such as \"60s\", greater than zero and at most \"24h\"\n",
             ),
         };
-        let outcome = if report.up {
-            Outcome::Success
-        } else {
-            Outcome::Failed {
-                reason: report
-                    .reason
-                    .as_deref()
-                    .map(clean_reason)
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| "reported down by the agent".to_owned()),
-            }
-        };
         let event = Event::Observed {
             signal: id,
-            observation: Observation {
-                outcome,
-                latency: None,
+            observation: Observation::reported(
+                report.up,
+                report.reason.as_deref().unwrap_or(""),
                 ttl,
-            },
+            ),
         };
         match self.shared.apply(event, APPLY_WITHIN).await {
             Ok(()) => text(StatusCode::OK, if report.up { "up\n" } else { "down\n" }),
@@ -563,10 +542,12 @@ impl Routes {
 }
 
 fn busy() -> Resp {
-    let mut r = text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "vitals is busy applying earlier changes; retry shortly\n",
-    );
+    retry_soon("vitals is busy applying earlier changes; retry shortly\n")
+}
+
+/// 503 with `Retry-After: 1`: a moment of load, not a failure.
+fn retry_soon(body: &'static str) -> Resp {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, body);
     r.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
@@ -585,18 +566,6 @@ fn agent_problem(beat: AgentBeat, config: &vitals_core::Config) -> String {
         ),
         _ => String::new(),
     }
-}
-
-/// A reason as the agent wrote it, made safe to show: control characters become spaces and it
-/// is cut to a bounded length.
-fn clean_reason(reason: &str) -> String {
-    reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_REASON_CHARS)
-        .collect::<String>()
-        .trim()
-        .to_owned()
 }
 
 /// The credentials of a `Bearer` authorization, whatever the scheme's case (RFC 9110).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use vitals_core::config::{
-    valid_name, Config, ConfigError, ConfigErrors, HeartbeatMode, Signal, StartupMode,
+    invalid_name, valid_name, Config, ConfigError, ConfigErrors, HeartbeatMode, Signal, StartupMode,
 };
 use vitals_probes::Poller;
 use vitals_server::Shared;
@@ -138,7 +138,7 @@ fn check_signals(config: &Config) -> Result<(), ConfigErrors> {
         if !valid_name(&s.name) {
             errors.push(ConfigError::new(
                 format!("{key}.name"),
-                format!("\"{}\" is not a valid name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit, at most 63 characters", s.name),
+                invalid_name(&s.name),
             ));
         }
         if names.contains(&s.name.as_str()) {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use vitals_core::lifecycle::{Event, Lifecycle, Observation, Outcome, Readiness};
-use vitals_core::signal::Source;
+use vitals_core::lifecycle::{Event, Lifecycle, Observation, Readiness};
+use vitals_core::signal::NotPushable;
 use vitals_server::{now, Busy, Routes, Shared, Snapshot};
 
 /// A handle to a [`Runtime`](crate::Runtime): beat, say started, report signals, drain, read
@@ -89,39 +89,24 @@ impl Handle {
         reason: String,
         ttl: Option<Duration>,
     ) -> Result<(), SignalError> {
-        let snapshot = self.shared.snapshot();
-        let signals = &snapshot.rules().signals;
-        let Some(id) = signals.id(name) else {
-            return Err(SignalError::Unknown {
-                name: name.to_owned(),
-                declared: signals
-                    .names_where(|r| r.source == Source::Pushed)
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
-            });
-        };
-        if signals.get(id).is_none_or(|r| r.source != Source::Pushed) {
-            return Err(SignalError::NotPushed {
-                name: name.to_owned(),
-            });
-        }
-        let outcome = if up {
-            Outcome::Success
-        } else if reason.is_empty() {
-            Outcome::Failed {
-                reason: "reported down by the agent".into(),
-            }
-        } else {
-            Outcome::Failed { reason }
-        };
+        let id = self
+            .shared
+            .snapshot()
+            .rules()
+            .signals
+            .pushed(name)
+            .map_err(|e| match e {
+                NotPushable::Unknown { declared } => SignalError::Unknown {
+                    name: name.to_owned(),
+                    declared,
+                },
+                NotPushable::Checked => SignalError::NotPushed {
+                    name: name.to_owned(),
+                },
+            })?;
         self.shared.send(Event::Observed {
             signal: id,
-            observation: Observation {
-                outcome,
-                latency: None,
-                ttl,
-            },
+            observation: Observation::reported(up, &reason, ttl),
         })?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use crate::{Duration, Secret};
 
 pub use load::{from_toml, load};
-pub use names::valid_name;
+pub use names::{invalid_name, valid_name};
 pub use validate::{startup_failure_threshold, validate};
 
 /// One problem in the configuration, under the key that caused it.

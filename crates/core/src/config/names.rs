@@ -1,5 +1,10 @@
 //! Names in the configuration: what a valid one is, and the nearest known one to a typo.
 
+/// What an invalid `name` is told, with the rule it breaks.
+pub fn invalid_name(name: &str) -> String {
+    format!("\"{name}\" is not a valid name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit, at most 63 characters")
+}
+
 /// Lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 63
 /// characters: safe in routes, metric labels and every platform's names.
 pub fn valid_name(name: &str) -> bool {

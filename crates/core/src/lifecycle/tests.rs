@@ -472,3 +472,29 @@ proptest! {
         prop_assert_eq!(later, if critical { Readiness::NotReady } else { Readiness::Degraded });
     }
 }
+
+#[test]
+fn a_reported_reason_is_made_safe_to_show_and_never_empty() {
+    let failed = |r: &str| Observation::reported(false, r, None).outcome;
+    assert_eq!(
+        failed("search\nAPI\u{7} answers 500 "),
+        Outcome::Failed {
+            reason: "search API  answers 500".into()
+        }
+    );
+    assert_eq!(
+        failed(" \n"),
+        Outcome::Failed {
+            reason: "reported down by the agent".into()
+        }
+    );
+    let Outcome::Failed { reason } = failed(&"x".repeat(5000)) else {
+        panic!()
+    };
+    assert_eq!(reason.chars().count(), 200);
+    let up = Observation::reported(true, "ignored", Some(5 * SEC));
+    assert_eq!(
+        (up.outcome, up.ttl, up.latency),
+        (Outcome::Success, Some(5 * SEC), None)
+    );
+}

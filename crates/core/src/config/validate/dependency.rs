@@ -2,7 +2,7 @@
 
 use super::checks::*;
 use super::Errors;
-use crate::config::names::valid_name;
+use crate::config::names::{invalid_name, valid_name};
 use crate::config::raw::*;
 use crate::config::*;
 
@@ -83,10 +83,7 @@ pub(super) fn dependency(
             String::new()
         }
         Some(n) if !valid_name(n) => {
-            e.push(
-                at("name"),
-                format!("\"{n}\" is not a valid name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit, at most 63 characters"),
-            );
+            e.push(at("name"), invalid_name(n));
             n.clone()
         }
         Some(n) => n.clone(),

@@ -1,7 +1,7 @@
 //! `[agent]` and `[[signals]]`: what the agent itself reports.
 
 use super::Errors;
-use crate::config::names::{suggest, valid_name};
+use crate::config::names::{invalid_name, suggest, valid_name};
 use crate::config::raw::*;
 use crate::config::*;
 
@@ -61,10 +61,7 @@ pub(super) fn signal(e: &mut Errors, i: usize, raw: RawSignal) -> Option<Signal>
             String::new()
         }
         Some(n) if !valid_name(&n) => {
-            e.push(
-                at("name"),
-                format!("\"{n}\" is not a valid name; use lowercase letters, digits, '-', '_' or '.', starting with a letter or digit, at most 63 characters"),
-            );
+            e.push(at("name"), invalid_name(&n));
             n
         }
         Some(n) => n,
