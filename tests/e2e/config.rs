@@ -235,3 +235,47 @@ fn validate_offline_checks_the_file_without_the_secrets() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// ECS and Cloud Run mount no files: their renders hand vitals the configuration's text in
+/// `VITALS_CONFIG_TOML`, and serve must run exactly that configuration.
+#[tokio::test]
+async fn serve_reads_the_configuration_from_vitals_config_toml() {
+    let toml = "[[signals]]\nname = \"web-search\"\n[drain]\ndelay = \"0s\"\n";
+    let vitals = vitals_test_util::VitalsProcess::start_inline(&bin(), toml, &[]);
+    let status = crate::body(&vitals.url("/status")).await;
+    assert!(status.contains("\"web-search\""), "{status}");
+}
+
+#[test]
+fn a_file_and_vitals_config_toml_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, "").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("VITALS_CONFIG_TOML", "[drain]\ndelay = \"0s\"\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("VITALS_CONFIG_TOML") && stderr.contains("--config"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_vitals_config_toml_names_its_source_and_key() {
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("VITALS_CONFIG_TOML", "[readiness]\ndegraded_status = 500\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("VITALS_CONFIG_TOML") && stderr.contains("readiness.degraded_status"),
+        "{stderr}"
+    );
+}

@@ -405,7 +405,7 @@ fn a_required_agent_heartbeat_is_wired_or_explained_per_platform() {
     let out = render_to("all", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let notes = text(&out.stderr);
-    for platform in ["nomad", "ecs", "cloudrun"] {
+    for platform in ["ecs", "cloudrun"] {
         assert!(
             notes.contains(&format!(
                 "note: {platform}: with agent.heartbeat = \"required\""
@@ -413,9 +413,90 @@ fn a_required_agent_heartbeat_is_wired_or_explained_per_platform() {
             "{notes}"
         );
     }
+    // Nomad: the agent's task has its own check, whose check_restart restarts that task.
+    let job: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("nomad/agent.json")).unwrap())
+            .unwrap();
+    let agent_checks = &job["Job"]["TaskGroups"][0]["Tasks"][0]["Services"][0]["Checks"];
+    assert!(
+        agent_checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["Path"] == "/healthz/agent" && c["CheckRestart"].is_object()),
+        "{agent_checks}"
+    );
     let yaml = std::fs::read_to_string(out_dir.join("kubernetes/deployment.yaml")).unwrap();
     assert!(
         yaml.contains("path: /healthz/agent") && yaml.contains("path: /healthz/vitals"),
         "{yaml}"
     );
+}
+
+/// The first wave's crash loop: every render started vitals with a --config nothing put there.
+/// Each platform's file now carries health.toml itself; the text each delivers, served the way
+/// that platform hands it over, runs the very configuration that was rendered, with the secrets
+/// its `*_env` keys name listed for the platform's secret store.
+#[tokio::test]
+async fn every_render_delivers_the_configuration_it_was_rendered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[server]\nlisten = \"0.0.0.0:8080\"\n[[signals]]\nname = \"web-search\"\n[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key_env = \"OPENAI_API_KEY\"\ncheck = \"models\"\n";
+    let cfg = config(dir.path(), toml);
+    let out_dir = dir.path().join("deploy");
+    let out = render_to("kubernetes,nomad,ecs,cloudrun", &cfg, &out_dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let read = |p: &str| std::fs::read_to_string(out_dir.join(p)).unwrap();
+
+    use serde::Deserialize as _;
+    let k8s: Vec<serde_yaml_ng::Value> =
+        serde_yaml_ng::Deserializer::from_str(&read("kubernetes/deployment.yaml"))
+            .map(|d| serde_yaml_ng::Value::deserialize(d).unwrap())
+            .collect();
+    let delivered_k8s = k8s[0]["data"]["health.toml"].as_str().unwrap().to_owned();
+    let nomad: serde_json::Value = serde_json::from_str(&read("nomad/agent.json")).unwrap();
+    let delivered_nomad = nomad["Job"]["TaskGroups"][0]["Tasks"][1]["Templates"][0]["EmbeddedTmpl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ecs: serde_json::Value = serde_json::from_str(&read("ecs/task-definition.json")).unwrap();
+    let delivered_ecs = ecs["containerDefinitions"][1]["environment"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("cloudrun/service.yaml")).unwrap();
+    let delivered_run = run["spec"]["template"]["spec"]["containers"][1]["env"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (platform, delivered) in [
+        ("kubernetes", &delivered_k8s),
+        ("nomad", &delivered_nomad),
+        ("ecs", &delivered_ecs),
+        ("cloudrun", &delivered_run),
+    ] {
+        assert_eq!(delivered, toml, "{platform}");
+    }
+    // Served as ECS and Cloud Run hand it over (VITALS_CONFIG_TOML), with the secret set as the
+    // platform's secret store would: the rendered dependency and signal are there.
+    let vitals = vitals_test_util::VitalsProcess::start_inline(
+        &bin(),
+        &delivered_ecs,
+        &[("OPENAI_API_KEY", "sk-from-the-secret-store")],
+    );
+    let status = crate::body(&vitals.url("/status")).await;
+    assert!(
+        status.contains("\"llm\"") && status.contains("\"web-search\""),
+        "{status}"
+    );
+    assert!(!status.contains("sk-from-the-secret-store"));
+    let notes = text(&out.stderr);
+    for needle in [
+        "kubectl create secret generic agent-secrets --from-literal=OPENAI_API_KEY=...",
+        "nomad var put nomad/jobs/agent OPENAI_API_KEY=...",
+        "arn:aws:secretsmanager:REGION:ACCOUNT:secret:agent/OPENAI_API_KEY",
+        "Secret Manager (agent-openai-api-key)",
+    ] {
+        assert!(notes.contains(needle), "{needle}: {notes}");
+    }
 }

@@ -68,6 +68,8 @@ struct Container {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     args: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<EnvVar>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     ports: Vec<Port>,
     #[serde(skip_serializing_if = "Option::is_none")]
     startup_probe: Option<Probe>,
@@ -75,6 +77,64 @@ struct Container {
     liveness_probe: Option<Probe>,
     #[serde(skip_serializing_if = "Option::is_none")]
     readiness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvVar {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_from: Option<EnvVarSource>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvVarSource {
+    secret_key_ref: SecretKeyRef,
+}
+
+/// A Secret Manager secret and version.
+#[derive(Debug, Serialize)]
+struct SecretKeyRef {
+    name: String,
+    key: &'static str,
+}
+
+/// The Secret Manager secret a variable comes from: `NAME-variable-in-lowercase`.
+fn secret_name(workload: &Workload, var: &str) -> String {
+    format!(
+        "{}-{}",
+        workload.name,
+        var.to_ascii_lowercase().replace('_', "-")
+    )
+}
+
+/// Cloud Run mounts no ConfigMaps: the text of health.toml rides in VITALS_CONFIG_TOML, and each
+/// secret comes from Secret Manager (its latest version).
+fn vitals_env(workload: &Workload) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(toml) = &workload.config_toml {
+        env.push(EnvVar {
+            name: vitals_core::contract::CONFIG_TOML_ENV.into(),
+            value: Some(toml.clone()),
+            value_from: None,
+        });
+    }
+    for var in &workload.secret_env {
+        env.push(EnvVar {
+            name: var.clone(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: SecretKeyRef {
+                    name: secret_name(workload, var),
+                    key: "latest",
+                },
+            }),
+        });
+    }
+    env
 }
 
 #[derive(Debug, Serialize)]
@@ -161,6 +221,7 @@ pub fn render(
             name: workload.name.clone(),
             image: workload.image.clone(),
             args: Vec::new(),
+            env: Vec::new(),
             ports: vec![Port {
                 name: "http1",
                 container_port: spec.port,
@@ -179,6 +240,7 @@ pub fn render(
                     name: workload.name.clone(),
                     image: workload.image.clone(),
                     args: Vec::new(),
+                    env: Vec::new(),
                     ports: vec![Port {
                         name: "http1",
                         container_port: workload.agent_port,
@@ -190,11 +252,8 @@ pub fn render(
                 Container {
                     name: "vitals".into(),
                     image: workload.vitals_image.clone(),
-                    args: vec![
-                        "serve".into(),
-                        "--config".into(),
-                        workload.config_path.clone(),
-                    ],
+                    args: vec!["serve".into()],
+                    env: vitals_env(workload),
                     ports: Vec::new(),
                     startup_probe: Some(startup),
                     liveness_probe: Some(liveness),
@@ -230,6 +289,18 @@ pub fn render(
         ),
     );
     rendered.notes = notes;
+    if workload.layout == Layout::Sidecar && !workload.secret_env.is_empty() {
+        rendered.notes.push(format!(
+            "cloudrun: the vitals container reads {} from Secret Manager ({}); create them and let the service's account access them (roles/secretmanager.secretAccessor)",
+            workload.secret_env.join(", "),
+            workload
+                .secret_env
+                .iter()
+                .map(|v| secret_name(workload, v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     Ok(rendered)
 }
 

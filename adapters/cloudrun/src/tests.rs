@@ -31,11 +31,20 @@ delay = "3s"
 grace = "5s"
 "#;
 
+/// A sidecar workload whose vitals gets `toml` and needs one secret, as `vitals render` builds it.
+fn configured(toml: &str) -> Workload {
+    Workload {
+        config_toml: Some(toml.into()),
+        secret_env: vec!["OPENAI_API_KEY".into()],
+        ..workload(Layout::Sidecar)
+    }
+}
+
 #[test]
 fn sidecar_matches_golden() {
     let r = render(
         &spec_from_toml(QUICK),
-        &workload(Layout::Sidecar),
+        &configured(QUICK),
         Options::default(),
     )
     .unwrap();
@@ -231,5 +240,48 @@ fn the_agent_does_not_wait_for_the_sidecars_startup() {
             .get("run.googleapis.com/container-dependencies")
             .is_none(),
         "{annotations:?}"
+    );
+}
+
+/// Cloud Run mounts no ConfigMaps: the text rides in VITALS_CONFIG_TOML (which `serve` reads
+/// when no --config is given) and each secret comes from Secret Manager.
+#[test]
+fn the_configuration_and_its_secrets_reach_the_vitals_container() {
+    let r = render(
+        &spec_from_toml(QUICK),
+        &configured(QUICK),
+        Options::default(),
+    )
+    .unwrap();
+    let d = doc(&r);
+    let vitals = d["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vitals")
+        .unwrap()
+        .clone();
+    assert_eq!(vitals["args"][0], "serve");
+    assert!(
+        vitals["args"].as_sequence().unwrap().len() == 1,
+        "no --config to a file nothing put there"
+    );
+    assert_eq!(vitals["env"][0]["name"], "VITALS_CONFIG_TOML");
+    assert_eq!(vitals["env"][0]["value"].as_str(), Some(QUICK));
+    assert_eq!(vitals["env"][1]["name"], "OPENAI_API_KEY");
+    assert_eq!(
+        vitals["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+        "agent-openai-api-key"
+    );
+    assert_eq!(
+        vitals["env"][1]["valueFrom"]["secretKeyRef"]["key"],
+        "latest"
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("Secret Manager (agent-openai-api-key)")),
+        "{:?}",
+        r.notes
     );
 }

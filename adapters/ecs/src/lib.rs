@@ -43,7 +43,7 @@ pub struct Plan {
 #[serde(rename_all = "PascalCase")]
 pub struct TargetGroup {
     pub health_check_protocol: &'static str,
-    pub health_check_path: &'static str,
+    pub health_check_path: String,
     pub health_check_port: String,
     pub health_check_interval_seconds: u64,
     pub health_check_timeout_seconds: u64,
@@ -61,6 +61,8 @@ pub struct Matcher {
 }
 
 const START_PERIOD_MAX: u64 = 300;
+/// CreateTargetGroup's `Name` limit.
+const TARGET_GROUP_NAME_MAX: usize = 32;
 const FARGATE_STOP_TIMEOUT_MAX: u64 = 120;
 
 /// Decides every value and refuses what ECS or ELBv2 would refuse.
@@ -69,6 +71,27 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
     let mut notes = Vec::new();
     if spec.agent_heartbeat && workload.layout == Layout::Sidecar {
         notes.push("ecs: with agent.heartbeat = \"required\", a hung agent fails the vitals container's health command; that container is essential, so ECS replaces the whole task, the agent with it".into());
+    }
+    // CreateTargetGroup: at most 32 characters, and not starting with "internal-".
+    if workload.name.len() > TARGET_GROUP_NAME_MAX {
+        l.refuse(
+            "target group Name",
+            &workload.name,
+            format!(
+                "is {} characters; an ELB target group name has at most {TARGET_GROUP_NAME_MAX}",
+                workload.name.len()
+            ),
+            "--name",
+            format!("pass a --name of {TARGET_GROUP_NAME_MAX} characters or fewer for ecs"),
+        );
+    } else if workload.name.starts_with("internal-") {
+        l.refuse(
+            "target group Name",
+            &workload.name,
+            "may not begin with \"internal-\"",
+            "--name",
+            "pass a --name that does not begin with internal-",
+        );
     }
     let live = &spec.liveness;
 
@@ -230,7 +253,9 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
         grace_period: budget,
         target_group: TargetGroup {
             health_check_protocol: "HTTP",
-            health_check_path: vitals_core::spec::READINESS_PATH,
+            // ECS replaces tasks its target group calls unhealthy: only what a new task can
+            // cure may fail this check (see `Scope::Instance`).
+            health_check_path: format!("{}?scope=instance", vitals_core::spec::READINESS_PATH),
             health_check_port: match workload.layout {
                 Layout::Embedded => "traffic-port".into(),
                 Layout::Sidecar => spec.port.to_string(),
@@ -256,6 +281,15 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
 const PLACEHOLDER_VPC: &str = "vpc-REPLACE-ME";
 const PLACEHOLDER_SUBNET: &str = "subnet-REPLACE-ME";
 const PLACEHOLDER_SECURITY_GROUP: &str = "sg-REPLACE-ME";
+const PLACEHOLDER_EXECUTION_ROLE: &str = "arn:aws:iam::ACCOUNT:role/ecsTaskExecutionRole";
+
+/// The Secrets Manager secret a variable comes from: `NAME/VARIABLE`.
+fn secret_arn(workload: &Workload, var: &str) -> String {
+    format!(
+        "arn:aws:secretsmanager:REGION:ACCOUNT:secret:{}/{var}",
+        workload.name
+    )
+}
 
 /// Renders the API inputs: `task-definition.json` (`RegisterTaskDefinition`),
 /// `target-group.json` (`CreateTargetGroup`), `target-group-attributes.json`
@@ -276,7 +310,20 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         "stopTimeout": plan.stop_timeout,
     });
     if workload.layout == Layout::Sidecar {
-        probe_container["command"] = json!(["serve", "--config", workload.config_path]);
+        // ECS mounts no files: the configuration travels as text in VITALS_CONFIG_TOML, and
+        // each secret comes from Secrets Manager (through the task's execution role).
+        probe_container["command"] = json!(["serve"]);
+        if let Some(toml) = &workload.config_toml {
+            probe_container["environment"] =
+                json!([{ "name": vitals_core::contract::CONFIG_TOML_ENV, "value": toml }]);
+        }
+        if !workload.secret_env.is_empty() {
+            probe_container["secrets"] = workload
+                .secret_env
+                .iter()
+                .map(|var| json!({ "name": var, "valueFrom": secret_arn(workload, var) }))
+                .collect();
+        }
     }
     let containers = match workload.layout {
         Layout::Embedded => vec![probe_container.clone()],
@@ -292,7 +339,7 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
             probe_container.clone(),
         ],
     };
-    let task_definition = json!({
+    let mut task_definition = json!({
         "family": workload.name,
         "networkMode": "awsvpc",
         "requiresCompatibilities": ["FARGATE"],
@@ -300,6 +347,12 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         "memory": "2048",
         "containerDefinitions": containers,
     });
+    let secrets = workload.layout == Layout::Sidecar && !workload.secret_env.is_empty();
+    if secrets {
+        // The agent pulls secrets with the execution role, which needs
+        // secretsmanager:GetSecretValue on them.
+        task_definition["executionRoleArn"] = json!(PLACEHOLDER_EXECUTION_ROLE);
+    }
     let tg = &plan.target_group;
     let target_group = json!({
         "Name": workload.name,
@@ -364,6 +417,28 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
     );
     rendered.file("service.json", pretty(&service));
     rendered.notes = notes;
+    if secrets {
+        rendered.notes.push(format!(
+            "ecs: the vitals container reads {} from Secrets Manager ({}); create them, and give the execution role ({PLACEHOLDER_EXECUTION_ROLE}) secretsmanager:GetSecretValue on them",
+            workload.secret_env.join(", "),
+            workload
+                .secret_env
+                .iter()
+                .map(|v| secret_arn(workload, v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if workload.layout == Layout::Sidecar && workload.config_toml.is_some() {
+        rendered.notes.push(format!(
+            "ecs: health.toml travels in the vitals container's {} variable (ECS mounts no files); render again after editing it",
+            vitals_core::contract::CONFIG_TOML_ENV
+        ));
+    }
+    rendered.notes.push(format!(
+        "ecs: the target group checks {} — ECS replaces tasks its target group calls unhealthy, so only causes local to a task (a loopback dependency, an exec check, startup, drain) fail it; a shared critical dependency down (an LLM provider) turns every task degraded, not replaced, and AgentNotReady still fires from vitals_ready",
+        plan.target_group.health_check_path
+    ));
     rendered.notes.push(format!(
         "ecs: target-group.json is a CreateTargetGroup input, target-group-attributes.json a ModifyTargetGroupAttributes input and service.json a CreateService input; replace {PLACEHOLDER_VPC}, {PLACEHOLDER_SUBNET}, {PLACEHOLDER_SECURITY_GROUP} and the target group ARN's REGION, ACCOUNT and ID with your own"
     ));

@@ -34,9 +34,18 @@ grace = "25s"
 degraded_status = 429
 "#;
 
+/// A sidecar workload whose vitals gets `toml` and needs one secret, as `vitals render` builds it.
+fn configured(toml: &str) -> Workload {
+    Workload {
+        config_toml: Some(toml.into()),
+        secret_env: vec!["OPENAI_API_KEY".into()],
+        ..workload(Layout::Sidecar)
+    }
+}
+
 #[test]
 fn sidecar_files_match_golden() {
-    let r = render(&spec_from_toml(SLOW_BOOT), &workload(Layout::Sidecar)).unwrap();
+    let r = render(&spec_from_toml(SLOW_BOOT), &configured(SLOW_BOOT)).unwrap();
     for f in &r.files {
         assert_golden(golden(&format!("sidecar/{}", f.name)), &f.contents);
     }
@@ -101,7 +110,7 @@ fn a_startup_budget_past_300s_goes_to_the_service_grace_period_with_a_note() {
 fn target_group_checks_readyz_and_accepts_the_degraded_status() {
     let r = render(&spec_from_toml(SLOW_BOOT), &workload(Layout::Sidecar)).unwrap();
     let tg = file(&r, "target-group.json");
-    assert_eq!(tg["HealthCheckPath"], "/readyz");
+    assert_eq!(tg["HealthCheckPath"], "/readyz?scope=instance");
     assert_eq!(tg["HealthCheckPort"], "8080");
     assert_eq!(tg["Port"], 8000);
     assert_eq!(tg["Matcher"]["HttpCode"], "200-299,429");
@@ -229,4 +238,78 @@ fn the_health_command_times_out_with_the_health_check() {
     assert_eq!(hc["timeout"], 5);
     assert_eq!(hc["command"][4], "--timeout");
     assert_eq!(hc["command"][5], "4750ms");
+}
+
+/// ECS mounts no files: the text of health.toml rides in VITALS_CONFIG_TOML (which `serve`
+/// reads when no --config is given), and each secret comes from Secrets Manager.
+#[test]
+fn the_configuration_and_its_secrets_reach_the_vitals_container() {
+    let r = render(&spec_from_toml(SLOW_BOOT), &configured(SLOW_BOOT)).unwrap();
+    let td = file(&r, "task-definition.json");
+    let vitals = td["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vitals")
+        .unwrap();
+    assert_eq!(vitals["command"], serde_json::json!(["serve"]));
+    assert_eq!(vitals["environment"][0]["name"], "VITALS_CONFIG_TOML");
+    assert_eq!(vitals["environment"][0]["value"], SLOW_BOOT);
+    assert_eq!(vitals["secrets"][0]["name"], "OPENAI_API_KEY");
+    assert_eq!(
+        vitals["secrets"][0]["valueFrom"],
+        "arn:aws:secretsmanager:REGION:ACCOUNT:secret:agent/OPENAI_API_KEY"
+    );
+    assert!(
+        td["executionRoleArn"].is_string(),
+        "secrets need an execution role"
+    );
+}
+
+/// Deliverable 3 for ECS: the target group asks `/readyz?scope=instance`, where a shared
+/// dependency's outage degrades (matched as healthy) instead of failing, so ECS does not
+/// replace every task during a provider outage.
+#[test]
+fn the_target_group_fails_only_on_what_a_new_task_can_cure() {
+    let r = render(&spec_from_toml(SLOW_BOOT), &configured(SLOW_BOOT)).unwrap();
+    let tg = file(&r, "target-group.json");
+    assert_eq!(tg["HealthCheckPath"], "/readyz?scope=instance");
+    assert_eq!(
+        tg["Matcher"]["HttpCode"], "200-299,429",
+        "degraded counts as healthy"
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("ECS replaces tasks its target group calls unhealthy")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn names_longer_than_a_target_group_takes_are_refused() {
+    let spec = spec_from_toml("");
+    let ok = Workload {
+        name: "a".repeat(32),
+        ..workload(Layout::Sidecar)
+    };
+    assert!(render(&spec, &ok).is_ok());
+    let long = Workload {
+        name: "a".repeat(33),
+        ..workload(Layout::Sidecar)
+    };
+    let e = render(&spec, &long).unwrap_err();
+    assert_eq!(
+        e.to_string().trim(),
+        format!("ecs: target group Name = {} is 33 characters; an ELB target group name has at most 32 (from --name); pass a --name of 32 characters or fewer for ecs", "a".repeat(33))
+    );
+    let internal = Workload {
+        name: "internal-agent".into(),
+        ..workload(Layout::Sidecar)
+    };
+    assert!(render(&spec, &internal)
+        .unwrap_err()
+        .to_string()
+        .contains("may not begin with \"internal-\""));
 }

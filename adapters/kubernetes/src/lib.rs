@@ -9,13 +9,19 @@
 //! - `terminationGracePeriodSeconds` = drain delay + grace; in the sidecar layout the agent's
 //!   container gets a `preStop` sleep of the drain delay, so it keeps serving while vitals turns
 //!   readiness 503 and the endpoints catch up.
+//! - sidecar layout: `health.toml` reaches the vitals container as a ConfigMap mounted where
+//!   `--config` points, the secrets its `*_env` keys name come from a Secret by `secretKeyRef`,
+//!   and a pod annotation carries the file's SHA-256, so a changed file rolls the pods;
+//! - a Service for the agent's traffic that also names vitals' port, and (`servicemonitor.yaml`)
+//!   a prometheus-operator ServiceMonitor scraping vitals' `/metrics` through it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
-    Probe, SleepAction,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -56,19 +62,43 @@ pub fn render(
     }
     let pod = limits.finish(pod)?;
     let mut rendered = Rendered::default();
-    let yaml = match output {
-        Output::Deployment => to_yaml(&deployment(spec, workload, pod)),
-        Output::Patch => to_yaml(&serde_json::json!({ "spec": { "template": { "spec": pod } } })),
-    };
-    let name = match output {
-        Output::Deployment => "deployment.yaml",
-        Output::Patch => "deployment-patch.yaml",
-    };
+    let config_map = config_map(workload);
     let pre_stop = workload.layout == Layout::Sidecar && !spec.drain_delay.is_zero();
-    rendered.file(
-        name,
-        format!("{}{yaml}", header(workload, output, pre_stop)),
-    );
+    match output {
+        Output::Deployment => {
+            let mut docs = Vec::new();
+            if let Some(map) = &config_map {
+                docs.push(to_yaml(map));
+            }
+            docs.push(to_yaml(&deployment(spec, workload, pod)));
+            docs.push(to_yaml(&service(spec, workload)));
+            rendered.file(
+                "deployment.yaml",
+                format!(
+                    "{}{}",
+                    header(workload, output, pre_stop),
+                    docs.join("---\n")
+                ),
+            );
+            rendered.file("servicemonitor.yaml", service_monitor(workload));
+        }
+        Output::Patch => {
+            let yaml = to_yaml(&serde_json::json!({ "spec": { "template": { "spec": pod } } }));
+            rendered.file(
+                "deployment-patch.yaml",
+                format!("{}{yaml}", header(workload, output, pre_stop)),
+            );
+            if let Some(map) = &config_map {
+                rendered.file(
+                    "configmap.yaml",
+                    format!(
+                        "# vitals' health.toml for the patched Deployment's vitals container; apply it first: kubectl apply -f configmap.yaml\n{}",
+                        to_yaml(map)
+                    ),
+                );
+            }
+        }
+    }
     if pre_stop {
         rendered.notes.push(format!(
             "kubernetes: {PRE_STOP_SLEEP_NEEDS}: 1.29 drops it silently (the agent gets SIGTERM at once, with no drain.delay), 1.28 and older refuse the Deployment"
@@ -80,7 +110,150 @@ pub fn render(
             spec.drain_delay
         ));
     }
+    if workload.layout == Layout::Sidecar && !workload.secret_env.is_empty() {
+        rendered.notes.push(format!(
+            "kubernetes: the vitals container reads {} from the Secret {}; create it before applying: kubectl create secret generic {} {}",
+            workload.secret_env.join(", "),
+            secret_name(workload),
+            secret_name(workload),
+            workload
+                .secret_env
+                .iter()
+                .map(|v| format!("--from-literal={v}=..."))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    if output == Output::Deployment {
+        rendered.notes.push(
+            "kubernetes: servicemonitor.yaml needs the prometheus-operator's CRDs (monitoring.coreos.com/v1); apply deployment.yaml alone where none runs".into(),
+        );
+    }
     Ok(rendered)
+}
+
+/// The ConfigMap's volume in the pod.
+const CONFIG_VOLUME: &str = "vitals-config";
+
+fn config_map_name(workload: &Workload) -> String {
+    format!("{}-vitals", workload.name)
+}
+
+fn secret_name(workload: &Workload) -> String {
+    format!("{}-secrets", workload.name)
+}
+
+/// `/etc/vitals/health.toml` → (`/etc/vitals`, `health.toml`): the folder the ConfigMap is
+/// mounted on and the key that holds the file.
+fn config_location(workload: &Workload) -> (String, String) {
+    let path = std::path::Path::new(&workload.config_path);
+    let dir = path
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "health.toml".into());
+    (dir, file)
+}
+
+/// The ConfigMap holding `health.toml` exactly as the render read it (sidecar layout).
+fn config_map(workload: &Workload) -> Option<ConfigMap> {
+    let toml = workload.config_toml.as_ref()?;
+    if workload.layout != Layout::Sidecar {
+        return None;
+    }
+    let (_, file) = config_location(workload);
+    Some(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(workload)),
+            labels: Some(BTreeMap::from([("app".into(), workload.name.clone())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(file, toml.clone())])),
+        ..Default::default()
+    })
+}
+
+/// The annotation that rolls the pods when `health.toml` changes: kubelet refreshes a mounted
+/// ConfigMap, but vitals reads its file once, at start.
+const CONFIG_HASH_ANNOTATION: &str = "vitals/config-sha256";
+
+fn config_hash(toml: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(toml.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The agent's Service: its traffic port, and vitals' port (named `vitals`) for the
+/// ServiceMonitor. Traffic goes to ready pods only, so degraded pods (200) keep it and
+/// not-ready ones (503) lose it.
+fn service(spec: &HealthSpec, workload: &Workload) -> Service {
+    let labels = BTreeMap::from([("app".to_string(), workload.name.clone())]);
+    let mut ports = vec![ServicePort {
+        name: Some("http".into()),
+        port: i32::from(workload.traffic_port(spec)),
+        target_port: Some(IntOrString::String(traffic_port_name(workload).into())),
+        ..Default::default()
+    }];
+    if workload.layout == Layout::Sidecar {
+        ports.push(ServicePort {
+            name: Some(PORT_NAME.into()),
+            port: i32::from(spec.port),
+            target_port: Some(IntOrString::String(PORT_NAME.into())),
+            ..Default::default()
+        });
+    }
+    Service {
+        metadata: ObjectMeta {
+            name: Some(workload.name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(labels),
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The container port the agent's traffic arrives on.
+fn traffic_port_name(workload: &Workload) -> &'static str {
+    match workload.layout {
+        Layout::Sidecar => "http",
+        Layout::Embedded => PORT_NAME,
+    }
+}
+
+/// A prometheus-operator ServiceMonitor for vitals' `/metrics`, through the Service's port named
+/// `vitals` (sidecar) or the agent's own port, which serves vitals' routes (embedded).
+fn service_monitor(workload: &Workload) -> String {
+    let port = match workload.layout {
+        Layout::Sidecar => PORT_NAME,
+        Layout::Embedded => "http",
+    };
+    let monitor = serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": format!("{}-vitals", workload.name),
+            "labels": { "app": workload.name },
+        },
+        "spec": {
+            "selector": { "matchLabels": { "app": workload.name } },
+            "endpoints": [{ "port": port, "path": vitals_core::contract::paths::METRICS }],
+        },
+    });
+    format!(
+        "# Rendered by `vitals render kubernetes`: Prometheus (through the prometheus-operator) scrapes vitals' /metrics on the Service in deployment.yaml; apply with: kubectl apply -f servicemonitor.yaml\n{}",
+        to_yaml(&monitor)
+    )
 }
 
 /// The preStop `sleep` action is GA in Kubernetes 1.30; before it, it is dropped or refused.
@@ -140,6 +313,13 @@ fn deployment(spec: &HealthSpec, workload: &Workload, pod: PodSpec) -> Deploymen
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: workload
+                        .config_toml
+                        .as_ref()
+                        .filter(|_| workload.layout == Layout::Sidecar)
+                        .map(|toml| {
+                            BTreeMap::from([(CONFIG_HASH_ANNOTATION.into(), config_hash(toml))])
+                        }),
                     ..Default::default()
                 }),
                 spec: Some(pod),
@@ -225,21 +405,65 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
                 }),
                 ..Default::default()
             };
+            let configured = workload.config_toml.is_some();
+            let mut args = vec!["serve".to_string()];
+            if configured {
+                args.extend(["--config".into(), workload.config_path.clone()]);
+            }
+            let env: Vec<EnvVar> = workload
+                .secret_env
+                .iter()
+                .map(|var| EnvVar {
+                    name: var.clone(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: secret_name(workload),
+                            key: var.clone(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect();
             let vitals = Container {
                 name: "vitals".into(),
                 image: Some(workload.vitals_image.clone()),
-                args: Some(vec![
-                    "serve".into(),
-                    "--config".into(),
-                    workload.config_path.clone(),
-                ]),
+                args: Some(args),
+                env: (!env.is_empty()).then_some(env),
+                volume_mounts: configured.then(|| {
+                    vec![VolumeMount {
+                        name: CONFIG_VOLUME.into(),
+                        mount_path: config_location(workload).0,
+                        read_only: Some(true),
+                        ..Default::default()
+                    }]
+                }),
                 ..probed
             };
             vec![agent, vitals]
         }
     };
+    let volumes =
+        (workload.layout == Layout::Sidecar && workload.config_toml.is_some()).then(|| {
+            let (_, file) = config_location(workload);
+            vec![Volume {
+                name: CONFIG_VOLUME.into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map_name(workload),
+                    items: Some(vec![KeyToPath {
+                        key: file.clone(),
+                        path: file,
+                        mode: None,
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]
+        });
     PodSpec {
         containers,
+        volumes,
         termination_grace_period_seconds: Some(i64::try_from(grace).unwrap_or(i64::MAX)),
         ..Default::default()
     }

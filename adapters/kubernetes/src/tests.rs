@@ -22,12 +22,29 @@ fn workload(layout: Layout) -> Workload {
 /// The Deployment rendered from `toml`, parsed.
 fn deployment_doc(toml: &str, layout: Layout) -> Value {
     let r = render(&spec_from_toml(toml), &workload(layout), Output::Deployment).unwrap();
-    serde_yaml_ng::from_str(only_file(&r)).unwrap()
+    workload_doc(&r)
 }
 
+/// `deployment.yaml` or `deployment-patch.yaml`.
 fn only_file(r: &Rendered) -> &str {
-    assert_eq!(r.files.len(), 1);
+    assert!(r.files[0].name.starts_with("deployment"), "{r:?}");
     &r.files[0].contents
+}
+
+/// Every YAML document of `text`.
+fn docs(text: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The Deployment (or the patch) among the rendered documents.
+fn workload_doc(r: &Rendered) -> Value {
+    docs(only_file(r))
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment" || d["kind"].is_null())
+        .expect("a Deployment or a patch")
 }
 
 const SLOW_BOOT: &str = r#"
@@ -42,15 +59,194 @@ grace = "30s"
 startup = { period = "10s", timeout = "3s" }
 "#;
 
+/// A sidecar workload whose vitals gets `toml` and needs one secret, as `vitals render` builds it.
+fn configured(toml: &str) -> Workload {
+    Workload {
+        config_toml: Some(toml.into()),
+        secret_env: vec!["OPENAI_API_KEY".into()],
+        ..workload(Layout::Sidecar)
+    }
+}
+
 #[test]
 fn sidecar_deployment_matches_golden() {
     let r = render(
         &spec_from_toml(SLOW_BOOT),
-        &workload(Layout::Sidecar),
+        &configured(SLOW_BOOT),
         Output::Deployment,
     )
     .unwrap();
     assert_golden(golden("sidecar.yaml"), only_file(&r));
+    assert_golden(golden("servicemonitor.yaml"), &r.files[1].contents);
+}
+
+/// The first wave's crash loop: `--config` pointed at a file nothing put there. The file the
+/// container reads is the ConfigMap's text, at the path `--config` names, and each secret comes
+/// from the Secret the note tells the user to create.
+#[test]
+fn the_configuration_and_its_secrets_reach_the_vitals_container() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &configured(SLOW_BOOT),
+        Output::Deployment,
+    )
+    .unwrap();
+    let all = docs(only_file(&r));
+    let map = all.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let pod = &workload_doc(&r)["spec"]["template"]["spec"];
+    let vitals = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vitals")
+        .unwrap();
+    let args = vitals["args"].as_sequence().unwrap();
+    assert_eq!(args[0], "serve");
+    assert_eq!(args[1], "--config");
+    let config_path = args[2].as_str().unwrap();
+
+    // Follow the path the way kubelet does: mount → volume → ConfigMap item → data.
+    let mount = &vitals["volumeMounts"][0];
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], map["metadata"]["name"]);
+    let item = &volume["configMap"]["items"][0];
+    assert_eq!(
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            item["path"].as_str().unwrap()
+        ),
+        config_path
+    );
+    assert_eq!(
+        map["data"][item["key"].as_str().unwrap()].as_str(),
+        Some(SLOW_BOOT),
+        "the container must read the very text that was rendered"
+    );
+
+    let env = &vitals["env"][0];
+    assert_eq!(env["name"], "OPENAI_API_KEY");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "agent-secrets");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["key"], "OPENAI_API_KEY");
+    assert!(
+        r.notes.iter().any(|n| n.contains(
+            "kubectl create secret generic agent-secrets --from-literal=OPENAI_API_KEY=..."
+        )),
+        "{:?}",
+        r.notes
+    );
+    // A changed file changes the pod template, so the Deployment rolls.
+    let other = render(
+        &spec_from_toml(SLOW_BOOT),
+        &configured(&format!("{SLOW_BOOT}\n# edited\n")),
+        Output::Deployment,
+    )
+    .unwrap();
+    let hash = |d: &Value| {
+        d["spec"]["template"]["metadata"]["annotations"]["vitals/config-sha256"].clone()
+    };
+    assert_ne!(hash(&workload_doc(&r)), hash(&workload_doc(&other)));
+    assert!(hash(&workload_doc(&r)).is_string());
+}
+
+/// The Service sends traffic to the agent's port and names vitals' port; the ServiceMonitor
+/// finds that Service and port. Each reference is followed as Kubernetes resolves it.
+#[test]
+fn the_service_and_the_service_monitor_reach_the_right_ports() {
+    for layout in [Layout::Sidecar, Layout::Embedded] {
+        let r = render(
+            &spec_from_toml(SLOW_BOOT),
+            &workload(layout),
+            Output::Deployment,
+        )
+        .unwrap();
+        let all = docs(only_file(&r));
+        let service = all.iter().find(|d| d["kind"] == "Service").unwrap();
+        let pod_template = &workload_doc(&r)["spec"]["template"];
+        for (k, v) in service["spec"]["selector"].as_mapping().unwrap() {
+            assert_eq!(&pod_template["metadata"]["labels"][k.as_str().unwrap()], v);
+        }
+        let container_port = |name: &str| -> Option<(String, i64)> {
+            pod_template["spec"]["containers"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .flat_map(|c| {
+                    c["ports"]
+                        .as_sequence()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |p| (c["name"].as_str().unwrap().to_owned(), p))
+                })
+                .find(|(_, p)| p["name"] == name)
+                .map(|(c, p)| (c, p["containerPort"].as_i64().unwrap()))
+        };
+        let http = service["spec"]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "http")
+            .unwrap();
+        let (container, port) = container_port(http["targetPort"].as_str().unwrap()).unwrap();
+        assert_eq!(container, "agent", "{layout:?}: traffic goes to the agent");
+        assert_eq!(
+            port,
+            if layout == Layout::Sidecar {
+                8000
+            } else {
+                9090
+            }
+        );
+
+        let monitor = docs(&r.files[1].contents).remove(0);
+        assert_eq!(monitor["kind"], "ServiceMonitor");
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .unwrap()
+        {
+            assert_eq!(&service["metadata"]["labels"][k.as_str().unwrap()], v);
+        }
+        let endpoint = &monitor["spec"]["endpoints"][0];
+        assert_eq!(endpoint["path"], "/metrics");
+        let scraped = service["spec"]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == endpoint["port"])
+            .unwrap();
+        let (container, port) = container_port(scraped["targetPort"].as_str().unwrap()).unwrap();
+        let expected = if layout == Layout::Sidecar {
+            "vitals"
+        } else {
+            "agent"
+        };
+        assert_eq!(
+            container, expected,
+            "{layout:?}: /metrics is served by vitals' routes"
+        );
+        assert_eq!(port, 9090);
+    }
+}
+
+#[test]
+fn a_patch_carries_the_config_map_beside_it() {
+    let r = render(
+        &spec_from_toml(SLOW_BOOT),
+        &configured(SLOW_BOOT),
+        Output::Patch,
+    )
+    .unwrap();
+    let names: Vec<_> = r.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["deployment-patch.yaml", "configmap.yaml"]);
+    let map = docs(&r.files[1].contents).remove(0);
+    assert_eq!(map["data"]["health.toml"].as_str(), Some(SLOW_BOOT));
 }
 
 #[test]
@@ -72,7 +268,7 @@ fn startup_threshold_covers_the_budget_and_grace_covers_the_drain() {
         Output::Deployment,
     )
     .unwrap();
-    let doc: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let doc: Value = workload_doc(&r);
     let pod = &doc["spec"]["template"]["spec"];
     assert_eq!(pod["terminationGracePeriodSeconds"], Value::from(35));
     let vitals = &pod["containers"][1];
@@ -173,7 +369,7 @@ proptest! {
         let output = if patch { Output::Patch } else { Output::Deployment };
         match render(&spec, &workload(layout), output) {
             Ok(r) => {
-                let doc: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+                let doc: Value = workload_doc(&r);
                 prop_assert_eq!(kubernetes_accepts(&doc), Ok(()));
                 // A whole-second spec within int32 is never refused.
             }
@@ -189,7 +385,7 @@ fn a_degraded_429_instance_stays_in_traffic() {
     for (degraded, path) in [(429, "/readyz?degraded_status=200"), (200, "/readyz")] {
         let spec = spec_from_toml(&format!("[readiness]\ndegraded_status = {degraded}\n"));
         let r = render(&spec, &workload(Layout::Sidecar), Output::Deployment).unwrap();
-        let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+        let d: Value = workload_doc(&r);
         let c = &d["spec"]["template"]["spec"]["containers"][1];
         assert_eq!(
             c["readinessProbe"]["httpGet"]["path"],
@@ -209,7 +405,7 @@ fn a_degraded_429_instance_stays_in_traffic() {
 fn the_startup_window_covers_the_whole_budget_and_the_rollout_outlasts_it() {
     let spec = spec_from_toml("[startup]\ntimeout = \"1200s\"\n[probes]\nstartup = { period = \"10s\", timeout = \"2s\" }\n");
     let r = render(&spec, &workload(Layout::Sidecar), Output::Deployment).unwrap();
-    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let d: Value = workload_doc(&r);
     let startup = &d["spec"]["template"]["spec"]["containers"][1]["startupProbe"];
     let (n, period) = (
         startup["failureThreshold"].as_u64().unwrap(),
@@ -237,7 +433,7 @@ fn the_startup_window_covers_the_whole_budget_and_the_rollout_outlasts_it() {
 fn a_patch_never_touches_the_agents_image() {
     for layout in [Layout::Embedded, Layout::Sidecar] {
         let r = render(&spec_from_toml(""), &workload(layout), Output::Patch).unwrap();
-        let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+        let d: Value = workload_doc(&r);
         let containers = d["spec"]["template"]["spec"]["containers"]
             .as_sequence()
             .unwrap();
@@ -296,7 +492,7 @@ fn the_minimum_version_is_stated_where_prestop_sleep_is_used() {
 fn the_agent_container_is_watched_by_its_own_heartbeat() {
     let spec = spec_from_toml("[agent]\nheartbeat = \"required\"\n");
     let r = render(&spec, &workload(Layout::Sidecar), Output::Deployment).unwrap();
-    let d: Value = serde_yaml_ng::from_str(only_file(&r)).unwrap();
+    let d: Value = workload_doc(&r);
     let containers = &d["spec"]["template"]["spec"]["containers"];
     let (agent, vitals) = (&containers[0], &containers[1]);
     assert_eq!(

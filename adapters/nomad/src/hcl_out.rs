@@ -16,13 +16,17 @@ pub fn to_hcl(job: &Job) -> String {
         ))
         .add_attribute(("auto_revert", true))
         .build();
-    let network = Block::builder("network")
-        .add_block(
+    let mut network = Block::builder("network");
+    if job.group.bridge {
+        network = network.add_attribute(("mode", "bridge"));
+    }
+    let network = network
+        .add_blocks(job.group.ports.iter().map(|(label, to)| {
             Block::builder("port")
-                .add_label(crate::PORT_LABEL)
-                .add_attribute(("to", i64::from(job.group.port)))
-                .build(),
-        )
+                .add_label(label.as_str())
+                .add_attribute(("to", i64::from(*to)))
+                .build()
+        }))
         .build();
     let group = Block::builder("group")
         .add_label(job.group.name.as_str())
@@ -74,6 +78,20 @@ fn task(t: &Task) -> Block {
         );
     }
     b = b.add_block(config.build());
+    for tpl in &t.templates {
+        let mut block = Block::builder("template")
+            .add_attribute(("destination", tpl.destination.as_str()))
+            .add_attribute(("change_mode", "restart"));
+        if tpl.env {
+            block = block.add_attribute(("env", true));
+        }
+        if let Some((left, right)) = &tpl.delimiters {
+            block = block
+                .add_attribute(("left_delimiter", left.as_str()))
+                .add_attribute(("right_delimiter", right.as_str()));
+        }
+        b = b.add_block(block.add_attribute(("data", tpl.data.as_str())).build());
+    }
     for s in &t.services {
         b = b.add_block(
             Block::builder("service")
@@ -91,7 +109,11 @@ fn check(c: &Check) -> Block {
     let mut b = Block::builder("check")
         .add_attribute(("name", c.name.as_str()))
         .add_attribute(("type", "http"))
-        .add_attribute(("path", c.path.as_str()))
+        .add_attribute(("path", c.path.as_str()));
+    if let Some(port) = &c.port {
+        b = b.add_attribute(("port", port.as_str()));
+    }
+    b = b
         .add_attribute(("interval", go_duration(c.interval)))
         .add_attribute(("timeout", go_duration(c.timeout)));
     if let Some(u) = &c.on_update {

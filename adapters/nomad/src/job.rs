@@ -22,9 +22,24 @@ pub struct Update {
 pub struct Group {
     pub name: String,
     pub count: u32,
-    /// The container port behind the `vitals` port label.
-    pub port: u16,
+    /// `network { mode = "bridge" }`: the group's tasks share one network namespace, so the
+    /// agent and vitals reach each other (and the agent's loopback dependencies) on 127.0.0.1.
+    pub bridge: bool,
+    /// Port labels and the container ports behind them.
+    pub ports: Vec<(String, u16)>,
     pub tasks: Vec<Task>,
+}
+
+/// A `template` block: a file Nomad writes into the task's folder before starting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// Relative to the task's folder, such as `local/health.toml`.
+    pub destination: String,
+    pub data: String,
+    /// `env = true`: the file's `KEY=value` lines become the task's environment.
+    pub env: bool,
+    /// Delimiters other than `{{ }}`, for data that holds `{{` as text.
+    pub delimiters: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +51,7 @@ pub struct Task {
     /// A `lifecycle { hook = "prestart", sidecar = true }` task: runs for the allocation's life.
     pub sidecar: bool,
     pub stop: Stop,
+    pub templates: Vec<Template>,
     pub services: Vec<Service>,
 }
 
@@ -58,6 +74,8 @@ pub struct Service {
 pub struct Check {
     pub name: String,
     pub path: String,
+    /// The port label the check requests, when not the service's own.
+    pub port: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub check_restart: Option<CheckRestart>,
@@ -193,9 +211,7 @@ impl Job {
                 "TaskGroups": [{
                     "Name": self.group.name,
                     "Count": self.group.count,
-                    "Networks": [{
-                        "DynamicPorts": [{ "Label": super::PORT_LABEL, "To": self.group.port }],
-                    }],
+                    "Networks": [network_json(&self.group)],
                     "Tasks": tasks,
                 }],
             }
@@ -204,6 +220,33 @@ impl Job {
         out.push('\n');
         out
     }
+}
+
+fn network_json(g: &Group) -> Value {
+    let ports: Vec<Value> = g
+        .ports
+        .iter()
+        .map(|(label, to)| json!({ "Label": label, "To": to }))
+        .collect();
+    let mut network = json!({ "DynamicPorts": ports });
+    if g.bridge {
+        network["Mode"] = json!("bridge");
+    }
+    network
+}
+
+fn template_json(t: &Template) -> Value {
+    let mut v = json!({
+        "DestPath": t.destination,
+        "EmbeddedTmpl": t.data,
+        "ChangeMode": "restart",
+        "Envvars": t.env,
+    });
+    if let Some((left, right)) = &t.delimiters {
+        v["LeftDelim"] = json!(left);
+        v["RightDelim"] = json!(right);
+    }
+    v
 }
 
 fn task_json(t: &Task) -> Value {
@@ -224,6 +267,9 @@ fn task_json(t: &Task) -> Value {
     });
     if t.sidecar {
         task["Lifecycle"] = json!({ "Hook": "prestart", "Sidecar": true });
+    }
+    if !t.templates.is_empty() {
+        task["Templates"] = t.templates.iter().map(template_json).collect();
     }
     if !t.services.is_empty() {
         task["Services"] = t.services.iter().map(service_json).collect();
@@ -248,6 +294,9 @@ fn check_json(c: &Check) -> Value {
         "Interval": nanos(c.interval),
         "Timeout": nanos(c.timeout),
     });
+    if let Some(port) = &c.port {
+        v["PortLabel"] = json!(port);
+    }
     if let Some(r) = &c.check_restart {
         v["CheckRestart"] = json!({
             "Limit": r.limit,

@@ -25,6 +25,36 @@ pub const PLATFORM: &str = "nomad";
 const CLIENT_MAX_KILL_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_HEALTHY_TIME: Duration = Duration::from_secs(10);
 const PORT_LABEL: &str = "vitals";
+/// Consul's and Nomad's limit on a service name (a DNS label).
+const SERVICE_NAME_MAX: usize = 63;
+/// The agent's traffic port in the sidecar layout.
+const AGENT_PORT_LABEL: &str = "http";
+/// The file the config template writes, in the vitals task's `local/` folder.
+const CONFIG_FILE: &str = "health.toml";
+
+/// Delimiters for a template whose data is plain text: Nomad runs every template through
+/// consul-template, so a `{{` in `health.toml` (in a prompt, say) would be read as template
+/// code. Delimiters the text does not contain keep it verbatim.
+fn plain_text_delimiters(text: &str) -> Option<(String, String)> {
+    if !text.contains("{{") && !text.contains("}}") {
+        return None;
+    }
+    (0u32..)
+        .map(|n| (format!("[[vitals{n}:"), format!(":vitals{n}]]")))
+        .find(|(l, r)| !text.contains(l.as_str()) && !text.contains(r.as_str()))
+}
+
+/// The secrets `*_env` keys name, from Nomad Variables at `nomad/jobs/NAME` (readable by the
+/// job's tasks through workload identity), as an env file. `toJSON` quotes each value, which
+/// the env file's parser unquotes, so values with spaces, `#` or newlines survive.
+fn secrets_template(workload: &Workload) -> String {
+    let mut t = format!("{{{{ with nomadVar \"nomad/jobs/{}\" }}}}\n", workload.name);
+    for var in &workload.secret_env {
+        t.push_str(&format!("{var}={{{{ .{var} | toJSON }}}}\n"));
+    }
+    t.push_str("{{ end }}\n");
+    t
+}
 
 /// Which service provider registers the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +82,23 @@ pub fn render(
     provider: Provider,
 ) -> Result<Rendered, Refusals> {
     let mut limits = Limits::new(PLATFORM);
+    // Consul and Nomad service names are DNS labels: at most 63 characters.
+    let vitals_service = format!("{}-vitals", workload.name);
+    if workload.layout == Layout::Sidecar && vitals_service.len() > SERVICE_NAME_MAX {
+        limits.refuse(
+            "service name",
+            &vitals_service,
+            format!(
+                "is {} characters; a service name has at most {SERVICE_NAME_MAX}",
+                vitals_service.len()
+            ),
+            "--name",
+            format!(
+                "pass a --name of {} characters or fewer for nomad",
+                SERVICE_NAME_MAX - "-vitals".len()
+            ),
+        );
+    }
     let job = build(spec, workload, provider);
     job.check(&mut limits);
     let job = limits.finish(job)?;
@@ -76,8 +123,21 @@ pub fn render(
 
 fn notes(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Vec<String> {
     let mut notes = Vec::new();
-    if spec.agent_heartbeat && workload.layout == Layout::Sidecar {
-        notes.push("with agent.heartbeat = \"required\", a hung agent fails vitals' liveness check, and check_restart restarts the task that check belongs to, the vitals task, not the agent's; give the agent's task a check of its own on /healthz/agent with check_restart".into());
+    if workload.layout == Layout::Sidecar {
+        notes.push("the group uses bridge networking (the agent and vitals share 127.0.0.1): each client needs the CNI reference plugins in /opt/cni/bin".into());
+    }
+    if workload.layout == Layout::Sidecar && !workload.secret_env.is_empty() {
+        notes.push(format!(
+            "the vitals task reads {} from Nomad Variables; store them before running the job: nomad var put nomad/jobs/{} {}",
+            workload.secret_env.join(", "),
+            workload.name,
+            workload
+                .secret_env
+                .iter()
+                .map(|v| format!("{v}=..."))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
     }
     if provider == Provider::Nomad {
         notes.push(
@@ -111,9 +171,11 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
     use job::*;
 
     let consul = provider == Provider::Consul;
-    let liveness = Check {
-        name: "healthz".into(),
-        path: vitals_core::spec::LIVENESS_PATH.into(),
+    let sidecar = workload.layout == Layout::Sidecar;
+    let liveness = |name: &str, path: &str| Check {
+        name: name.into(),
+        path: path.into(),
+        port: None,
         interval: spec.liveness.period,
         timeout: spec.liveness.timeout,
         check_restart: Some(CheckRestart {
@@ -126,6 +188,8 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
         failures_before_critical: 0,
         success_before_passing: 0,
     };
+    // Readiness never has check_restart: a dependency outage that hits every allocation takes
+    // them out of traffic and restarts none.
     let readiness = Check {
         name: "readyz".into(),
         path: if consul {
@@ -133,6 +197,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
         } else {
             vitals_core::spec::READINESS_PATH.into()
         },
+        port: None,
         interval: spec.readiness.period,
         timeout: spec.readiness.timeout,
         check_restart: None,
@@ -142,28 +207,76 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
         failures_before_critical: consecutive(consul, spec.readiness.failure_threshold),
         success_before_passing: consecutive(consul, spec.readiness.success_threshold),
     };
-    let service = Service {
-        name: workload.name.clone(),
-        provider: provider.as_str().into(),
-        port_label: PORT_LABEL.into(),
-        checks: vec![liveness, readiness],
-    };
     let stop = Stop {
         kill_signal: "SIGTERM".into(),
         kill_timeout: spec.stop_budget(),
         shutdown_delay: spec.drain_delay,
     };
-    let tasks = match workload.layout {
-        Layout::Embedded => vec![Task {
+    let tasks = if !sidecar {
+        vec![Task {
             name: workload.name.clone(),
             image: workload.image.clone(),
             args: Vec::new(),
             ports: vec![PORT_LABEL.into()],
             sidecar: false,
             stop,
-            services: vec![service],
-        }],
-        Layout::Sidecar => vec![
+            templates: Vec::new(),
+            services: vec![Service {
+                name: workload.name.clone(),
+                provider: provider.as_str().into(),
+                port_label: PORT_LABEL.into(),
+                checks: vec![
+                    liveness("healthz", vitals_core::spec::LIVENESS_PATH),
+                    readiness,
+                ],
+            }],
+        }]
+    } else {
+        // The agent's service advertises the agent's port and carries readiness: Nomad
+        // deregisters a task's services when it stops that task, and it stops the agent first
+        // (vitals is a sidecar, stopped last), so Consul stops routing before the agent exits.
+        // The checks reach vitals on its port label through the shared bridge network.
+        let on_vitals = |mut c: Check| {
+            c.port = Some(PORT_LABEL.into());
+            c
+        };
+        let mut agent_checks = vec![on_vitals(readiness)];
+        if spec.agent_heartbeat {
+            // A hung agent restarts the agent's task: check_restart acts on the task whose
+            // service holds the check.
+            agent_checks.push(on_vitals(liveness(
+                "healthz-agent",
+                vitals_core::contract::paths::HEALTHZ_AGENT,
+            )));
+        }
+        let vitals_liveness = if spec.agent_heartbeat {
+            vitals_core::contract::paths::HEALTHZ_VITALS
+        } else {
+            vitals_core::spec::LIVENESS_PATH
+        };
+        let mut args = vec!["serve".to_string()];
+        let mut templates = Vec::new();
+        if let Some(toml) = &workload.config_toml {
+            args.extend([
+                "--config".into(),
+                format!("${{NOMAD_TASK_DIR}}/{CONFIG_FILE}"),
+            ]);
+            templates.push(Template {
+                destination: format!("local/{CONFIG_FILE}"),
+                data: toml.clone(),
+                env: false,
+                delimiters: plain_text_delimiters(toml),
+            });
+        }
+        if !workload.secret_env.is_empty() {
+            templates.push(Template {
+                destination: "secrets/vitals.env".into(),
+                data: secrets_template(workload),
+                env: true,
+                delimiters: None,
+            });
+        }
+        vec![
             Task {
                 name: workload.name.clone(),
                 image: workload.image.clone(),
@@ -171,22 +284,38 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
                 ports: Vec::new(),
                 sidecar: false,
                 stop: stop.clone(),
-                services: Vec::new(),
+                templates: Vec::new(),
+                services: vec![Service {
+                    name: workload.name.clone(),
+                    provider: provider.as_str().into(),
+                    port_label: AGENT_PORT_LABEL.into(),
+                    checks: agent_checks,
+                }],
             },
             Task {
                 name: "vitals".into(),
                 image: workload.vitals_image.clone(),
-                args: vec![
-                    "serve".into(),
-                    "--config".into(),
-                    workload.config_path.clone(),
-                ],
-                ports: vec![PORT_LABEL.into()],
+                args,
+                ports: Vec::new(),
                 sidecar: true,
                 stop,
-                services: vec![service],
+                templates,
+                services: vec![Service {
+                    name: format!("{}-vitals", workload.name),
+                    provider: provider.as_str().into(),
+                    port_label: PORT_LABEL.into(),
+                    checks: vec![liveness("healthz", vitals_liveness)],
+                }],
             },
-        ],
+        ]
+    };
+    let ports = if sidecar {
+        vec![
+            (AGENT_PORT_LABEL.to_string(), workload.agent_port),
+            (PORT_LABEL.to_string(), spec.port),
+        ]
+    } else {
+        vec![(PORT_LABEL.to_string(), spec.port)]
     };
     // The deployment must wait out the whole startup budget before it calls an allocation
     // unhealthy, plus the successes readiness needs to pass (success_before_passing), plus the
@@ -212,7 +341,8 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
         group: Group {
             name: workload.name.clone(),
             count: 2,
-            port: spec.port,
+            bridge: sidecar,
+            ports,
             tasks,
         },
     }

@@ -37,11 +37,20 @@ degraded_status = 429
 readiness = { period = "5s", timeout = "2s", failure_threshold = 3 }
 "#;
 
+/// A sidecar workload whose vitals gets `toml` and needs one secret, as `vitals render` builds it.
+fn configured(toml: &str) -> Workload {
+    Workload {
+        config_toml: Some(toml.into()),
+        secret_env: vec!["OPENAI_API_KEY".into()],
+        ..workload(Layout::Sidecar)
+    }
+}
+
 #[test]
 fn consul_sidecar_matches_golden() {
     let r = render(
         &spec_from_toml(SLOW_BOOT),
-        &workload(Layout::Sidecar),
+        &configured(SLOW_BOOT),
         Provider::Consul,
     )
     .unwrap();
@@ -228,4 +237,167 @@ fn healthy_deadline_waits_for_the_successes_readiness_needs() {
     let job = json_of(&render(&spec, &workload(Layout::Sidecar), Provider::Consul).unwrap());
     // 600s budget + 10s min healthy time + 6 successes × 10s.
     assert_eq!(job["Job"]["Update"]["HealthyDeadline"], 670_000_000_000u64);
+}
+
+fn task<'a>(job: &'a Value, name: &str) -> &'a Value {
+    job["Job"]["TaskGroups"][0]["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["Name"] == name)
+        .unwrap_or_else(|| panic!("no task {name}"))
+}
+
+/// The first wave's sidecar job could not work: vitals' port was advertised as the agent's, the
+/// tasks shared no loopback, and readiness sat on the task Nomad stops last. Each is followed
+/// here as Nomad and Consul resolve it.
+#[test]
+fn the_sidecar_job_routes_to_the_agent_and_gates_it_on_readiness() {
+    let toml = "[agent]\nheartbeat = \"required\"\n";
+    let spec = spec_from_toml(toml);
+    let w = Workload {
+        agent_port: 8000,
+        ..configured(toml)
+    };
+    let job = json_of(&render(&spec, &w, Provider::Consul).unwrap());
+    let network = &job["Job"]["TaskGroups"][0]["Networks"][0];
+    assert_eq!(network["Mode"], "bridge", "tasks must share 127.0.0.1");
+    let port_to = |label: &Value| {
+        network["DynamicPorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| &p["Label"] == label)
+            .map(|p| p["To"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no port label {label}"))
+    };
+
+    let agent = task(&job, "agent");
+    let service = &agent["Services"][0];
+    assert_eq!(
+        port_to(&service["PortLabel"]),
+        8000,
+        "the service advertises the agent's port"
+    );
+    let check = |name: &str| {
+        service["Checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["Name"] == name)
+            .unwrap_or_else(|| panic!("no check {name} on the agent's service"))
+            .clone()
+    };
+    let readyz = check("readyz");
+    assert_eq!(port_to(&readyz["PortLabel"]), 8080, "readiness asks vitals");
+    assert!(readyz["CheckRestart"].is_null());
+    let agent_live = check("healthz-agent");
+    assert_eq!(agent_live["Path"], "/healthz/agent");
+    assert_eq!(port_to(&agent_live["PortLabel"]), 8080);
+    assert_eq!(
+        agent_live["CheckRestart"]["Limit"], 3,
+        "a hung agent restarts the agent's task"
+    );
+
+    let vitals = task(&job, "vitals");
+    assert_eq!(vitals["Lifecycle"]["Sidecar"], true);
+    let vitals_checks = vitals["Services"][0]["Checks"].as_array().unwrap();
+    assert_eq!(vitals_checks.len(), 1);
+    assert_eq!(vitals_checks[0]["Path"], "/healthz/vitals");
+    assert_eq!(port_to(&vitals["Services"][0]["PortLabel"]), 8080);
+}
+
+/// Deliverable 3 for Nomad: only liveness checks carry check_restart, and liveness never asks
+/// a dependency, so an outage that fails every allocation's readiness restarts none of them.
+#[test]
+fn no_readiness_check_can_restart_a_task() {
+    for (layout, provider) in [
+        (Layout::Sidecar, Provider::Consul),
+        (Layout::Sidecar, Provider::Nomad),
+        (Layout::Embedded, Provider::Consul),
+        (Layout::Embedded, Provider::Nomad),
+    ] {
+        let spec = spec_from_toml("[agent]\nheartbeat = \"required\"\n");
+        let job = json_of(&render(&spec, &workload(layout), provider).unwrap());
+        for t in job["Job"]["TaskGroups"][0]["Tasks"].as_array().unwrap() {
+            for c in t["Services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["Checks"].as_array().unwrap())
+            {
+                let path = c["Path"].as_str().unwrap();
+                if c["CheckRestart"].is_object() {
+                    assert!(path.starts_with("/healthz"), "{layout:?} {provider:?}: {c}");
+                } else {
+                    assert!(path.starts_with("/readyz"), "{layout:?} {provider:?}: {c}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_configuration_and_its_secrets_reach_the_vitals_task() {
+    let toml = "[[signals]]\nname = \"web\"\n";
+    let job = json_of(&render(&spec_from_toml(toml), &configured(toml), Provider::Consul).unwrap());
+    let vitals = task(&job, "vitals");
+    let args = vitals["Config"]["args"].as_array().unwrap();
+    assert_eq!(args[1], "--config");
+    // Nomad interpolates NOMAD_TASK_DIR at run time; the template writes local/ inside it.
+    assert_eq!(args[2], "${NOMAD_TASK_DIR}/health.toml");
+    let templates = vitals["Templates"].as_array().unwrap();
+    assert_eq!(templates[0]["DestPath"], "local/health.toml");
+    assert_eq!(templates[0]["EmbeddedTmpl"], toml);
+    assert_eq!(templates[0]["Envvars"], false);
+    assert_eq!(templates[1]["DestPath"], "secrets/vitals.env");
+    assert_eq!(templates[1]["Envvars"], true);
+    assert_eq!(
+        templates[1]["EmbeddedTmpl"],
+        "{{ with nomadVar \"nomad/jobs/agent\" }}\nOPENAI_API_KEY={{ .OPENAI_API_KEY | toJSON }}\n{{ end }}\n"
+    );
+}
+
+/// consul-template would read a `{{` in health.toml (a prompt, say) as code: the file's
+/// template gets delimiters its text does not contain.
+#[test]
+fn template_markup_in_the_configuration_stays_text() {
+    let toml = "[[signals]]\nname = \"web\"\n# a prompt with {{ braces }} and [[vitals0: too\n";
+    let job = json_of(&render(&spec_from_toml(""), &configured(toml), Provider::Consul).unwrap());
+    let t = &task(&job, "vitals")["Templates"][0];
+    assert_eq!(t["EmbeddedTmpl"], toml);
+    let (left, right) = (
+        t["LeftDelim"].as_str().unwrap(),
+        t["RightDelim"].as_str().unwrap(),
+    );
+    assert!(
+        !toml.contains(left) && !toml.contains(right),
+        "{left} {right}"
+    );
+    let plain = json_of(
+        &render(
+            &spec_from_toml(""),
+            &configured("[drain]\n"),
+            Provider::Consul,
+        )
+        .unwrap(),
+    );
+    assert!(task(&plain, "vitals")["Templates"][0]["LeftDelim"].is_null());
+}
+
+#[test]
+fn a_name_too_long_for_the_vitals_service_is_refused() {
+    let spec = spec_from_toml("");
+    let w = |n: usize| Workload {
+        name: "a".repeat(n),
+        ..workload(Layout::Sidecar)
+    };
+    assert!(render(&spec, &w(56), Provider::Consul).is_ok());
+    let e = render(&spec, &w(57), Provider::Consul)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is 64 characters; a service name has at most 63 (from --name); pass a --name of 56 characters or fewer for nomad"),
+        "{e}"
+    );
 }

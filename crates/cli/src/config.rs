@@ -1,6 +1,6 @@
 //! Loading `health.toml` plus `VITALS_*` variables, and `vitals validate`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use figment::providers::{Env, Format, Toml};
@@ -18,11 +18,64 @@ fn env_overrides() -> Env {
         .split("__")
 }
 
-/// The file (when given), then, with `overrides`, the `VITALS_*` variables.
-pub fn figment(path: Option<&Path>, overrides: bool) -> Figment {
+/// Where a configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// None given: no dependencies, ready at once.
+    Nothing,
+    /// `--config FILE` (or `VITALS_CONFIG`).
+    File(PathBuf),
+    /// The file's text in [`CONFIG_TOML_ENV`]: platforms that mount no files (ECS, Cloud Run)
+    /// deliver it this way.
+    Text(String),
+}
+
+/// The variable that carries the whole `health.toml` as text.
+pub const CONFIG_TOML_ENV: &str = vitals_core::contract::CONFIG_TOML_ENV;
+
+impl Source {
+    /// `--config`, or else the text in `VITALS_CONFIG_TOML`; both at once is a mistake (which
+    /// one did the deployment mean?) and exits 64.
+    pub fn from_args(file: Option<PathBuf>) -> Result<Source, ExitCode> {
+        let text = std::env::var_os(CONFIG_TOML_ENV);
+        match (file, text) {
+            (Some(_), Some(_)) => {
+                eprintln!(
+                    "error: both --config (or VITALS_CONFIG) and {CONFIG_TOML_ENV} are set; keep one: the file, or the configuration's text in {CONFIG_TOML_ENV}"
+                );
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+            (Some(file), None) => Ok(Source::File(file)),
+            (None, Some(text)) => {
+                match text.into_string() {
+                    Ok(text) => Ok(Source::Text(text)),
+                    Err(_) => {
+                        eprintln!("error: {CONFIG_TOML_ENV} is not UTF-8; set it to the text of health.toml");
+                        Err(ExitCode::from(EXIT_CONFIG))
+                    }
+                }
+            }
+            (None, None) => Ok(Source::Nothing),
+        }
+    }
+
+    /// How errors name it.
+    fn describe(&self) -> String {
+        match self {
+            Source::Nothing => "configuration".into(),
+            Source::File(path) => path.display().to_string(),
+            Source::Text(_) => CONFIG_TOML_ENV.into(),
+        }
+    }
+}
+
+/// The source, then, with `overrides`, the `VITALS_*` variables.
+pub fn figment(source: &Source, overrides: bool) -> Figment {
     let mut f = Figment::new();
-    if let Some(path) = path {
-        f = f.merge(Toml::file_exact(path));
+    match source {
+        Source::Nothing => {}
+        Source::File(path) => f = f.merge(Toml::file_exact(path)),
+        Source::Text(text) => f = f.merge(Toml::string(text)),
     }
     if overrides {
         f = f.merge(env_overrides());
@@ -37,20 +90,22 @@ fn placeholder(_: &str) -> Option<String> {
 
 /// Reads and validates, and builds every dependency's client (so that what `validate` accepts,
 /// `serve` runs); on failure prints every problem and returns the exit code.
-pub fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    checked(path, load_with(path, true, &|k| std::env::var(k).ok())?)
+pub fn load(source: &Source) -> Result<Config, ExitCode> {
+    checked(source, load_with(source, true, &|k| std::env::var(k).ok())?)
 }
 
 /// `vitals validate --offline`, a CI lint: everything `load` checks, but the variables named by
 /// `*_env` keys are not read (they need not be set where the lint runs).
 pub fn load_offline(path: &Path) -> Result<Config, ExitCode> {
-    checked(Some(path), load_with(Some(path), true, &placeholder)?)
+    let source = Source::File(path.to_owned());
+    checked(&source, load_with(&source, true, &placeholder)?)
 }
 
-/// For `vitals render`: the file alone. The rendered files describe `health.toml`, so neither
-/// the secrets nor the `VITALS_*` variables of the machine that renders (a CI runner, a laptop)
-/// may change them; each such variable set is named in a note.
-pub fn load_for_render(path: &Path) -> Result<Config, ExitCode> {
+/// For `vitals render`: the file alone, with the file's text and the variables its `*_env` keys
+/// name (the secrets a deployment must provide). The rendered files describe `health.toml`, so
+/// neither the secrets nor the `VITALS_*` variables of the machine that renders (a CI runner, a
+/// laptop) may change them; each such variable set is named in a note.
+pub fn load_for_render(path: &Path) -> Result<(Config, String, Vec<String>), ExitCode> {
     let mut ignored: Vec<String> = std::env::vars()
         .map(|(k, _)| k)
         .filter(|k| k.starts_with("VITALS_") && k.contains("__"))
@@ -59,22 +114,40 @@ pub fn load_for_render(path: &Path) -> Result<Config, ExitCode> {
     for var in ignored {
         eprintln!("note: {var} is not read by render: the files describe {} alone; set it in the platform's container environment instead", path.display());
     }
-    load_with(Some(path), false, &placeholder)
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!(
+            "error: cannot read {}: {e}; pass an existing UTF-8 file to --config",
+            path.display()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let secrets = std::cell::RefCell::new(Vec::<String>::new());
+    let source = Source::Text(text.clone());
+    // The text read once is what is validated and what the files deliver; errors name the file.
+    let config = vitals_core::config::load(&figment(&source, false), &|var| {
+        let mut seen = secrets.borrow_mut();
+        if !seen.iter().any(|s| s == var) {
+            seen.push(var.to_owned());
+        }
+        placeholder(var)
+    })
+    .map_err(|errors| report(&Source::File(path.to_owned()), &errors))?;
+    Ok((config, text, secrets.into_inner()))
 }
 
-fn checked(path: Option<&Path>, config: Config) -> Result<Config, ExitCode> {
+fn checked(source: &Source, config: Config) -> Result<Config, ExitCode> {
     match vitals::check_clients(&config) {
         Ok(()) => Ok(config),
-        Err(errors) => Err(report(path, &errors)),
+        Err(errors) => Err(report(source, &errors)),
     }
 }
 
 fn load_with(
-    path: Option<&Path>,
+    source: &Source,
     overrides: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ExitCode> {
-    if let Some(path) = path {
+    if let Source::File(path) = source {
         if let Err(e) = std::fs::metadata(path) {
             eprintln!(
                 "error: cannot read {}: {e}; pass an existing file to --config",
@@ -83,15 +156,12 @@ fn load_with(
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     }
-    vitals_core::config::load(&figment(path, overrides), env)
-        .map_err(|errors| report(path, &errors))
+    vitals_core::config::load(&figment(source, overrides), env)
+        .map_err(|errors| report(source, &errors))
 }
 
-fn report(path: Option<&Path>, errors: &ConfigErrors) -> ExitCode {
-    let source = path
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "configuration".into());
-    eprint!("error: {source}: {errors}");
+fn report(source: &Source, errors: &ConfigErrors) -> ExitCode {
+    eprint!("error: {}: {errors}", source.describe());
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -99,7 +169,7 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
     let loaded = if offline {
         load_offline(path)
     } else {
-        load(Some(path))
+        load(&Source::File(path.to_owned()))
     };
     match loaded {
         Err(code) => code,

@@ -117,8 +117,9 @@ pub fn run(command: EcsCommand) -> ExitCode {
 }
 
 fn apply(args: ApplyArgs) -> ExitCode {
+    // Only the health settings are applied; the container keeps its own configuration.
     let config = match crate::config::load_for_render(&args.config) {
-        Ok(c) => c,
+        Ok((c, _, _)) => c,
         Err(code) => return code,
     };
     if let Some(target) = &args.update_service {

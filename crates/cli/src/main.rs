@@ -56,7 +56,9 @@ Exit status: 0 on success, 64 for an invalid configuration, 1 for other errors."
 enum Command {
     /// Serve the probe routes and check dependencies in the background.
     ///
-    /// Without --config there are no dependencies and the instance is ready at once. On SIGTERM
+    /// Without --config, the configuration's text may come in VITALS_CONFIG_TOML (for platforms
+    /// that mount no files: ECS, Cloud Run); with neither there are no dependencies and the
+    /// instance is ready at once. On SIGTERM
     /// or SIGINT (or POST /drain) /readyz turns 503 while /healthz stays 200 for drain.delay, then
     /// in-flight requests get drain.grace, then vitals exits 0. A second signal exits at once.
     Serve {
@@ -167,7 +169,7 @@ fn main() -> ExitCode {
         Command::Ecs(command) => ecs::run(command),
         Command::Validate { config, offline } => config::validate_command(&config, offline),
         Command::Serve { config, listen } => {
-            let config = match config::load(config.as_deref()) {
+            let config = match config::Source::from_args(config).and_then(|s| config::load(&s)) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

@@ -87,8 +87,9 @@ pub struct RenderArgs {
     /// The agent's image.
     #[arg(long, default_value = "registry.example.com/agent:1.0.0")]
     pub image: String,
-    /// The vitals image (sidecar layout).
-    #[arg(long, default_value = "registry.example.com/vitals:0.1.0")]
+    /// The vitals image (sidecar layout). The default is the name `scripts/build-image` gives
+    /// the image it builds; push it to your registry and pass its name there.
+    #[arg(long, default_value = vitals_core::spec::DEFAULT_VITALS_IMAGE)]
     pub vitals_image: String,
     /// The port the agent serves its own traffic on (sidecar layout).
     #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u16).range(1..))]
@@ -99,8 +100,9 @@ pub struct RenderArgs {
     /// Path of the vitals binary in the image that runs the ECS health command.
     #[arg(long, default_value = "/usr/local/bin/vitals")]
     pub vitals_path: String,
-    /// Path of health.toml inside the vitals container (sidecar layout).
-    #[arg(long, default_value = "/etc/vitals/health.toml")]
+    /// Path of health.toml inside the vitals container (Kubernetes sidecar layout: the
+    /// ConfigMap is mounted on its folder). Absolute.
+    #[arg(long, default_value = "/etc/vitals/health.toml", value_parser = parse_config_path)]
     pub config_path: String,
     /// Kubernetes: a strategic-merge patch for an existing Deployment instead of a whole one.
     #[arg(long)]
@@ -125,6 +127,21 @@ pub struct RenderArgs {
 }
 
 /// `--name`: a DNS-1035 label (Kubernetes Services and Cloud Run take no more).
+fn parse_config_path(s: &str) -> Result<String, String> {
+    let path = std::path::Path::new(s);
+    if !path.is_absolute() || path.file_name().is_none() || s.ends_with('/') {
+        return Err(format!(
+            "{s:?} is not an absolute file path; pass one such as /etc/vitals/health.toml"
+        ));
+    }
+    if path.parent() == Some(std::path::Path::new("/")) {
+        return Err(format!(
+            "{s:?} is at the root: the configuration is mounted over its folder; pass one such as /etc/vitals/health.toml"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_name(s: &str) -> Result<String, String> {
     let mut chars = s.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
@@ -180,7 +197,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         eprintln!("error: several platforms' files cannot share stdout; pass --out DIR");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let config = match crate::config::load_for_render(&args.config) {
+    let (config, config_toml, secret_env) = match crate::config::load_for_render(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -201,6 +218,8 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         vitals_image: args.vitals_image.clone(),
         vitals_path: args.vitals_path.clone(),
         config_path: args.config_path.clone(),
+        config_toml: Some(config_toml),
+        secret_env,
         layout: match args.layout {
             LayoutArg::Sidecar => Layout::Sidecar,
             LayoutArg::Embedded => Layout::Embedded,

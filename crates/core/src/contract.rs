@@ -2,6 +2,10 @@
 //! serves these paths and registers these metrics; the adapters render probes, alerts and
 //! dashboards from the same constants.
 
+/// The environment variable that carries the whole `health.toml` as text, for platforms that
+/// mount no files (ECS, Cloud Run): `vitals serve` reads it when no `--config` is given.
+pub const CONFIG_TOML_ENV: &str = "VITALS_CONFIG_TOML";
+
 /// Route paths of the HTTP contract.
 pub mod paths {
     /// Liveness: vitals' own heartbeat, and the agent's when `[agent] heartbeat = "required"`.

@@ -72,6 +72,7 @@ impl Rules {
             name: d.name.clone(),
             source: Source::Dependency(d.kind),
             critical: d.critical,
+            instance_local: d.is_instance_local(),
             failure_threshold: d.failure_threshold,
             success_threshold: d.success_threshold,
             stale_after: d.stale_after.std(),
@@ -80,6 +81,8 @@ impl Rules {
             name: s.name.clone(),
             source: Source::Pushed,
             critical: s.critical,
+            // The agent reports a capability; vitals cannot tell whether its cause is shared.
+            instance_local: false,
             failure_threshold: 1,
             success_threshold: 1,
             stale_after: s.ttl.std(),
@@ -163,6 +166,32 @@ impl Phase {
             Phase::Serving => "serving",
             Phase::Draining { .. } => "draining",
             Phase::Drained => "drained",
+        }
+    }
+}
+
+/// Which critical signals can make an instance not ready.
+///
+/// Where failing readiness *replaces* an instance (an ECS service behind an ALB replaces tasks
+/// its target group calls unhealthy), a dependency the whole fleet shares must not fail it: one
+/// LLM provider outage would replace every task at once, and the new ones would fail the same
+/// way. `Scope::Instance` (`/readyz?scope=instance`) counts only what is local to this instance:
+/// dependencies on a loopback address and `exec` checks, whose failure a new instance can
+/// cure. A down shared critical dependency then degrades instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every critical signal (`/readyz`).
+    #[default]
+    All,
+    /// Only critical signals local to this instance (`/readyz?scope=instance`).
+    Instance,
+}
+
+impl Scope {
+    fn counts(self, rules: &SignalRules) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Instance => rules.instance_local,
         }
     }
 }
@@ -584,6 +613,11 @@ impl Lifecycle {
 
     /// Readiness at `now`, derived from the phase and the signals.
     pub fn readiness(&self, now: Instant) -> Readiness {
+        self.readiness_in(Scope::All, now)
+    }
+
+    /// Readiness over the signals `scope` counts; the others, when down, degrade at most.
+    pub fn readiness_in(&self, scope: Scope, now: Instant) -> Readiness {
         match self.phase {
             Phase::Starting => Readiness::Starting,
             Phase::Draining { .. } => Readiness::Draining,
@@ -592,7 +626,7 @@ impl Lifecycle {
                 let mut degraded = false;
                 for (id, rules) in self.rules.signals.iter() {
                     if !self.is_up(id, now) {
-                        if rules.critical {
+                        if rules.critical && scope.counts(rules) {
                             return Readiness::NotReady;
                         }
                         degraded = true;

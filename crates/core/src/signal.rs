@@ -66,6 +66,9 @@ pub struct SignalRules {
     pub source: Source,
     /// Down makes readiness 503 when critical, degraded otherwise.
     pub critical: bool,
+    /// The signal is about this instance alone (a dependency on loopback, an `exec` check): its
+    /// failure says this instance is broken, not the fleet. See [`crate::lifecycle::Scope`].
+    pub instance_local: bool,
     /// Consecutive failures before an up signal goes down.
     pub failure_threshold: u32,
     /// Consecutive successes before a down signal comes up again.

@@ -167,6 +167,10 @@ pub enum Layout {
     Embedded,
 }
 
+/// The image `scripts/build-image` builds (the slim `vitals` binary in an image of its own),
+/// and the renders' default vitals image.
+pub const DEFAULT_VITALS_IMAGE: &str = concat!("vitals:", env!("CARGO_PKG_VERSION"));
+
 /// The names and images a platform file needs, which `health.toml` does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -182,6 +186,13 @@ pub struct Workload {
     pub vitals_path: String,
     /// The path of `health.toml` inside the vitals container (sidecar layout).
     pub config_path: String,
+    /// `health.toml` as the render read it, delivered to the vitals container in the sidecar
+    /// layout (a ConfigMap, a Nomad template, `VITALS_CONFIG_TOML`); `None` runs vitals with no
+    /// configuration.
+    pub config_toml: Option<String>,
+    /// The environment variables the configuration's `*_env` keys name: secrets the vitals
+    /// container gets from the platform's secret store, never from a rendered file.
+    pub secret_env: Vec<String>,
     pub layout: Layout,
 }
 
@@ -191,9 +202,11 @@ impl Default for Workload {
             name: "agent".into(),
             image: "registry.example.com/agent:1.0.0".into(),
             agent_port: 8000,
-            vitals_image: "registry.example.com/vitals:0.1.0".into(),
+            vitals_image: DEFAULT_VITALS_IMAGE.into(),
             vitals_path: "/usr/local/bin/vitals".into(),
             config_path: "/etc/vitals/health.toml".into(),
+            config_toml: None,
+            secret_env: Vec::new(),
             layout: Layout::Sidecar,
         }
     }

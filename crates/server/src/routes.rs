@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use vitals_core::config::{is_valid_degraded_status, HeartbeatMode, StartupMode};
 use vitals_core::contract::paths;
-use vitals_core::lifecycle::{AgentBeat, Event, Observation, Readiness};
+use vitals_core::lifecycle::{AgentBeat, Event, Observation, Readiness, Scope};
 use vitals_core::signal::{NotPushable, Source};
 
 use crate::state::{now, Shared};
@@ -287,11 +287,22 @@ impl Routes {
 
     fn readiness(&self, query: &str) -> Resp {
         let mut verbose = false;
+        let mut scope = Scope::All;
         let mut degraded_status = self.shared.config().readiness.degraded_status;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "verbose" => verbose = true,
+                "scope" => match value {
+                    "all" => scope = Scope::All,
+                    "instance" => scope = Scope::Instance,
+                    _ => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "scope is all (every critical signal, the default) or instance (only those local to this instance)\n",
+                        )
+                    }
+                },
                 "degraded_status" => match value.parse::<u16>() {
                     Ok(code) if is_valid_degraded_status(code) => degraded_status = code,
                     _ => {
@@ -306,7 +317,7 @@ impl Routes {
         }
         let snapshot = self.shared.snapshot();
         let now = now();
-        let readiness = snapshot.readiness(now);
+        let readiness = snapshot.readiness_in(scope, now);
         let status = StatusCode::from_u16(readiness.http_status(degraded_status))
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let mut body = String::new();
@@ -326,6 +337,9 @@ impl Routes {
                     writeln!(body, "[+]{} ok", rules.name)
                 } else {
                     let note = match (rules.critical, rules.source) {
+                        (true, _) if scope == Scope::Instance && !rules.instance_local => {
+                            " (shared: degrades for scope=instance)"
+                        }
                         (true, _) => "",
                         (false, Source::Pushed) => " (non-critical signal)",
                         (false, _) => " (non-critical)",

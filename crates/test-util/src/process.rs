@@ -3,6 +3,7 @@
 // Real child processes run on the wall clock, not on tokio's.
 #![allow(clippy::disallowed_methods)]
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -37,6 +38,25 @@ impl VitalsProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let path: PathBuf = dir.path().join("health.toml");
         std::fs::write(&path, config).expect("write config");
+        let config_args = [OsString::from("--config"), path.into_os_string()];
+        Self::spawn(wrapper, bin, &config_args, env, dir)
+    }
+
+    /// Like [`VitalsProcess::start`], with the configuration's text in `VITALS_CONFIG_TOML`
+    /// instead of a file, as the ECS and Cloud Run renders deliver it.
+    pub fn start_inline(bin: &Path, config: &str, env: &[(&str, &str)]) -> VitalsProcess {
+        let mut env = env.to_vec();
+        env.push(("VITALS_CONFIG_TOML", config));
+        Self::spawn(&[], bin, &[], &env, tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        bin: &Path,
+        config_args: &[OsString],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+    ) -> VitalsProcess {
         let mut cmd = match wrapper.split_first() {
             None => Command::new(bin),
             Some((program, args)) => {
@@ -45,19 +65,12 @@ impl VitalsProcess {
                 c
             }
         };
-        cmd.args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(config_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }

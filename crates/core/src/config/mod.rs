@@ -305,6 +305,30 @@ pub struct Dependency {
     pub check: Check,
 }
 
+impl Dependency {
+    /// Whether the dependency lives in this instance: on a loopback address (a model server or
+    /// tool in the same pod or task) or an `exec` check run in vitals' own container. Its failure
+    /// says this instance is broken; a remote dependency's failure is shared by every replica.
+    pub fn is_instance_local(&self) -> bool {
+        fn loopback(host: Option<&str>) -> bool {
+            let Some(host) = host else { return false };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        match &self.check {
+            Check::Http(c) => loopback(c.url.host_str()),
+            Check::Llm(c) => loopback(c.base_url.host_str()),
+            Check::Redis(c) => loopback(c.url.host_str()),
+            Check::Postgres(c) => loopback(c.url.host_str()),
+            Check::Tcp(c) => loopback(c.address.rsplit_once(':').map(|(host, _)| host)),
+            Check::Exec(_) => true,
+        }
+    }
+}
+
 /// What to do to check one dependency.
 #[derive(Debug, Clone)]
 pub enum Check {

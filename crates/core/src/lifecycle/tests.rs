@@ -34,6 +34,7 @@ fn rules(signals: Vec<(Source, bool, u32, u32, Duration)>, require: Vec<usize>) 
                 name: format!("s{i}"),
                 source,
                 critical,
+                instance_local: false,
                 failure_threshold: f,
                 success_threshold: s,
                 stale_after: stale,
@@ -124,6 +125,47 @@ fn critical_down_is_not_ready_and_non_critical_down_is_degraded() {
     assert_eq!(s.readiness(t0), Readiness::Degraded);
     let s = s.checked(0, false, t0);
     assert_eq!(s.readiness(t0), Readiness::NotReady);
+}
+
+/// `/readyz?scope=instance`, the ECS target group's path: a shared critical dependency down
+/// degrades (the fleet keeps its tasks), a local one still fails (a new task can cure it).
+#[test]
+fn the_instance_scope_counts_only_local_critical_signals() {
+    let t0 = Instant::now();
+    let mut registry = Registry::new();
+    for (name, local) in [("s0", false), ("s1", true)] {
+        registry
+            .register(SignalRules {
+                name: name.into(),
+                source: Source::Dependency(Kind::Http),
+                critical: true,
+                instance_local: local,
+                failure_threshold: 1,
+                success_threshold: 1,
+                stale_after: 65 * SEC,
+            })
+            .unwrap();
+    }
+    let rules = Rules {
+        signals: registry,
+        ..Rules::default()
+    };
+    let s = Lifecycle::new(rules, t0)
+        .checked(0, true, t0)
+        .checked(1, true, t0);
+    assert_eq!(s.readiness_in(Scope::Instance, t0), Readiness::Ready);
+    let s = s.checked(0, false, t0);
+    assert_eq!(s.readiness(t0), Readiness::NotReady);
+    assert_eq!(s.readiness_in(Scope::Instance, t0), Readiness::Degraded);
+    let s = s.checked(1, false, t0);
+    assert_eq!(s.readiness_in(Scope::Instance, t0), Readiness::NotReady);
+    let s = s.checked(0, true, t0).checked(1, true, t0);
+    let s = s.transition(Event::DrainRequested, t0);
+    assert_eq!(
+        s.readiness_in(Scope::Instance, t0),
+        Readiness::Draining,
+        "a drain still takes the instance out"
+    );
 }
 
 #[test]

@@ -41,6 +41,7 @@ fn id() -> SignalId {
         name: "dep".into(),
         source: vitals_core::signal::Source::Pushed,
         critical: true,
+        instance_local: false,
         failure_threshold: 1,
         success_threshold: 1,
         stale_after: SEC,

@@ -655,3 +655,64 @@ async fn healthz_vitals_ignores_the_agents_heartbeat() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// `/readyz?scope=instance` (the ECS target group's path): a remote critical dependency down
+/// degrades, so a provider outage cannot make ECS replace every task; a loopback one still
+/// fails, since a new task can cure it.
+#[tokio::test]
+async fn the_instance_scope_fails_only_on_local_critical_dependencies() {
+    let h = harness(
+        r#"
+[startup]
+require = []
+[[dependencies]]
+name = "provider"
+kind = "http"
+url = "https://llm.example.com/health"
+[[dependencies]]
+name = "model-server"
+kind = "http"
+url = "http://127.0.0.1:8081/health"
+"#,
+    );
+    let report = |i: usize, up: bool| {
+        let signal = h.shared.snapshot().rules().signals.iter().nth(i).unwrap().0;
+        h.shared.apply(
+            Event::Observed {
+                signal,
+                observation: Observation::reported(up, "connection refused", None),
+            },
+            Duration::from_secs(1),
+        )
+    };
+    report(0, true).await.unwrap();
+    report(1, true).await.unwrap();
+    assert_eq!(
+        get(&h.app, "/readyz?scope=instance").await.0,
+        StatusCode::OK
+    );
+
+    report(0, false).await.unwrap();
+    assert_eq!(
+        get(&h.app, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (s, headers, _) = call(&h.app, "GET", "/readyz?scope=instance", LOCAL, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["x-agent-mode"], "degraded");
+    let (_, body) = get(&h.app, "/readyz?scope=instance&verbose").await;
+    assert!(
+        body.contains("[-]provider failed (shared: degrades for scope=instance)"),
+        "{body}"
+    );
+
+    report(1, false).await.unwrap();
+    assert_eq!(
+        get(&h.app, "/readyz?scope=instance").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(&h.app, "/readyz?scope=fleet").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}

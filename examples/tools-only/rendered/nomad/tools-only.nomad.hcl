@@ -1,4 +1,5 @@
 # Rendered by `vitals render nomad` from health.toml; run with: nomad job run tools-only.nomad.hcl
+# NOTE: the group uses bridge networking (the agent and vitals share 127.0.0.1): each client needs the CNI reference plugins in /opt/cni/bin
 
 job "tools-only" {
   type = "service"
@@ -16,6 +17,12 @@ job "tools-only" {
     count = 2
 
     network {
+      mode = "bridge"
+
+      port "http" {
+        to = 8000
+      }
+
       port "vitals" {
         to = 8080
       }
@@ -29,6 +36,23 @@ job "tools-only" {
 
       config {
         image = "registry.example.com/tools-only:1.0.0"
+      }
+
+      service {
+        name = "tools-only"
+        provider = "consul"
+        port = "http"
+
+        check {
+          name = "readyz"
+          type = "http"
+          path = "/readyz?degraded_status=429"
+          port = "vitals"
+          interval = "5s"
+          timeout = "2s"
+          on_update = "ignore_warnings"
+          failures_before_critical = 2
+        }
       }
     }
 
@@ -44,19 +68,22 @@ job "tools-only" {
       }
 
       config {
-        image = "registry.example.com/vitals:0.1.0"
+        image = "vitals:0.1.0"
         args = [
           "serve",
           "--config",
-          "/etc/vitals/health.toml"
-        ]
-        ports = [
-          "vitals"
+          "$${NOMAD_TASK_DIR}/health.toml"
         ]
       }
 
+      template {
+        destination = "local/health.toml"
+        change_mode = "restart"
+        data = "# A tools-only agent: no model of its own, three tool APIs, one of which it cannot work without.\n\n[server]\nlisten = \"0.0.0.0:8080\"\n\n[startup]\ntimeout = \"30s\"\n\n[drain]\ndelay = \"5s\"\ngrace = \"15s\"\n\n[[dependencies]]\nname = \"tickets\"\nkind = \"http\"\nurl = \"http://tickets.internal:8080/health\"\nexpect_body = \"ok\"\n\n[[dependencies]]\nname = \"calendar\"\nkind = \"http\"\nurl = \"http://calendar.internal:8080/status\"\ncritical = false\n\n[[dependencies]]\nname = \"files\"\nkind = \"tcp\"\naddress = \"files.internal:445\"\ncritical = false\n"
+      }
+
       service {
-        name = "tools-only"
+        name = "tools-only-vitals"
         provider = "consul"
         port = "vitals"
 
@@ -72,16 +99,6 @@ job "tools-only" {
             grace = "30s"
             ignore_warnings = true
           }
-        }
-
-        check {
-          name = "readyz"
-          type = "http"
-          path = "/readyz?degraded_status=429"
-          interval = "5s"
-          timeout = "2s"
-          on_update = "ignore_warnings"
-          failures_before_critical = 2
         }
       }
     }
