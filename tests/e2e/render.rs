@@ -500,3 +500,28 @@ async fn every_render_delivers_the_configuration_it_was_rendered_from() {
         assert!(notes.contains(needle), "{needle}: {notes}");
     }
 }
+
+/// Embedded, the agent owns its configuration: the render says it delivers none.
+#[test]
+fn the_embedded_layout_says_the_agent_brings_its_own_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.example.com/v1\"\nmodel = \"m\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+    );
+    let out = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &cfg,
+        "--layout",
+        "embedded",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let notes = text(&out.stderr);
+    assert!(
+        notes.contains("the files deliver no health.toml to it and none of OPENAI_API_KEY"),
+        "{notes}"
+    );
+    assert!(!text(&out.stdout).contains("kind: ConfigMap"));
+}

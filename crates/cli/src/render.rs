@@ -266,6 +266,19 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             eprintln!("note: {n}");
         }
     }
+    let platforms_rendered = outputs
+        .iter()
+        .any(|(p, _)| !matches!(p, Platform::Alerts | Platform::Dashboard));
+    if workload.layout == Layout::Embedded && platforms_rendered {
+        eprintln!(
+            "note: embedded layout: the agent embeds vitals and reads its configuration itself (vitals::Builder::from_toml, or in code); the files deliver no health.toml to it{}: ship them with the agent",
+            if workload.secret_env.is_empty() {
+                String::new()
+            } else {
+                format!(" and none of {}", workload.secret_env.join(", "))
+            }
+        );
+    }
     match &args.out {
         Some(dir) => match write(dir, &outputs) {
             Ok(()) => ExitCode::SUCCESS,
