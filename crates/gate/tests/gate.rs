@@ -1,0 +1,396 @@
+//! The gate against a real upstream on loopback (a scriptable hyper server: slow answers,
+//! streams, hangs), through real connections.
+
+// Real sockets on the wall clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vitals_gate::{Gate, Options, Outcome};
+
+/// What the upstream saw.
+#[derive(Debug, Default)]
+struct Seen {
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    /// Streams whose client (the gate) went away before the end.
+    cancelled: AtomicUsize,
+}
+
+struct InFlight(Arc<Seen>);
+
+impl InFlight {
+    fn new(seen: &Arc<Seen>) -> InFlight {
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        seen.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(seen.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a stream dropped before its end.
+struct Cancel(Arc<Seen>, bool);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn query(req: &Request<hyper::body::Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The upstream: `/slow?ms=N` answers after N ms; `/stream?chunks=K&every=MS` streams K SSE
+/// events; `/forever` streams one event and then nothing, until its client goes away;
+/// `/hang` never answers; anything else echoes the request body.
+async fn upstream() -> (String, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let seen = s.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let guard = InFlight::new(&seen);
+                        let body: UpBody = match req.uri().path() {
+                            "/slow" => {
+                                tokio::time::sleep(Duration::from_millis(query(&req, "ms"))).await;
+                                drop(guard);
+                                Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()
+                            }
+                            "/stream" | "/forever" => {
+                                let forever = req.uri().path() == "/forever";
+                                let (chunks, every) = if forever {
+                                    (1, 0)
+                                } else {
+                                    (query(&req, "chunks"), query(&req, "every"))
+                                };
+                                let cancel = Cancel(seen.clone(), false);
+                                let events = futures_util::stream::unfold(
+                                    (0u64, guard, cancel),
+                                    move |(i, guard, mut cancel)| async move {
+                                        if i == chunks {
+                                            if forever {
+                                                std::future::pending::<()>().await;
+                                            }
+                                            cancel.1 = true;
+                                            drop(cancel);
+                                            drop(guard);
+                                            return None;
+                                        }
+                                        if i > 0 {
+                                            tokio::time::sleep(Duration::from_millis(every)).await;
+                                        }
+                                        let frame =
+                                            Frame::data(Bytes::from(format!("data: {i}\n\n")));
+                                        Some((Ok::<_, Infallible>(frame), (i + 1, guard, cancel)))
+                                    },
+                                );
+                                StreamBody::new(events).boxed()
+                            }
+                            "/hang" => {
+                                std::future::pending::<()>().await;
+                                unreachable!()
+                            }
+                            _ => {
+                                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                                drop(guard);
+                                Full::new(bytes).boxed()
+                            }
+                        };
+                        Ok::<_, Infallible>(Response::new(body))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// A gate in front of `upstream`, serving on a port of its own; its address.
+async fn start_gate(
+    upstream: &str,
+    max: usize,
+    depth: usize,
+    queue_timeout: Duration,
+) -> (String, Gate) {
+    let gate = Gate::new(Options {
+        upstream: upstream.parse().unwrap(),
+        max_concurrent: max,
+        queue_depth: depth,
+        queue_timeout,
+        request_timeout: Duration::from_secs(5),
+        max_body: 64 * 1024,
+        header_read_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gate.clone().serve(listener, CancellationToken::new()));
+    (format!("http://{addr}"), gate)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The example: max_concurrent = 2 and queue_depth = 4, 20 requests at once. Two are
+/// served, four wait and are served in turn, fourteen are shed at once; the upstream never sees
+/// more than two.
+#[tokio::test]
+async fn twenty_at_once_give_exactly_the_served_and_shed_mix() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 4, Duration::from_secs(20)).await;
+    let c = client();
+    let answers = futures_util::future::join_all((0..20).map(|_| {
+        let c = c.clone();
+        let url = format!("{gate_url}/slow?ms=1000");
+        async move {
+            let r = c.post(url).body("{}").send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let overloaded = r
+                .headers()
+                .get("x-vitals-overloaded")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = r.text().await.unwrap();
+            (status, retry_after, overloaded, body)
+        }
+    }))
+    .await;
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!((served, shed.len()), (6, 14), "{answers:?}");
+    for (_, retry_after, overloaded, body) in shed {
+        let secs: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&secs));
+        assert_eq!(overloaded.as_deref(), Some("queue_full"));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["type"], "server_overloaded");
+        assert_eq!(json["error"]["code"], "queue_full");
+    }
+    assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 6);
+    assert_eq!(gate.count(Outcome::Ok), 6);
+    assert_eq!(gate.count(Outcome::ShedQueueFull), 14);
+}
+
+#[tokio::test]
+async fn a_waiter_past_the_queue_timeout_is_shed() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 1, 2, Duration::from_millis(300)).await;
+    let c = client();
+    let started = std::time::Instant::now();
+    let statuses = futures_util::future::join_all((0..4).map(|_| {
+        let c = c.clone();
+        let url = format!("{gate_url}/slow?ms=2000");
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("x-vitals-overloaded").cloned(),
+                started.elapsed(),
+            )
+        }
+    }))
+    .await;
+    let mut codes: Vec<_> = statuses.iter().map(|s| s.0).collect();
+    codes.sort();
+    assert_eq!(codes, [200, 503, 503, 503], "{statuses:?}");
+    let timed_out: Vec<_> = statuses
+        .iter()
+        .filter(|s| s.1.as_ref().is_some_and(|v| v == "queue_timeout"))
+        .collect();
+    assert_eq!(timed_out.len(), 2, "{statuses:?}");
+    for s in timed_out {
+        assert!(
+            s.2 < Duration::from_millis(1500),
+            "shed after its queue timeout, not the upstream's answer: {s:?}"
+        );
+    }
+    assert_eq!(gate.count(Outcome::ShedQueueTimeout), 2);
+    assert_eq!(gate.count(Outcome::ShedQueueFull), 1);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
+}
+
+/// Server-sent events pass through as the upstream sends them: the first event reaches the
+/// client long before the last is sent, and every event arrives, in order.
+#[tokio::test]
+async fn a_stream_passes_through_without_buffering() {
+    let (up, _) = upstream().await;
+    let (gate_url, _) = start_gate(&up, 2, 2, Duration::from_secs(5)).await;
+    let started = std::time::Instant::now();
+    let mut r = client()
+        .get(format!("{gate_url}/stream?chunks=5&every=400"))
+        .send()
+        .await
+        .unwrap();
+    let first = r.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(first, "data: 0\n\n");
+    assert!(
+        first_at < Duration::from_millis(800),
+        "first event after {first_at:?}: buffered?"
+    );
+    let mut rest = String::new();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        rest.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(rest, "data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n");
+    assert!(started.elapsed() >= Duration::from_millis(1600));
+}
+
+/// A client that goes away mid-stream cancels the upstream request and frees its slot at once.
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_upstream_and_frees_its_slot() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 1, 0, Duration::from_secs(1)).await;
+    let mut r = client()
+        .get(format!("{gate_url}/forever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.chunk().await.unwrap().unwrap(), "data: 0\n\n");
+    assert_eq!(gate.admission().in_flight(), 1);
+    // The only slot is taken: another request is shed.
+    let shed = client()
+        .get(format!("{gate_url}/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+    drop(r);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.cancelled.load(Ordering::SeqCst) == 0 || gate.admission().in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream stream was never cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let next = client()
+        .get(format!("{gate_url}/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200, "the slot is free again");
+}
+
+#[tokio::test]
+async fn bad_requests_and_upstream_failures_get_the_gates_own_answers() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    // Over max_body: 413 from the gate, nothing forwarded.
+    let big = client()
+        .post(format!("{gate_url}/v1/chat/completions"))
+        .body(vec![b'x'; 65 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    let json: serde_json::Value = big.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "request_too_large");
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(gate.count(Outcome::BadRequest), 1);
+    // The body arrives intact when it fits.
+    let echo = client()
+        .post(format!("{gate_url}/v1/chat/completions?x=1"))
+        .body("{\"model\":\"m\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.text().await.unwrap(), "{\"model\":\"m\"}");
+
+    // An upstream that is not there: 502 with the reason.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (gate_url, gate) = start_gate(&gone, 2, 2, Duration::from_secs(1)).await;
+    let r = client()
+        .get(format!("{gate_url}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "upstream_unavailable");
+    assert_eq!(gate.count(Outcome::UpstreamError), 1);
+    assert_eq!(
+        gate.admission().in_flight(),
+        0,
+        "a failed request frees its slot"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
+    let (up, _) = upstream().await;
+    let g = Gate::new(Options {
+        upstream: up.parse().unwrap(),
+        max_concurrent: 1,
+        queue_depth: 0,
+        queue_timeout: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(500),
+        max_body: 1024,
+        header_read_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(g.clone().serve(listener, CancellationToken::new()));
+    let started = std::time::Instant::now();
+    let r = client()
+        .get(format!("http://{addr}/hang"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(g.admission().in_flight(), 0);
+}
