@@ -9,16 +9,23 @@
 //!   buffered, and a slot is held until the answer ends. A client that goes away cancels the
 //!   upstream request and frees its slot.
 //! - `request_timeout` bounds the wait for the upstream's answer to begin.
+//! - A circuit breaker ([`breaker`]) opens after consecutive upstream faults and fails fast
+//!   while open; its state is published ([`Gate::circuit`]) for readiness.
 //! - A request body over `max_body` gets 413, a malformed request 400, from the gate itself;
-//!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason.
+//!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason, as
+//!   does one that answers HTML or cuts a sized answer short. An answer with a
+//!   `Content-Length` is read whole before it is passed on (so a truncation becomes a 502);
+//!   one without (server-sent events, chunked streams) passes through as it comes.
 //!
 //! Probe routes never sit behind the gate: it has a listener of its own.
 
 pub mod admission;
+pub mod breaker;
+pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,9 +38,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use admission::{Admission, Shed, Slot};
+use breaker::{Admit, Breaker};
+pub use breaker::{BreakerOptions, CircuitState};
 
 /// The gate's settings (the `[gate]` table).
 #[derive(Debug, Clone)]
@@ -50,6 +61,7 @@ pub struct Options {
     pub max_body: usize,
     /// How long a client may take to send its request's headers.
     pub header_read_timeout: Duration,
+    pub breaker: BreakerOptions,
 }
 
 /// The body of every answer the gate gives.
@@ -62,15 +74,20 @@ pub enum Outcome {
     UpstreamError,
     ShedQueueFull,
     ShedQueueTimeout,
+    CircuitOpen,
+    /// The client went away before its answer began.
+    ClientCancelled,
     BadRequest,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::UpstreamError,
         Outcome::ShedQueueFull,
         Outcome::ShedQueueTimeout,
+        Outcome::CircuitOpen,
+        Outcome::ClientCancelled,
         Outcome::BadRequest,
     ];
 
@@ -80,9 +97,18 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::ShedQueueFull => "shed_queue_full",
             Outcome::ShedQueueTimeout => "shed_queue_timeout",
+            Outcome::CircuitOpen => "circuit_open",
+            Outcome::ClientCancelled => "client_cancelled",
             Outcome::BadRequest => "bad_request",
         }
     }
+}
+
+/// The circuit as readiness sees it: its state, and why it last opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Circuit {
+    pub state: CircuitState,
+    pub reason: String,
 }
 
 /// The gate. Cheap to clone: every clone shares the slots, the queue and the counts.
@@ -95,8 +121,20 @@ pub struct Gate {
 struct Inner {
     options: Options,
     admission: Admission,
+    breaker: Mutex<Breaker>,
+    circuit: watch::Sender<Circuit>,
     client: reqwest::Client,
-    outcomes: [AtomicU64; 5],
+    outcomes: [AtomicU64; 7],
+    metrics: metrics::GateMetrics,
+}
+
+impl Inner {
+    fn circuit_state(&self) -> CircuitState {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state(Instant::now())
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the client library sets itself.
@@ -117,6 +155,10 @@ impl Gate {
             .no_proxy()
             .connect_timeout(options.request_timeout)
             .build()?;
+        let (circuit, _) = watch::channel(Circuit {
+            state: CircuitState::Closed,
+            reason: String::new(),
+        });
         Ok(Gate {
             inner: Arc::new(Inner {
                 admission: Admission::new(
@@ -124,11 +166,50 @@ impl Gate {
                     options.queue_depth,
                     options.queue_timeout,
                 ),
+                breaker: Mutex::new(Breaker::new(options.breaker)),
+                circuit,
                 options,
                 client,
                 outcomes: Default::default(),
+                metrics: metrics::GateMetrics::new(),
             }),
         })
+    }
+
+    /// The circuit's changes: open when it opens, closed when a trial succeeds.
+    pub fn circuit(&self) -> watch::Receiver<Circuit> {
+        self.inner.circuit.subscribe()
+    }
+
+    /// Registers the gate's metrics (`vitals_gate_*`) in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        metrics::register(&self.inner, registry);
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.inner.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a forwarded request's result in the breaker and publishes a change of state.
+    fn record(&self, trial: bool, result: Result<(), &str>) {
+        let now = Instant::now();
+        let (before, after, reason) = {
+            let mut b = self.breaker();
+            let before = b.state(now);
+            b.record(now, trial, result);
+            (before, b.state(now), b.reason().to_owned())
+        };
+        if before != after {
+            if after == CircuitState::Open {
+                tracing::warn!(reason = %reason, "gate: circuit open, failing fast");
+            } else {
+                tracing::info!(state = after.as_str(), "gate: circuit {}", after.as_str());
+            }
+            self.inner.circuit.send_replace(Circuit {
+                state: after,
+                reason,
+            });
+        }
     }
 
     pub fn admission(&self) -> &Admission {
@@ -141,8 +222,19 @@ impl Gate {
     }
 
     fn counted(&self, outcome: Outcome, response: Response<Body>) -> Response<Body> {
-        self.inner.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.count_only(outcome);
         response
+    }
+
+    fn count_only(&self, outcome: Outcome) {
+        self.inner.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .requests
+            .get_or_create(&metrics::OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// Answers one request: admitted and forwarded, or refused by the gate itself.
@@ -181,11 +273,43 @@ impl Gate {
                 )
             }
         };
+        let arrived = Instant::now();
+        // Fail fast while the circuit is open, before taking a place in the queue.
+        let trial = match self.breaker().admit(arrived) {
+            Admit::Yes => false,
+            Admit::Trial => true,
+            Admit::No { retry_after } => {
+                return self.counted(Outcome::CircuitOpen, circuit_open(retry_after))
+            }
+        };
+        // Until an answer begins, dropping this (the client went away) counts the request as
+        // cancelled and hands a half-open trial to the next request.
+        let mut pending = Pending {
+            gate: self,
+            trial,
+            done: false,
+        };
         let slot = match self.inner.admission.admit().await {
             Ok(slot) => slot,
-            Err(shed) => return self.counted(outcome_of(shed), shed_response(shed)),
+            Err(shed) => {
+                pending.done = true;
+                if trial {
+                    self.breaker().abandon_trial();
+                }
+                return self.counted(outcome_of(shed), shed_response(shed));
+            }
         };
-        self.forward(parts, body, slot).await
+        self.inner
+            .metrics
+            .queue_wait
+            .observe(slot.waited.as_secs_f64());
+        let response = self.forward(parts, body, slot, trial).await;
+        pending.done = true;
+        self.inner
+            .metrics
+            .duration
+            .observe(arrived.elapsed().as_secs_f64());
+        response
     }
 
     async fn forward(
@@ -193,6 +317,7 @@ impl Gate {
         parts: http::request::Parts,
         body: Bytes,
         slot: Slot,
+        trial: bool,
     ) -> Response<Body> {
         let options = &self.inner.options;
         let mut url = options.upstream.clone();
@@ -207,16 +332,19 @@ impl Gate {
             .request(parts.method, url)
             .headers(headers)
             .body(body);
-        let answer = tokio::time::timeout(options.request_timeout, request.send()).await;
+        let sent = Instant::now();
+        let deadline = sent + options.request_timeout;
+        let answer = tokio::time::timeout_at(deadline, request.send()).await;
         let upstream = match answer {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 let reason = if e.is_connect() {
-                    "the upstream refused or dropped the connection"
+                    "the upstream refused the connection"
                 } else {
                     "the upstream connection failed before an answer"
                 };
                 tracing::warn!(error = %e, "gate: {reason}");
+                self.record(trial, Err(reason));
                 return self.counted(
                     Outcome::UpstreamError,
                     error(
@@ -228,31 +356,94 @@ impl Gate {
                 );
             }
             Err(_) => {
+                let reason = format!(
+                    "the upstream did not begin its answer within request_timeout ({:?})",
+                    options.request_timeout
+                );
+                self.record(trial, Err(&reason));
                 return self.counted(
                     Outcome::UpstreamError,
                     error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream_error",
                         "upstream_timeout",
-                        &format!(
-                            "the upstream did not begin its answer within request_timeout ({:?})",
-                            options.request_timeout
-                        ),
+                        &reason,
                     ),
-                )
+                );
             }
         };
+        self.inner
+            .metrics
+            .ttfb
+            .observe(sent.elapsed().as_secs_f64());
         let status = upstream.status();
         let mut headers = upstream.headers().clone();
         strip(&mut headers);
+        let html = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        if html {
+            let reason = "the upstream answered an HTML page, not an API answer (a proxy or error page in the way?)";
+            self.record(trial, Err(reason));
+            return self.counted(
+                Outcome::UpstreamError,
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "upstream_garbage",
+                    reason,
+                ),
+            );
+        }
+        // A sized answer is read whole (within request_timeout more), so a truncated one
+        // becomes a 502; an unsized one (a stream) passes through as it comes.
+        let body: Body = if upstream.content_length().is_some() {
+            let read = tokio::time::timeout(options.request_timeout, upstream.bytes()).await;
+            match read {
+                Ok(Ok(bytes)) => {
+                    drop(slot);
+                    if status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes) {
+                        // A model still loading is not a fault: the upstream is coming up.
+                        self.record(trial, Ok(()));
+                    } else if status.is_server_error() {
+                        self.record(trial, Err(&format!("the upstream answered {status}")));
+                    } else {
+                        self.record(trial, Ok(()));
+                    }
+                    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+                }
+                Ok(Err(_)) | Err(_) => {
+                    let reason = "the upstream cut its answer short";
+                    self.record(trial, Err(reason));
+                    return self.counted(
+                        Outcome::UpstreamError,
+                        error(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_error",
+                            "upstream_truncated",
+                            reason,
+                        ),
+                    );
+                }
+            }
+        } else {
+            if status.is_server_error() {
+                self.record(trial, Err(&format!("the upstream answered {status}")));
+            } else {
+                self.record(trial, Ok(()));
+            }
+            // The slot travels with the stream: held until the last byte, or until the client
+            // goes away and hyper drops the body (which drops the upstream response,
+            // cancelling it).
+            let stream = upstream.bytes_stream().map(move |chunk| {
+                let _held = &slot;
+                chunk.map(Frame::data).map_err(std::io::Error::other)
+            });
+            BoxBody::new(StreamBody::new(stream))
+        };
         headers.remove(header::CONTENT_LENGTH);
-        // The slot travels with the stream: held until the last byte, or until the client goes
-        // away and hyper drops the body (which drops the upstream response, cancelling it).
-        let stream = upstream.bytes_stream().map(move |chunk| {
-            let _held = &slot;
-            chunk.map(Frame::data).map_err(std::io::Error::other)
-        });
-        let mut response = Response::new(BoxBody::new(StreamBody::new(stream)));
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         let outcome = if status.is_server_error() {
@@ -291,6 +482,48 @@ impl Gate {
             });
         }
     }
+}
+
+/// Counts a request whose client went away before its answer began.
+struct Pending<'a> {
+    gate: &'a Gate,
+    trial: bool,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.gate.count_only(Outcome::ClientCancelled);
+            if self.trial {
+                self.gate.breaker().abandon_trial();
+            }
+        }
+    }
+}
+
+/// llama.cpp's `503 {"error":{"message":"Loading model", ...}}` and its kin.
+fn is_loading(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
+    text.contains("loading model") || text.contains("model is loading")
+}
+
+/// 503 while the circuit is open, with when to come back.
+fn circuit_open(retry_after: Duration) -> Response<Body> {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_overloaded",
+        "circuit_open",
+        "the upstream is failing and the gate's circuit is open; retry after the Retry-After delay",
+    );
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r.headers_mut().insert(
+        header::HeaderName::from_static("x-vitals-overloaded"),
+        HeaderValue::from_static("circuit_open"),
+    );
+    r
 }
 
 fn outcome_of(shed: Shed) -> Outcome {

@@ -18,7 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vitals_gate::{Gate, Options, Outcome};
+use vitals_gate::{BreakerOptions, CircuitState, Gate, Options, Outcome};
 
 /// What the upstream saw.
 #[derive(Debug, Default)]
@@ -28,6 +28,8 @@ struct Seen {
     requests: AtomicUsize,
     /// Streams whose client (the gate) went away before the end.
     cancelled: AtomicUsize,
+    /// While set, every request gets a 500.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 struct InFlight(Arc<Seen>);
@@ -87,7 +89,30 @@ async fn upstream() -> (String, Arc<Seen>) {
                     let seen = seen.clone();
                     async move {
                         let guard = InFlight::new(&seen);
+                        if seen.failing.load(Ordering::SeqCst) {
+                            let mut r = Response::new(
+                                Full::new(Bytes::from_static(b"{\"error\":\"boom\"}")).boxed(),
+                            );
+                            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                            return Ok::<_, Infallible>(r);
+                        }
                         let body: UpBody = match req.uri().path() {
+                            "/loading" => {
+                                let mut r = Response::new(Full::new(Bytes::from_static(
+                                    b"{\"error\":{\"code\":503,\"message\":\"Loading model\",\"type\":\"unavailable_error\"}}",
+                                )).boxed());
+                                *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                                return Ok(r);
+                            }
+                            "/html" => {
+                                let mut r = Response::new(
+                                    Full::new(Bytes::from_static(b"<html>502 Bad Gateway</html>"))
+                                        .boxed(),
+                                );
+                                r.headers_mut()
+                                    .insert("content-type", "text/html".parse().unwrap());
+                                return Ok(r);
+                            }
                             "/slow" => {
                                 tokio::time::sleep(Duration::from_millis(query(&req, "ms"))).await;
                                 drop(guard);
@@ -160,6 +185,12 @@ async fn start_gate(
         request_timeout: Duration::from_secs(5),
         max_body: 64 * 1024,
         header_read_timeout: Duration::from_secs(5),
+        breaker: BreakerOptions {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(300),
+            max_open_for: Duration::from_secs(5),
+            jitter: 0.0,
+        },
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -379,6 +410,7 @@ async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
         request_timeout: Duration::from_millis(500),
         max_body: 1024,
         header_read_timeout: Duration::from_secs(5),
+        breaker: BreakerOptions::default(),
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -393,4 +425,115 @@ async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(g.admission().in_flight(), 0);
+}
+
+/// The breaker opens on an upstream outage (3 faults in a row here), fails fast while open,
+/// lets one trial through after the open period and closes when it succeeds; each change is
+/// published for readiness.
+#[tokio::test]
+async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    let mut circuit = gate.circuit();
+    seen.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = client()
+            .get(format!("{gate_url}/slow?ms=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500, "the upstream's own answer passes through");
+    }
+    circuit.changed().await.unwrap();
+    assert_eq!(circuit.borrow().state, CircuitState::Open);
+    assert!(
+        circuit.borrow().reason.contains("500"),
+        "{:?}",
+        circuit.borrow()
+    );
+    let before = seen.requests.load(Ordering::SeqCst);
+    let r = client()
+        .get(format!("{gate_url}/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-vitals-overloaded"], "circuit_open");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        seen.requests.load(Ordering::SeqCst),
+        before,
+        "failing fast: not forwarded"
+    );
+    assert_eq!(gate.count(Outcome::CircuitOpen), 1);
+
+    // The upstream recovers; after the open period the trial succeeds and the circuit closes.
+    seen.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let r = client()
+        .get(format!("{gate_url}/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    circuit.changed().await.unwrap();
+    assert_eq!(circuit.borrow().state, CircuitState::Closed);
+}
+
+/// A model still loading (llama.cpp's 503 "Loading model") is not an upstream fault.
+#[tokio::test]
+async fn a_loading_model_does_not_open_the_breaker() {
+    let (up, _) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    for _ in 0..6 {
+        let r = client()
+            .get(format!("{gate_url}/loading"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.text().await.unwrap().contains("Loading model"));
+    }
+    assert_eq!(gate.circuit().borrow().state, CircuitState::Closed);
+}
+
+/// Garbage from the upstream reaches the client as a 502 with a reason, and counts as a fault:
+/// an HTML page, and a sized answer cut short.
+#[tokio::test]
+async fn upstream_garbage_is_a_502_with_a_reason() {
+    let (up, _) = upstream().await;
+    let (gate_url, _) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    let r = client()
+        .get(format!("{gate_url}/html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "upstream_garbage");
+
+    // An upstream that promises 100 bytes, sends 10 and hangs up.
+    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_url = format!("http://{}", raw.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut s, _) = raw.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":\"x")
+                .await;
+        }
+    });
+    let (gate_url, gate) = start_gate(&raw_url, 2, 2, Duration::from_secs(1)).await;
+    let r = client()
+        .get(format!("{gate_url}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "upstream_truncated");
+    assert_eq!(gate.count(Outcome::UpstreamError), 1);
 }

@@ -1,0 +1,143 @@
+//! The gate's metrics (DESIGN.md's second wave): counters and histograms updated as requests
+//! end, and gauges read from the admission and the breaker at scrape time, so they are exact.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::Inner;
+
+/// Request latencies, 5 ms to 5 min: a cached answer, a short completion, a long generation.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Queue waits and time to first byte, 1 ms to 60 s.
+const WAIT_BUCKETS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug)]
+pub(crate) struct GateMetrics {
+    pub requests: Family<OutcomeLabel, Counter>,
+    pub duration: Histogram,
+    pub ttfb: Histogram,
+    pub queue_wait: Histogram,
+}
+
+impl GateMetrics {
+    pub fn new() -> GateMetrics {
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        // Every outcome has a series from the start, so rate() sees the first shed.
+        for o in crate::Outcome::ALL {
+            let _ = requests.get_or_create(&OutcomeLabel {
+                outcome: o.as_str(),
+            });
+        }
+        GateMetrics {
+            requests,
+            duration: Histogram::new(DURATION_BUCKETS),
+            ttfb: Histogram::new(WAIT_BUCKETS),
+            queue_wait: Histogram::new(WAIT_BUCKETS),
+        }
+    }
+}
+
+/// A gauge computed at scrape time from the gate's state.
+struct Computed {
+    inner: Arc<Inner>,
+    read: fn(&Inner) -> i64,
+}
+
+impl std::fmt::Debug for Computed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Computed")
+    }
+}
+
+impl TypedMetric for Computed {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for Computed {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&(self.read)(&self.inner))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Metric names, as scraped.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "vitals_gate_requests_total";
+    pub const REQUEST_DURATION: &str = "vitals_gate_request_duration_seconds";
+    pub const TIME_TO_FIRST_BYTE: &str = "vitals_gate_time_to_first_byte_seconds";
+    pub const QUEUE_WAIT: &str = "vitals_gate_queue_wait_seconds";
+    pub const IN_FLIGHT: &str = "vitals_gate_in_flight";
+    pub const QUEUE_DEPTH: &str = "vitals_gate_queue_depth";
+    pub const CONCURRENCY_LIMIT: &str = "vitals_gate_concurrency_limit";
+    pub const CIRCUIT_STATE: &str = "vitals_gate_circuit_state";
+}
+
+pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
+    let m = &inner.metrics;
+    registry.register(
+        names::REQUESTS_TOTAL.strip_suffix("_total").unwrap_or_default(),
+        "Requests through the gate, by outcome (ok, upstream_error, shed_queue_full, shed_queue_timeout, circuit_open, client_cancelled, bad_request)",
+        m.requests.clone(),
+    );
+    registry.register(
+        names::REQUEST_DURATION.strip_suffix("_seconds").unwrap_or_default(),
+        "Seconds from a request's arrival to the end of its answer's headers, for forwarded requests",
+        m.duration.clone(),
+    );
+    registry.register(
+        names::TIME_TO_FIRST_BYTE
+            .strip_suffix("_seconds")
+            .unwrap_or_default(),
+        "Seconds from forwarding a request to the upstream's first answer byte (its headers)",
+        m.ttfb.clone(),
+    );
+    registry.register(
+        names::QUEUE_WAIT
+            .strip_suffix("_seconds")
+            .unwrap_or_default(),
+        "Seconds admitted requests waited in the gate's queue for a slot",
+        m.queue_wait.clone(),
+    );
+    let gauge = |read: fn(&Inner) -> i64| Computed {
+        inner: inner.clone(),
+        read,
+    };
+    registry.register(
+        names::IN_FLIGHT,
+        "Requests holding a slot at the upstream (streams until their last byte)",
+        gauge(|i| i64::try_from(i.admission.in_flight()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        names::QUEUE_DEPTH,
+        "Requests waiting in the gate's queue for a slot",
+        gauge(|i| i64::try_from(i.admission.queued()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        names::CONCURRENCY_LIMIT,
+        "The most requests the gate lets reach the upstream at once",
+        gauge(|i| i64::try_from(i.admission.max_concurrent()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        names::CIRCUIT_STATE,
+        "The circuit breaker: 0 closed, 1 open (failing fast), 2 half-open (one trial request)",
+        gauge(|i| i.circuit_state().gauge()),
+    );
+}
