@@ -63,6 +63,9 @@ impl Default for Rules {
     }
 }
 
+/// How old the gate's last report may be: the runtime refreshes it every minute.
+pub const GATE_STALE_AFTER: Duration = Duration::from_secs(300);
+
 impl Rules {
     /// The registry holds the dependencies first, in file order (dependency `i` is signal `i`),
     /// then the `[[signals]]`.
@@ -87,7 +90,18 @@ impl Rules {
             success_threshold: 1,
             stale_after: s.ttl.std(),
         });
-        for rules in dependencies.chain(pushed) {
+        // The gate's circuit, reported by the gate as it changes (and refreshed while it holds,
+        // so it never goes stale).
+        let gate = config.gate.as_ref().map(|g| SignalRules {
+            name: crate::config::GATE_SIGNAL.into(),
+            source: Source::Gate,
+            critical: true,
+            instance_local: g.is_instance_local(),
+            failure_threshold: 1,
+            success_threshold: 1,
+            stale_after: GATE_STALE_AFTER,
+        });
+        for rules in dependencies.chain(pushed).chain(gate) {
             // Validation already refused duplicate names.
             let _ = signals.register(rules);
         }

@@ -39,6 +39,8 @@ pub enum Source {
     /// A `[[signals]]` entry, reported by the agent over `PUT /signals/{name}` or
     /// `Handle::set_signal`.
     Pushed,
+    /// `[gate]`'s circuit breaker: down while the circuit is open or half-open.
+    Gate,
 }
 
 impl Source {
@@ -47,6 +49,7 @@ impl Source {
         match self {
             Source::Dependency(kind) => kind.as_str(),
             Source::Pushed => "signal",
+            Source::Gate => "gate",
         }
     }
 
@@ -54,7 +57,7 @@ impl Source {
     /// never may: failing them drains an instance, restarting it would not help.
     pub fn touches_liveness(self) -> bool {
         match self {
-            Source::Dependency(_) | Source::Pushed => false,
+            Source::Dependency(_) | Source::Pushed | Source::Gate => false,
         }
     }
 }

@@ -42,7 +42,7 @@ impl Shed {
 #[derive(Debug)]
 pub struct Admission {
     slots: Arc<Semaphore>,
-    max_concurrent: usize,
+    max_concurrent: AtomicUsize,
     queue_depth: usize,
     queue_timeout: Duration,
     waiting: AtomicUsize,
@@ -88,7 +88,7 @@ impl Admission {
     pub fn new(max_concurrent: usize, queue_depth: usize, queue_timeout: Duration) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(max_concurrent)),
-            max_concurrent,
+            max_concurrent: AtomicUsize::new(max_concurrent),
             queue_depth,
             queue_timeout,
             waiting: AtomicUsize::new(0),
@@ -98,7 +98,8 @@ impl Admission {
 
     /// Requests holding a slot.
     pub fn in_flight(&self) -> usize {
-        self.max_concurrent - self.slots.available_permits()
+        self.max_concurrent()
+            .saturating_sub(self.slots.available_permits())
     }
 
     /// Requests waiting for a slot.
@@ -107,7 +108,16 @@ impl Admission {
     }
 
     pub fn max_concurrent(&self) -> usize {
-        self.max_concurrent
+        self.max_concurrent.load(Ordering::Acquire)
+    }
+
+    /// Raises the limit to `limit` (a no-op when it is not higher): `"auto"` starts at 1 and
+    /// learns the upstream's slot count at start.
+    pub fn raise_limit(&self, limit: usize) {
+        let old = self.max_concurrent.fetch_max(limit, Ordering::AcqRel);
+        if limit > old {
+            self.slots.add_permits(limit - old);
+        }
     }
 
     /// The mean time a request holds its slot, once one has ended.
@@ -125,7 +135,7 @@ impl Admission {
             return RETRY_AFTER_MIN;
         };
         let ahead = u32::try_from(self.queued() + 1).unwrap_or(u32::MAX);
-        let slots = u32::try_from(self.max_concurrent.max(1)).unwrap_or(u32::MAX);
+        let slots = u32::try_from(self.max_concurrent().max(1)).unwrap_or(u32::MAX);
         (service.saturating_mul(ahead) / slots).clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX)
     }
 

@@ -212,6 +212,40 @@ impl Gate {
         }
     }
 
+    /// The inference server's base URL.
+    pub fn upstream(&self) -> &url::Url {
+        &self.inner.options.upstream
+    }
+
+    /// The upstream's slot count, from llama.cpp's `GET /props` (`total_slots`).
+    pub async fn upstream_slots(&self) -> Result<usize, String> {
+        let mut url = self.inner.options.upstream.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}/props"));
+        let answer = tokio::time::timeout(
+            self.inner.options.request_timeout,
+            self.inner.client.get(url.clone()).send(),
+        )
+        .await
+        .map_err(|_| format!("GET {url} did not answer"))?
+        .map_err(|e| format!("GET {url}: {e}"))?;
+        if !answer.status().is_success() {
+            return Err(format!("GET {url} answered {}", answer.status()));
+        }
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| format!("GET {url} did not answer JSON"))?;
+        match json.get("total_slots").and_then(serde_json::Value::as_u64) {
+            Some(n) if n >= 1 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => Err(format!(
+                "GET {url} has no total_slots ≥ 1 (is it llama.cpp's server?)"
+            )),
+        }
+    }
+
     pub fn admission(&self) -> &Admission {
         &self.inner.admission
     }

@@ -176,7 +176,14 @@ fn unix_seconds(t: SystemTime) -> f64 {
 impl Metrics {
     /// The metrics of `state`'s signals; `degraded_status` is `readiness.degraded_status`.
     pub fn new(state: &Lifecycle, degraded_status: u16) -> Self {
+        Self::with(state, degraded_status, &|_| {})
+    }
+
+    /// [`Metrics::new`], plus what `extend` registers (a part of the runtime with metrics of
+    /// its own, such as the gate).
+    pub fn with(state: &Lifecycle, degraded_status: u16, extend: &dyn Fn(&mut Registry)) -> Self {
         let mut registry = Registry::default();
+        extend(&mut registry);
         let live = Gauge::default();
         let agent_live = Gauge::default();
         let agent_heartbeat_age = OptionalGauge::default();

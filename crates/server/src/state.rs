@@ -67,8 +67,16 @@ struct Inner {
 impl Shared {
     /// A new state for `config`, born now, and the inbox its driver reads.
     pub fn new(config: Arc<Config>) -> (Shared, Inbox) {
+        Self::with_metrics(config, &|_| {})
+    }
+
+    /// [`Shared::new`], with more metrics registered by `extend` (the gate's).
+    pub fn with_metrics(
+        config: Arc<Config>,
+        extend: &dyn Fn(&mut prometheus_client::registry::Registry),
+    ) -> (Shared, Inbox) {
         let state = Lifecycle::new(Rules::from_config(&config), now());
-        let metrics = Metrics::new(&state, config.readiness.degraded_status);
+        let metrics = Metrics::with(&state, config.readiness.degraded_status, extend);
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(state));
         let (commands_tx, commands) = mpsc::channel(EVENT_QUEUE);
         let own = Heartbeat::new();

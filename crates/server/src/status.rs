@@ -135,7 +135,7 @@ pub(crate) fn build<'a>(shared: &'a Shared, state: &'a Lifecycle, now: Instant) 
         .rules()
         .signals
         .iter()
-        .filter(|(_, r)| r.source == Source::Pushed)
+        .filter(|(_, r)| matches!(r.source, Source::Pushed | Source::Gate))
         .map(|(id, r)| {
             let s = signal(id);
             let up = state.is_up(id, now);

@@ -110,6 +110,21 @@ impl Builder {
     pub fn build(self) -> Result<(Runtime, Handle), Error> {
         check_signals(&self.config)?;
         let config = Arc::new(self.config);
+        #[cfg(feature = "gate")]
+        let gate =
+            crate::gate::GatePart::from_config(&config, config.server.header_read_timeout.std())?;
+        #[cfg(not(feature = "gate"))]
+        if config.gate.is_some() {
+            return Err(Error::Gate(
+                "[gate] needs the gate feature of the vitals crate, which this build left out; enable it (the vitals binary has it)".into(),
+            ));
+        }
+        #[cfg(feature = "gate")]
+        let (shared, inbox) = match &gate {
+            Some(g) => Shared::with_metrics(config.clone(), &|r| g.gate().register_metrics(r)),
+            None => Shared::new(config.clone()),
+        };
+        #[cfg(not(feature = "gate"))]
         let (shared, inbox) = Shared::new(config.clone());
         let poller = Poller::new(&config, &shared.snapshot().rules().signals)?;
         let handle = Handle::new(shared.clone());
@@ -120,6 +135,8 @@ impl Builder {
             self.listen,
             self.os_signals,
             handle.clone(),
+            #[cfg(feature = "gate")]
+            gate,
         );
         Ok((runtime, handle))
     }

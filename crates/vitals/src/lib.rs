@@ -37,6 +37,8 @@
 
 mod builder;
 mod driver;
+#[cfg(feature = "gate")]
+mod gate;
 mod handle;
 mod runtime;
 
@@ -106,6 +108,9 @@ pub enum Error {
     /// The runtime's own listener stopped although nothing asked it to.
     #[error("the probe server stopped unexpectedly")]
     ServerStopped,
+    /// `[gate]` could not start (its message names the key and the fix).
+    #[error("{0}")]
+    Gate(String),
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub struct Runtime {
     listen: Option<Listen>,
     os_signals: bool,
     handle: Handle,
+    #[cfg(feature = "gate")]
+    gate: Option<crate::gate::GatePart>,
 }
 
 /// How long the last steps (stopping the poller and the driver) may take once drained. They
@@ -69,6 +71,7 @@ impl Runtime {
         listen: Option<Listen>,
         os_signals: bool,
         handle: Handle,
+        #[cfg(feature = "gate")] gate: Option<crate::gate::GatePart>,
     ) -> Self {
         Runtime {
             shared,
@@ -77,6 +80,8 @@ impl Runtime {
             listen,
             os_signals,
             handle,
+            #[cfg(feature = "gate")]
+            gate,
         }
     }
 
@@ -90,6 +95,8 @@ impl Runtime {
             listen,
             os_signals,
             handle,
+            #[cfg(feature = "gate")]
+            gate,
         } = self;
         let listener = match listen {
             None => None,
@@ -99,6 +106,11 @@ impl Runtime {
                     .await
                     .map_err(|source| Error::Bind { addr, source })?,
             ),
+        };
+        #[cfg(feature = "gate")]
+        let gate_listener = match &gate {
+            Some(g) => Some(g.bind().await?),
+            None => None,
         };
         let mut signals = if os_signals {
             Some(OsSignals::new()?)
@@ -139,6 +151,16 @@ impl Runtime {
             }
             None => None,
         };
+        #[cfg(feature = "gate")]
+        if let (Some(g), Some(listener)) = (&gate, gate_listener) {
+            if let Err(e) = g
+                .start(listener, &shared, &tasks, stop_server.clone(), root.clone())
+                .await
+            {
+                root.cancel();
+                return Err(e);
+            }
+        }
 
         let cause = tokio::select! {
             s = next_signal(&mut signals) => DrainCause::Signal(s),
@@ -172,6 +194,17 @@ impl Runtime {
                         tracing::warn!(%grace, "in-flight requests did not finish within drain.grace; exiting anyway");
                     }
                 }
+                s = next_signal(&mut signals) => return Ok(second_signal(cause, s, &root)),
+            }
+        }
+        // The gate stopped accepting with the probe server; its in-flight requests (streams
+        // included) get what is left of the grace.
+        #[cfg(feature = "gate")]
+        if let Some(g) = &gate {
+            tokio::select! {
+                drained = g.drained(grace.std()) => if !drained {
+                    tracing::warn!(%grace, "gate: requests still in flight at the end of drain.grace; exiting anyway");
+                },
                 s = next_signal(&mut signals) => return Ok(second_signal(cause, s, &root)),
             }
         }

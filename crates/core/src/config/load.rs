@@ -71,6 +71,9 @@ pub fn load(
             &mut errors,
             |_: &mut raw::RawSignal, _| {},
         ),
+        gate: root
+            .contains_key("gate")
+            .then(|| section(&root, "gate", &mut errors)),
     };
     match validate(raw, env) {
         Ok(config) if errors.is_empty() => Ok(config),

@@ -17,7 +17,7 @@ use crate::{Duration, Secret};
 
 pub use load::{from_toml, load};
 pub use names::{invalid_name, valid_name};
-pub use validate::{startup_failure_threshold, validate};
+pub use validate::{startup_failure_threshold, validate, GATE_SIGNAL};
 
 /// One problem in the configuration, under the key that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,50 @@ pub struct Config {
     pub dependencies: Vec<Dependency>,
     /// Capabilities the agent reports (`[[signals]]`).
     pub signals: Vec<Signal>,
+    /// `[gate]`: backpressure in front of the inference server.
+    pub gate: Option<Gate>,
+}
+
+/// `[gate]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    pub listen: std::net::SocketAddr,
+    pub upstream: url::Url,
+    pub max_concurrent: GateLimit,
+    pub queue_depth: u32,
+    pub queue_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body: usize,
+    pub breaker: GateBreaker,
+}
+
+impl Gate {
+    /// Whether the upstream is on this instance (loopback): a model server beside the agent,
+    /// whose failure a new instance can cure, rather than a hosted API the fleet shares.
+    pub fn is_instance_local(&self) -> bool {
+        self.upstream.host_str().is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+    }
+}
+
+/// `gate.max_concurrent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateLimit {
+    Fixed(u32),
+    /// Read from the upstream at start (llama.cpp's `/props` `total_slots`).
+    Auto,
+}
+
+/// `[gate.breaker]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateBreaker {
+    pub failure_threshold: u32,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
 }
 
 impl Default for Config {

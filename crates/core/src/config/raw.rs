@@ -19,6 +19,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "agent",
     "dependencies",
     "signals",
+    "gate",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,4 +218,43 @@ pub struct RawExpectJson {
     pub pointer: Option<String>,
     /// The value expected there (any JSON value).
     pub equals: Option<serde_json::Value>,
+}
+
+/// `[gate]`: vitals as a reverse proxy in front of the inference server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    /// Where clients send their inference requests (never the probe port).
+    pub listen: Option<String>,
+    /// The inference server's base URL.
+    pub upstream: Option<String>,
+    /// Requests let through at once: a number, or `"auto"` (llama.cpp's `/props`).
+    pub max_concurrent: Option<RawGateLimit>,
+    /// Requests that may wait for a slot; the rest are shed.
+    pub queue_depth: Option<u32>,
+    /// How long a request may wait for a slot.
+    pub queue_timeout: Option<Duration>,
+    /// How long the upstream may take to begin its answer.
+    pub request_timeout: Option<Duration>,
+    /// The largest request body forwarded, in bytes.
+    pub max_body: Option<usize>,
+    pub breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawGateLimit {
+    Number(u32),
+    Word(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive upstream faults that open the circuit.
+    pub failure_threshold: Option<u32>,
+    /// The first open period.
+    pub open_for: Option<Duration>,
+    /// The longest open period (each reopening doubles it).
+    pub max_open_for: Option<Duration>,
 }

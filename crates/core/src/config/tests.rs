@@ -575,3 +575,106 @@ fn intervals_and_timeouts_have_a_floor() {
     );
     assert!(parse("[[dependencies]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"a:1\"\ninterval = \"1s\"\ntimeout = \"10ms\"\n").is_ok());
 }
+
+#[test]
+fn a_gate_takes_its_defaults_and_no_gate_is_none() {
+    assert!(parse("").unwrap().gate.is_none());
+    let c = parse(
+        r#"
+        [gate]
+        listen = "0.0.0.0:8081"
+        upstream = "http://127.0.0.1:8080"
+        max_concurrent = 4
+        "#,
+    );
+    // The probe server is on 8080 too (the default) but on every address, and the upstream is
+    // another process's 8080 on loopback: that is fine, since the gate listens on 8081.
+    let g = c.unwrap().gate.unwrap();
+    assert_eq!(g.max_concurrent, GateLimit::Fixed(4));
+    assert_eq!(g.queue_depth, 8);
+    assert_eq!(g.queue_timeout, Duration::from_secs(10));
+    assert_eq!(g.request_timeout, Duration::from_secs(60));
+    assert_eq!(g.max_body, 4 * 1024 * 1024);
+    assert_eq!(g.breaker.failure_threshold, 5);
+    let auto = parse(
+        "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9000\"\nmax_concurrent = \"auto\"\n",
+    )
+    .unwrap();
+    assert_eq!(auto.gate.unwrap().max_concurrent, GateLimit::Auto);
+}
+
+/// The issue's bad input: each refused with its key and the fix, all at once, and never the
+/// secret in an upstream URL.
+#[test]
+fn bad_gate_settings_name_their_keys_and_fixes() {
+    let errs = errors(
+        r#"
+        [server]
+        listen = "0.0.0.0:8080"
+        [gate]
+        listen = "127.0.0.1:8080"
+        upstream = "https://user:sk-secret-in-url@api.example.com"
+        max_concurrent = 0
+        queue_timeout = "60s"
+        request_timeout = "30s"
+        [gate.breaker]
+        open_for = "10s"
+        max_open_for = "5s"
+        [[signals]]
+        name = "gate"
+        "#,
+    );
+    let want = [
+        "gate.listen: 127.0.0.1:8080 is the probe server's address (server.listen = 0.0.0.0:8080); the probes must never sit behind the gate's limits",
+        "gate.upstream: holds credentials (user:password@); remove them",
+        "gate.max_concurrent: must be at least 1",
+        "gate.queue_timeout: 1m is not shorter than gate.request_timeout (30s)",
+        "gate.breaker.max_open_for: 5s is shorter than gate.breaker.open_for (10s)",
+        "signals[0].name: \"gate\" is the name [gate]'s circuit takes in readiness",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "no {w:?} in {errs:#?}"
+        );
+    }
+    assert!(
+        !errs
+            .iter()
+            .any(|e| e.contains("sk-secret") || e.contains("api.example.com")),
+        "{errs:#?}"
+    );
+    let missing = errors("[gate]\n");
+    for key in [
+        "gate.listen: missing",
+        "gate.upstream: missing",
+        "gate.max_concurrent: missing",
+    ] {
+        assert!(
+            missing.iter().any(|e| e.starts_with(key)),
+            "no {key:?} in {missing:#?}"
+        );
+    }
+    let loops = errors(
+        "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://localhost:8081\"\nmax_concurrent = 2\n",
+    );
+    assert!(
+        loops
+            .iter()
+            .any(|e| e.starts_with("gate.upstream: points at the gate's own address")),
+        "{loops:#?}"
+    );
+    let word = errors(
+        "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = \"lots\"\nsurprise = 1\n",
+    );
+    assert!(
+        word.iter()
+            .any(|e| e.starts_with("gate.max_concurrent: \"lots\" is not a limit")),
+        "{word:#?}"
+    );
+    assert!(
+        word.iter()
+            .any(|e| e.starts_with("gate.surprise: unknown key")),
+        "{word:#?}"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod checks;
 mod dependency;
+mod gate;
 mod sections;
 mod signals;
 
@@ -11,6 +12,7 @@ use super::names::suggest;
 use super::raw::*;
 use super::*;
 
+pub use gate::GATE_SIGNAL;
 pub use sections::startup_failure_threshold;
 
 /// The raw sections, each already read on its own.
@@ -25,6 +27,8 @@ pub struct RawConfig {
     pub agent: RawAgent,
     pub dependencies: Vec<RawDependency>,
     pub signals: Vec<RawSignal>,
+    /// `None` without a `[gate]` table.
+    pub gate: Option<RawGate>,
 }
 
 struct Errors(Vec<ConfigError>);
@@ -193,6 +197,17 @@ pub fn validate(
             }
         }
     }
+    if raw.gate.is_some() {
+        for (at, name) in &written {
+            if name.as_deref() == Some(GATE_SIGNAL) {
+                e.push(
+                    format!("{at}.name"),
+                    format!("\"{GATE_SIGNAL}\" is the name [gate]'s circuit takes in readiness; rename this entry"),
+                );
+            }
+        }
+    }
+    let gate = raw.gate.and_then(|g| gate::gate(&mut e, g, server.listen));
     let raw_names: Vec<&str> = written.iter().filter_map(|(_, n)| n.as_deref()).collect();
     let dependencies: Vec<Dependency> = raw
         .dependencies
@@ -261,5 +276,6 @@ pub fn validate(
         agent,
         dependencies,
         signals,
+        gate,
     })
 }

@@ -1,0 +1,187 @@
+//! `[gate]`: the reverse proxy in front of the inference server.
+
+use std::net::SocketAddr;
+
+use super::Errors;
+use crate::config::raw::*;
+use crate::config::*;
+
+/// The signal name the gate's circuit takes in readiness, so no dependency or signal may use it.
+pub const GATE_SIGNAL: &str = "gate";
+
+pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Option<Gate> {
+    let listen = match raw.listen.as_deref() {
+        None => {
+            e.push(
+                "gate.listen",
+                "missing; set the address clients send inference requests to, such as \"0.0.0.0:8081\"",
+            );
+            None
+        }
+        Some(s) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                e.push(
+                    "gate.listen",
+                    format!("\"{s}\" is not an address; write ip:port, such as \"0.0.0.0:8081\""),
+                );
+                None
+            }
+        },
+    };
+    if let Some(listen) = listen {
+        let overlaps = listen.ip() == probe_listen.ip()
+            || listen.ip().is_unspecified()
+            || probe_listen.ip().is_unspecified();
+        if listen.port() == probe_listen.port() && overlaps {
+            e.push(
+                "gate.listen",
+                format!("{listen} is the probe server's address (server.listen = {probe_listen}); the probes must never sit behind the gate's limits: give the gate a port of its own"),
+            );
+        }
+    }
+    let upstream = match raw.upstream.as_deref() {
+        None => {
+            e.push(
+                "gate.upstream",
+                "missing; set the inference server's base URL, such as \"http://127.0.0.1:8080\" (llama.cpp) or \"https://api.openai.com\"",
+            );
+            None
+        }
+        Some(s) => upstream(e, s, listen),
+    };
+    let max_concurrent = match raw.max_concurrent {
+        None => {
+            e.push(
+                "gate.max_concurrent",
+                "missing; set it to the upstream's slot count (llama.cpp's --parallel, vLLM's max_num_seqs) or to \"auto\" to read it from llama.cpp's /props",
+            );
+            None
+        }
+        Some(RawGateLimit::Number(0)) => {
+            e.push(
+                "gate.max_concurrent",
+                "must be at least 1: with 0 the gate would shed every request",
+            );
+            None
+        }
+        Some(RawGateLimit::Number(n)) => Some(GateLimit::Fixed(n)),
+        Some(RawGateLimit::Word(w)) if w == "auto" => Some(GateLimit::Auto),
+        Some(RawGateLimit::Word(w)) => {
+            e.push(
+                "gate.max_concurrent",
+                format!(
+                    "\"{w}\" is not a limit; write a number of requests (such as 4) or \"auto\""
+                ),
+            );
+            None
+        }
+    };
+    let queue_timeout = e.positive(
+        "gate.queue_timeout",
+        raw.queue_timeout,
+        Duration::from_secs(10),
+    );
+    let request_timeout = e.positive(
+        "gate.request_timeout",
+        raw.request_timeout,
+        Duration::from_secs(60),
+    );
+    if queue_timeout >= request_timeout {
+        e.push(
+            "gate.queue_timeout",
+            format!("{queue_timeout} is not shorter than gate.request_timeout ({request_timeout}): a request would wait in the queue longer than the upstream may take to begin answering; lower queue_timeout (or raise request_timeout)"),
+        );
+    }
+    let max_body = match raw.max_body {
+        Some(0) => {
+            e.push("gate.max_body", "must be at least 1 byte");
+            0
+        }
+        Some(n) => n,
+        None => 4 * 1024 * 1024,
+    };
+    let rb = raw.breaker.unwrap_or_default();
+    let failure_threshold =
+        e.at_least_one("gate.breaker.failure_threshold", rb.failure_threshold, 5);
+    let open_for = e.positive("gate.breaker.open_for", rb.open_for, Duration::from_secs(1));
+    let max_open_for = e.positive(
+        "gate.breaker.max_open_for",
+        rb.max_open_for,
+        Duration::from_secs(60).max(open_for),
+    );
+    if max_open_for < open_for {
+        e.push(
+            "gate.breaker.max_open_for",
+            format!("{max_open_for} is shorter than gate.breaker.open_for ({open_for}); raise it to at least {open_for}"),
+        );
+    }
+    Some(Gate {
+        listen: listen?,
+        upstream: upstream?,
+        max_concurrent: max_concurrent?,
+        queue_depth: raw.queue_depth.unwrap_or(8),
+        queue_timeout,
+        request_timeout,
+        max_body,
+        breaker: GateBreaker {
+            failure_threshold,
+            open_for,
+            max_open_for,
+        },
+    })
+}
+
+fn upstream(e: &mut Errors, s: &str, listen: Option<SocketAddr>) -> Option<url::Url> {
+    let url = match url::Url::parse(s) {
+        Ok(u) => u,
+        Err(err) => {
+            e.push(
+                "gate.upstream",
+                format!(
+                    "\"{s}\" is not a URL ({err}); write one such as \"http://127.0.0.1:8080\""
+                ),
+            );
+            return None;
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        e.push(
+            "gate.upstream",
+            format!("the scheme \"{}\" is not http or https", url.scheme()),
+        );
+        return None;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo the URL: it holds a secret.
+        e.push(
+            "gate.upstream",
+            "holds credentials (user:password@); remove them: clients' own Authorization headers pass through the gate",
+        );
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        e.push(
+            "gate.upstream",
+            "has a query or fragment; give the base URL alone: each request's own path and query are appended to it",
+        );
+        return None;
+    }
+    let loops = listen.is_some_and(|l| {
+        url.port_or_known_default() == Some(l.port())
+            && url.host_str().is_some_and(|h| {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                h.eq_ignore_ascii_case("localhost")
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback() || ip == l.ip() || ip.is_unspecified())
+            })
+    });
+    if loops {
+        e.push(
+            "gate.upstream",
+            "points at the gate's own address (gate.listen): every request would loop back into the gate; point it at the inference server",
+        );
+        return None;
+    }
+    Some(url)
+}

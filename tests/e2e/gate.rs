@@ -1,0 +1,175 @@
+//! `[gate]` through the binary: in front of the real llama-cpp-python server, and in front of a
+//! failing upstream whose outage reaches readiness through the breaker.
+
+use std::time::{Duration, Instant};
+
+use vitals_test_util::{LlmServer, StubServer, VitalsProcess};
+
+use crate::{bin, body, client, expect_status_within};
+
+/// The gate's address, from its "gate: serving" log line.
+fn gate_addr(v: &VitalsProcess) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for line in v.logs() {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["fields"]["message"] == "gate: serving" || json["message"] == "gate: serving" {
+                let listen = json["fields"]["listen"]
+                    .as_str()
+                    .or(json["listen"].as_str())
+                    .unwrap();
+                return format!("http://{listen}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gate never said it serves: {:?}",
+            v.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn gate_config(upstream: &str, extra: &str) -> String {
+    format!(
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\nmax_concurrent = 2\nqueue_depth = 4\nqueue_timeout = \"5s\"\nrequest_timeout = \"30s\"\n{extra}\n"
+    )
+}
+
+/// The text pieces of an OpenAI completion stream (server-sent events), in order.
+fn stream_texts(sse: &str) -> Vec<String> {
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| {
+            let v: serde_json::Value = serde_json::from_str(d).unwrap();
+            v["choices"][0]["text"].as_str().unwrap_or("").to_owned()
+        })
+        .collect()
+}
+
+/// A completion and a streamed completion through the gate equal the same requests sent to
+/// the server directly (temperature 0: the tiny model answers deterministically), token for
+/// token; the gate counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_streams_pass_through_the_gate_token_for_token() {
+    let llm = LlmServer::start();
+    let upstream = llm.base_url().trim_end_matches("/v1").to_owned();
+    let v = VitalsProcess::start(&bin(), &gate_config(&upstream, ""), &[]);
+    let gate = gate_addr(&v);
+    let c = client();
+    let ask = |base: String, stream: bool| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .post(format!("{base}/v1/completions"))
+                .json(&serde_json::json!({
+                    "model": "tiny", "prompt": "Hello", "max_tokens": 12,
+                    "temperature": 0.0, "seed": 7, "stream": stream,
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{base}");
+            r.text().await.unwrap()
+        }
+    };
+    let direct = ask(upstream.clone(), false).await;
+    let gated = ask(gate.clone(), false).await;
+    let text = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s).unwrap()["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(text(&gated), text(&direct));
+
+    let direct = stream_texts(&ask(upstream, true).await);
+    let gated = stream_texts(&ask(gate, true).await);
+    assert!(direct.len() > 1, "a stream of several events: {direct:?}");
+    assert_eq!(gated, direct, "the same events, in order");
+
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(
+        metrics.contains("vitals_gate_requests_total{outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vitals_gate_concurrency_limit 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vitals_gate_circuit_state 0"), "{metrics}");
+}
+
+/// The e2e: the breaker opens on an upstream outage, /readyz goes 503 with no change to
+/// liveness, and both recover once a trial request succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_outage_opens_the_breaker_and_readiness_follows_liveness_does_not() {
+    let up = StubServer::start(200).await;
+    let config = gate_config(
+        &format!("http://{}", up.addr()),
+        "[gate.breaker]\nfailure_threshold = 3\nopen_for = \"1s\"\n[drain]\ndelay = \"0s\"",
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let gate = gate_addr(&v);
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(5)).await;
+
+    up.set_status(500);
+    let c = client();
+    for _ in 0..3 {
+        let r = c.get(format!("{gate}/v1/models")).send().await.unwrap();
+        assert_eq!(r.status(), 500);
+    }
+    expect_status_within(&v.url("/readyz"), 503, Duration::from_secs(2)).await;
+    assert_eq!(
+        crate::status(&v.url("/healthz")).await,
+        200,
+        "liveness never follows the upstream"
+    );
+    let verbose = body(&v.url("/readyz?verbose")).await;
+    assert!(
+        verbose.contains("[-]gate failed: circuit open: the upstream answered 500"),
+        "{verbose}"
+    );
+    let r = c.get(format!("{gate}/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-vitals-overloaded"], "circuit_open");
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(metrics.contains("vitals_gate_circuit_state 1"), "{metrics}");
+    assert!(
+        metrics.contains("vitals_gate_requests_total{outcome=\"circuit_open\"} 1"),
+        "{metrics}"
+    );
+
+    // The upstream recovers: after the open period a trial succeeds and readiness comes back.
+    up.set_status(200);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = c.get(format!("{gate}/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(2)).await;
+    assert!(body(&v.url("/metrics"))
+        .await
+        .contains("vitals_gate_circuit_state 0"));
+}
+
+/// A configuration the gate cannot run is refused before anything starts.
+#[test]
+fn a_gate_on_the_probe_port_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[gate]\nlisten = \"0.0.0.0:8080\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("gate.listen: 0.0.0.0:8080 is the probe server's address"));
+}
