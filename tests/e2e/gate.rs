@@ -173,3 +173,73 @@ fn a_gate_on_the_probe_port_is_refused_with_its_key() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("gate.listen: 0.0.0.0:8080 is the probe server's address"));
 }
+
+/// Saturation with hysteresis: a queue held above high water for degrade_after turns readiness
+/// degraded (still in traffic) with the reason; once it drains, readiness recovers after
+/// recover_after. Liveness never moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_held_above_high_water_degrades_readiness_until_it_drains() {
+    let up = StubServer::start(200).await;
+    up.hang();
+    let config = format!(
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_concurrent = 1\nqueue_depth = 4\nqueue_timeout = \"20s\"\nrequest_timeout = \"30s\"\n[gate.saturation]\nhigh_water = 2\ndegrade_after = \"2s\"\nrecover_after = \"3s\"\n[drain]\ndelay = \"0s\"\n",
+        up.addr()
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let gate = gate_addr(&v);
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(5)).await;
+    // One request holds the only slot (the upstream never answers); three wait.
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{gate}/v1/completions");
+            tokio::spawn(async move { client().post(url).body("{}").send().await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let verbose = loop {
+        let r = client().get(v.url("/readyz?verbose")).send().await.unwrap();
+        let degraded = r
+            .headers()
+            .get("x-agent-mode")
+            .is_some_and(|m| m == "degraded");
+        let (status, text) = (r.status().as_u16(), r.text().await.unwrap());
+        if degraded {
+            assert_eq!(status, 200, "degraded stays in traffic: {text}");
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never degraded: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        verbose.contains("[-]gate-saturation failed (non-critical): saturated: 3 requests waiting (high water 2)"),
+        "{verbose}"
+    );
+    assert_eq!(crate::status(&v.url("/healthz")).await, 200);
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(metrics.contains("vitals_gate_queue_depth 3"), "{metrics}");
+    assert!(metrics.contains("vitals_gate_in_flight 1"), "{metrics}");
+
+    // The clients give up: the queue drains, and after recover_after readiness is plain again.
+    for w in waiting {
+        w.abort();
+    }
+    let recovered = expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(1)).await;
+    let _ = recovered;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client().get(v.url("/readyz")).send().await.unwrap();
+        if r.headers().get("x-agent-mode").is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still degraded after the queue drained"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(
+        metrics.contains("vitals_gate_requests_total{outcome=\"client_cancelled\"} 4"),
+        "{metrics}"
+    );
+}

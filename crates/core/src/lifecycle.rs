@@ -92,14 +92,20 @@ impl Rules {
         });
         // The gate's circuit, reported by the gate as it changes (and refreshed while it holds,
         // so it never goes stale).
-        let gate = config.gate.as_ref().map(|g| SignalRules {
-            name: crate::config::GATE_SIGNAL.into(),
-            source: Source::Gate,
-            critical: true,
-            instance_local: g.is_instance_local(),
-            failure_threshold: 1,
-            success_threshold: 1,
-            stale_after: GATE_STALE_AFTER,
+        let gate = config.gate.iter().flat_map(|g| {
+            [
+                (crate::config::GATE_SIGNAL, true),
+                (crate::config::GATE_SATURATION_SIGNAL, false),
+            ]
+            .map(|(name, critical)| SignalRules {
+                name: name.into(),
+                source: Source::Gate,
+                critical,
+                instance_local: g.is_instance_local(),
+                failure_threshold: 1,
+                success_threshold: 1,
+                stale_after: GATE_STALE_AFTER,
+            })
         });
         for rules in dependencies.chain(pushed).chain(gate) {
             // Validation already refused duplicate names.

@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod breaker;
 pub mod metrics;
+pub mod saturation;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,7 @@ pub struct Options {
     /// How long a client may take to send its request's headers.
     pub header_read_timeout: Duration,
     pub breaker: BreakerOptions,
+    pub saturation: saturation::SaturationOptions,
 }
 
 /// The body of every answer the gate gives.
@@ -126,6 +128,19 @@ struct Inner {
     client: reqwest::Client,
     outcomes: [AtomicU64; 7],
     metrics: metrics::GateMetrics,
+    /// Time to first byte of forwarded requests: their sum (µs) and count, for the load samples.
+    ttfb_micros: AtomicU64,
+    ttfb_count: AtomicU64,
+    load: Mutex<LoadSampler>,
+}
+
+/// The saturation state machine and the counters at the last sample.
+#[derive(Debug)]
+struct LoadSampler {
+    saturation: saturation::Saturation,
+    shed_full: u64,
+    ttfb_micros: u64,
+    ttfb_count: u64,
 }
 
 impl Inner {
@@ -155,6 +170,7 @@ impl Gate {
             .no_proxy()
             .connect_timeout(options.request_timeout)
             .build()?;
+        let options_saturation = options.saturation;
         let (circuit, _) = watch::channel(Circuit {
             state: CircuitState::Closed,
             reason: String::new(),
@@ -172,8 +188,38 @@ impl Gate {
                 client,
                 outcomes: Default::default(),
                 metrics: metrics::GateMetrics::new(),
+                ttfb_micros: AtomicU64::new(0),
+                ttfb_count: AtomicU64::new(0),
+                load: Mutex::new(LoadSampler {
+                    saturation: saturation::Saturation::new(options_saturation),
+                    shed_full: 0,
+                    ttfb_micros: 0,
+                    ttfb_count: 0,
+                }),
             }),
         })
+    }
+
+    /// Takes this second's load sample (call it once a second) and returns the load readiness
+    /// should report: see [`saturation`].
+    pub fn sample_load(&self) -> saturation::Load {
+        let now = Instant::now();
+        let shed_full = self.count(Outcome::ShedQueueFull);
+        let ttfb_micros = self.inner.ttfb_micros.load(Ordering::Relaxed);
+        let ttfb_count = self.inner.ttfb_count.load(Ordering::Relaxed);
+        let mut l = self.inner.load.lock().unwrap_or_else(|p| p.into_inner());
+        let forwarded = ttfb_count.saturating_sub(l.ttfb_count);
+        let sample = saturation::Sample {
+            queued: self.inner.admission.queued(),
+            shed_full: shed_full.saturating_sub(l.shed_full),
+            ttfb: (forwarded > 0).then(|| {
+                Duration::from_micros(ttfb_micros.saturating_sub(l.ttfb_micros) / forwarded)
+            }),
+        };
+        l.shed_full = shed_full;
+        l.ttfb_micros = ttfb_micros;
+        l.ttfb_count = ttfb_count;
+        l.saturation.sample(now, sample).clone()
     }
 
     /// The circuit's changes: open when it opens, closed when a trial succeeds.
@@ -406,10 +452,13 @@ impl Gate {
                 );
             }
         };
-        self.inner
-            .metrics
-            .ttfb
-            .observe(sent.elapsed().as_secs_f64());
+        let ttfb = sent.elapsed();
+        self.inner.metrics.ttfb.observe(ttfb.as_secs_f64());
+        self.inner.ttfb_micros.fetch_add(
+            u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.inner.ttfb_count.fetch_add(1, Ordering::Relaxed);
         let status = upstream.status();
         let mut headers = upstream.headers().clone();
         strip(&mut headers);

@@ -18,7 +18,16 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use vitals_gate::saturation::SaturationOptions;
 use vitals_gate::{BreakerOptions, CircuitState, Gate, Options, Outcome};
+
+const SATURATION: SaturationOptions = SaturationOptions {
+    high_water: 2,
+    degrade_after: Duration::from_secs(5),
+    recover_after: Duration::from_secs(10),
+    full_for: Duration::from_secs(30),
+    ttfb_factor: 3.0,
+};
 
 /// What the upstream saw.
 #[derive(Debug, Default)]
@@ -191,6 +200,7 @@ async fn start_gate(
             max_open_for: Duration::from_secs(5),
             jitter: 0.0,
         },
+        saturation: SATURATION,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -411,6 +421,7 @@ async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
         max_body: 1024,
         header_read_timeout: Duration::from_secs(5),
         breaker: BreakerOptions::default(),
+        saturation: SATURATION,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vitals_core::config::{GateLimit, GATE_SIGNAL};
+use vitals_core::config::{GateLimit, GATE_SATURATION_SIGNAL, GATE_SIGNAL};
 use vitals_core::lifecycle::{Event, Observation};
+use vitals_gate::saturation::Load;
 use vitals_gate::{BreakerOptions, CircuitState, Gate};
 use vitals_server::Shared;
 
@@ -54,6 +55,13 @@ impl GatePart {
                 max_open_for: g.breaker.max_open_for.std(),
                 jitter: 0.5,
             },
+            saturation: vitals_gate::saturation::SaturationOptions {
+                high_water: g.saturation.high_water as usize,
+                degrade_after: g.saturation.degrade_after.std(),
+                recover_after: g.saturation.recover_after.std(),
+                full_for: g.saturation.full_for.std(),
+                ttfb_factor: g.saturation.ttfb_factor,
+            },
         })
         .map_err(|e| Error::Gate(format!("gate: cannot build the upstream client: {e}")))?;
         Ok(Some(GatePart {
@@ -95,38 +103,58 @@ impl GatePart {
                 "gate: max_concurrent = \"auto\": the upstream has {slots} slots"
             );
         }
-        let signal = shared
-            .snapshot()
-            .rules()
+        let rules = shared.snapshot().rules().clone();
+        let gate_signal = rules
             .signals
             .id(GATE_SIGNAL)
-            .expect("a [gate] registers the gate signal");
-        let report = move |shared: &Shared, up: bool, reason: &str| {
-            let _ = shared.send(Event::Observed {
-                signal,
-                observation: Observation::reported(up, reason, None),
-            });
-        };
-        report(shared, true, "");
+            .expect("a [gate] registers its signals");
+        let saturation_signal = rules
+            .signals
+            .id(GATE_SATURATION_SIGNAL)
+            .expect("a [gate] registers its signals");
+        let gate = self.gate.clone();
+        let reporter_shared = shared.clone();
         let mut circuit = self.gate.circuit();
-        let watcher_shared = shared.clone();
-        let watcher_root = root.clone();
         tasks.spawn(async move {
+            // Each second: the load sample, and the circuit as it stands; a report whenever
+            // either changes, and every REFRESH while they hold.
+            let mut last: Option<((bool, String), (bool, String))> = None;
+            let mut reported_at = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                let (up, reason) = {
+                let load = gate.sample_load();
+                let now_state = {
                     let c = circuit.borrow_and_update();
-                    match c.state {
-                        CircuitState::Closed => (true, String::new()),
-                        CircuitState::Open | CircuitState::HalfOpen => {
+                    let critical = match (c.state, &load) {
+                        (CircuitState::Open | CircuitState::HalfOpen, _) => {
                             (false, format!("circuit open: {}", c.reason))
                         }
-                    }
+                        (CircuitState::Closed, Load::Overloaded { why }) => (false, why.clone()),
+                        (CircuitState::Closed, _) => (true, String::new()),
+                    };
+                    let saturated = match &load {
+                        Load::Normal => (true, String::new()),
+                        Load::Degraded { why } | Load::Overloaded { why } => (false, why.clone()),
+                    };
+                    (critical, saturated)
                 };
-                report(&watcher_shared, up, &reason);
+                if last.as_ref() != Some(&now_state) || reported_at.elapsed() >= REFRESH {
+                    for (signal, (up, reason)) in [
+                        (gate_signal, &now_state.0),
+                        (saturation_signal, &now_state.1),
+                    ] {
+                        let _ = reporter_shared.send(Event::Observed {
+                            signal,
+                            observation: Observation::reported(*up, reason, None),
+                        });
+                    }
+                    reported_at = tokio::time::Instant::now();
+                    last = Some(now_state);
+                }
                 tokio::select! {
-                    () = watcher_root.cancelled() => return,
+                    () = root.cancelled() => return,
                     changed = circuit.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(REFRESH) => {}
+                    _ = tick.tick() => {}
                 }
             }
         });

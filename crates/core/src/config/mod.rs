@@ -17,7 +17,7 @@ use crate::{Duration, Secret};
 
 pub use load::{from_toml, load};
 pub use names::{invalid_name, valid_name};
-pub use validate::{startup_failure_threshold, validate, GATE_SIGNAL};
+pub use validate::{startup_failure_threshold, validate, GATE_SATURATION_SIGNAL, GATE_SIGNAL};
 
 /// One problem in the configuration, under the key that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,17 @@ pub struct Gate {
     pub request_timeout: Duration,
     pub max_body: usize,
     pub breaker: GateBreaker,
+    pub saturation: GateSaturation,
+}
+
+/// `[gate.saturation]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateSaturation {
+    pub high_water: u32,
+    pub degrade_after: Duration,
+    pub recover_after: Duration,
+    pub full_for: Duration,
+    pub ttfb_factor: f64,
 }
 
 impl Gate {

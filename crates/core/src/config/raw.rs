@@ -239,6 +239,23 @@ pub struct RawGate {
     /// The largest request body forwarded, in bytes.
     pub max_body: Option<usize>,
     pub breaker: Option<RawBreaker>,
+    pub saturation: Option<RawSaturation>,
+}
+
+/// `[gate.saturation]`: when a saturated upstream turns readiness degraded or not ready.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSaturation {
+    /// Queued requests that count as saturated.
+    pub high_water: Option<u32>,
+    /// How long saturation lasts before readiness says degraded.
+    pub degrade_after: Option<Duration>,
+    /// How long it must be gone before readiness says so.
+    pub recover_after: Option<Duration>,
+    /// How long requests are shed for a full queue before the instance is not ready.
+    pub full_for: Option<Duration>,
+    /// Time to first byte over this many times its baseline counts as saturated.
+    pub ttfb_factor: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,10 @@ use super::Errors;
 use crate::config::raw::*;
 use crate::config::*;
 
-/// The signal name the gate's circuit takes in readiness, so no dependency or signal may use it.
+/// The signal the gate's circuit (and a sustained overload) takes in readiness: critical.
 pub const GATE_SIGNAL: &str = "gate";
+/// The signal a saturated upstream takes in readiness: non-critical (degraded).
+pub const GATE_SATURATION_SIGNAL: &str = "gate-saturation";
 
 pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Option<Gate> {
     let listen = match raw.listen.as_deref() {
@@ -116,11 +118,50 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             format!("{max_open_for} is shorter than gate.breaker.open_for ({open_for}); raise it to at least {open_for}"),
         );
     }
+    let queue_depth = raw.queue_depth.unwrap_or(8);
+    let rs = raw.saturation.unwrap_or_default();
+    let high_water = rs.high_water.unwrap_or(queue_depth.div_ceil(2));
+    if queue_depth > 0 && high_water > queue_depth {
+        e.push(
+            "gate.saturation.high_water",
+            format!("{high_water} is above gate.queue_depth ({queue_depth}): the queue never holds that many; lower it to {queue_depth} or less"),
+        );
+    }
+    let ttfb_factor = match rs.ttfb_factor {
+        Some(f) if !(f > 1.0 && f.is_finite()) => {
+            e.push(
+                "gate.saturation.ttfb_factor",
+                format!("{f} must be a number above 1 (such as 3: three times the usual time to first byte)"),
+            );
+            3.0
+        }
+        Some(f) => f,
+        None => 3.0,
+    };
+    let saturation = GateSaturation {
+        high_water,
+        degrade_after: e.positive(
+            "gate.saturation.degrade_after",
+            rs.degrade_after,
+            Duration::from_secs(10),
+        ),
+        recover_after: e.positive(
+            "gate.saturation.recover_after",
+            rs.recover_after,
+            Duration::from_secs(30),
+        ),
+        full_for: e.positive(
+            "gate.saturation.full_for",
+            rs.full_for,
+            Duration::from_secs(30),
+        ),
+        ttfb_factor,
+    };
     Some(Gate {
         listen: listen?,
         upstream: upstream?,
         max_concurrent: max_concurrent?,
-        queue_depth: raw.queue_depth.unwrap_or(8),
+        queue_depth,
         queue_timeout,
         request_timeout,
         max_body,
@@ -129,6 +170,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             open_for,
             max_open_for,
         },
+        saturation,
     })
 }
 

@@ -12,7 +12,7 @@ use super::names::suggest;
 use super::raw::*;
 use super::*;
 
-pub use gate::GATE_SIGNAL;
+pub use gate::{GATE_SATURATION_SIGNAL, GATE_SIGNAL};
 pub use sections::startup_failure_threshold;
 
 /// The raw sections, each already read on its own.
@@ -199,10 +199,13 @@ pub fn validate(
     }
     if raw.gate.is_some() {
         for (at, name) in &written {
-            if name.as_deref() == Some(GATE_SIGNAL) {
+            if let Some(taken) = name
+                .as_deref()
+                .filter(|n| [GATE_SIGNAL, GATE_SATURATION_SIGNAL].contains(n))
+            {
                 e.push(
                     format!("{at}.name"),
-                    format!("\"{GATE_SIGNAL}\" is the name [gate]'s circuit takes in readiness; rename this entry"),
+                    format!("\"{taken}\" is a name [gate] takes in readiness; rename this entry"),
                 );
             }
         }
