@@ -630,7 +630,7 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         "gate.max_concurrent: must be at least 1",
         "gate.queue_timeout: 1m is not shorter than gate.request_timeout (30s)",
         "gate.breaker.max_open_for: 5s is shorter than gate.breaker.open_for (10s)",
-        "signals[0].name: \"gate\" is the name [gate]'s circuit takes in readiness",
+        "signals[0].name: \"gate\" is a name [gate] takes in readiness",
     ];
     for w in want {
         assert!(
