@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod breaker;
 pub mod metrics;
+pub mod retry;
 pub mod saturation;
 
 use std::convert::Infallible;
@@ -64,6 +65,17 @@ pub struct Options {
     pub header_read_timeout: Duration,
     pub breaker: BreakerOptions,
     pub saturation: saturation::SaturationOptions,
+    pub retry: retry::RetryOptions,
+}
+
+/// One attempt's result.
+enum Got {
+    Answer(reqwest::Response),
+    /// A short answer (429, 503) read whole to see whether it is transient.
+    Read(StatusCode, HeaderMap, Bytes),
+    Failed(reqwest::Error),
+    Timeout,
+    Truncated,
 }
 
 /// The body of every answer the gate gives.
@@ -132,6 +144,7 @@ struct Inner {
     ttfb_micros: AtomicU64,
     ttfb_count: AtomicU64,
     load: Mutex<LoadSampler>,
+    budget: Mutex<retry::Budget>,
 }
 
 /// The saturation state machine and the counters at the last sample.
@@ -171,6 +184,7 @@ impl Gate {
             .connect_timeout(options.request_timeout)
             .build()?;
         let options_saturation = options.saturation;
+        let options_retry = options.retry;
         let (circuit, _) = watch::channel(Circuit {
             state: CircuitState::Closed,
             reason: String::new(),
@@ -188,6 +202,7 @@ impl Gate {
                 client,
                 outcomes: Default::default(),
                 metrics: metrics::GateMetrics::new(),
+                budget: Mutex::new(retry::Budget::new(options_retry)),
                 ttfb_micros: AtomicU64::new(0),
                 ttfb_count: AtomicU64::new(0),
                 load: Mutex::new(LoadSampler {
@@ -406,18 +421,71 @@ impl Gate {
         url.set_query(parts.uri.query());
         let mut headers = parts.headers;
         strip(&mut headers);
-        let request = self
-            .inner
-            .client
-            .request(parts.method, url)
-            .headers(headers)
-            .body(body);
         let sent = Instant::now();
         let deadline = sent + options.request_timeout;
-        let answer = tokio::time::timeout_at(deadline, request.send()).await;
+        self.budget().deposit(sent);
+        let mut attempt = 0u32;
+        // Each attempt holds the same slot: retries never raise the upstream's concurrency.
+        let answer = loop {
+            let request = self
+                .inner
+                .client
+                .request(parts.method.clone(), url.clone())
+                .headers(headers.clone())
+                .body(body.clone());
+            let got = match tokio::time::timeout_at(deadline, request.send()).await {
+                Err(_) => Got::Timeout,
+                Ok(Err(e)) => Got::Failed(e),
+                Ok(Ok(r)) => Got::Answer(r),
+            };
+            // Only where the upstream took nothing in, or said it is momentarily unable.
+            let (got, wait_at_least) = match got {
+                Got::Failed(e) if e.is_connect() => (Got::Failed(e), Some(Duration::ZERO)),
+                Got::Answer(r)
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || r.status() == StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    let after = retry::retry_after(r.headers().get(header::RETRY_AFTER));
+                    let status = r.status();
+                    let head = r.headers().clone();
+                    // These answers are short: read them to see whether they are transient.
+                    match tokio::time::timeout_at(deadline, r.bytes()).await {
+                        Ok(Ok(bytes)) => {
+                            let transient = (status == StatusCode::TOO_MANY_REQUESTS
+                                && after.is_some())
+                                || (status == StatusCode::SERVICE_UNAVAILABLE
+                                    && (is_loading(&bytes) || after.is_some()));
+                            (
+                                Got::Read(status, head, bytes),
+                                transient.then(|| after.unwrap_or(Duration::ZERO)),
+                            )
+                        }
+                        _ => (Got::Truncated, None),
+                    }
+                }
+                other => (other, None),
+            };
+            if let Some(at_least) = wait_at_least {
+                if attempt < options.retry.attempts {
+                    let wait = self.budget().backoff(attempt, at_least);
+                    let now = Instant::now();
+                    if now + wait < deadline && self.budget().withdraw(now) {
+                        attempt += 1;
+                        self.inner.metrics.retries.inc();
+                        tracing::debug!(attempt, ?wait, "gate: retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                }
+            }
+            break got;
+        };
         let upstream = match answer {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
+            Got::Answer(r) => r,
+            Got::Read(status, head, bytes) => {
+                return self.finish_read(trial, status, head, bytes, slot);
+            }
+            Got::Failed(e) => {
                 let reason = if e.is_connect() {
                     "the upstream refused the connection"
                 } else {
@@ -435,7 +503,7 @@ impl Gate {
                     ),
                 );
             }
-            Err(_) => {
+            Got::Timeout => {
                 let reason = format!(
                     "the upstream did not begin its answer within request_timeout ({:?})",
                     options.request_timeout
@@ -451,6 +519,7 @@ impl Gate {
                     ),
                 );
             }
+            Got::Truncated => return self.truncated(trial),
         };
         let ttfb = sent.elapsed();
         self.inner.metrics.ttfb.observe(ttfb.as_secs_f64());
@@ -481,52 +550,25 @@ impl Gate {
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
         // becomes a 502; an unsized one (a stream) passes through as it comes.
-        let body: Body = if upstream.content_length().is_some() {
-            let read = tokio::time::timeout(options.request_timeout, upstream.bytes()).await;
-            match read {
-                Ok(Ok(bytes)) => {
-                    drop(slot);
-                    if status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes) {
-                        // A model still loading is not a fault: the upstream is coming up.
-                        self.record(trial, Ok(()));
-                    } else if status.is_server_error() {
-                        self.record(trial, Err(&format!("the upstream answered {status}")));
-                    } else {
-                        self.record(trial, Ok(()));
-                    }
-                    BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
-                }
-                Ok(Err(_)) | Err(_) => {
-                    let reason = "the upstream cut its answer short";
-                    self.record(trial, Err(reason));
-                    return self.counted(
-                        Outcome::UpstreamError,
-                        error(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_error",
-                            "upstream_truncated",
-                            reason,
-                        ),
-                    );
-                }
-            }
+        if upstream.content_length().is_some() {
+            return match tokio::time::timeout(options.request_timeout, upstream.bytes()).await {
+                Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot),
+                Ok(Err(_)) | Err(_) => self.truncated(trial),
+            };
+        }
+        if status.is_server_error() {
+            self.record(trial, Err(&format!("the upstream answered {status}")));
         } else {
-            if status.is_server_error() {
-                self.record(trial, Err(&format!("the upstream answered {status}")));
-            } else {
-                self.record(trial, Ok(()));
-            }
-            // The slot travels with the stream: held until the last byte, or until the client
-            // goes away and hyper drops the body (which drops the upstream response,
-            // cancelling it).
-            let stream = upstream.bytes_stream().map(move |chunk| {
-                let _held = &slot;
-                chunk.map(Frame::data).map_err(std::io::Error::other)
-            });
-            BoxBody::new(StreamBody::new(stream))
-        };
+            self.record(trial, Ok(()));
+        }
+        // The slot travels with the stream: held until the last byte, or until the client goes
+        // away and hyper drops the body (which drops the upstream response, cancelling it).
+        let stream = upstream.bytes_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk.map(Frame::data).map_err(std::io::Error::other)
+        });
         headers.remove(header::CONTENT_LENGTH);
-        let mut response = Response::new(body);
+        let mut response = Response::new(BoxBody::new(StreamBody::new(stream)));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         let outcome = if status.is_server_error() {
@@ -535,6 +577,57 @@ impl Gate {
             Outcome::Ok
         };
         self.counted(outcome, response)
+    }
+
+    /// An answer read whole: its status decides the breaker, and it goes to the client as is.
+    fn finish_read(
+        &self,
+        trial: bool,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        bytes: Bytes,
+        slot: Slot,
+    ) -> Response<Body> {
+        drop(slot);
+        strip(&mut headers);
+        headers.remove(header::CONTENT_LENGTH);
+        if status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes) {
+            // A model still loading is not a fault: the upstream is coming up.
+            self.record(trial, Ok(()));
+        } else if status.is_server_error() {
+            self.record(trial, Err(&format!("the upstream answered {status}")));
+        } else {
+            self.record(trial, Ok(()));
+        }
+        let mut response = Response::new(BoxBody::new(
+            Full::new(bytes).map_err(|never| match never {}),
+        ));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        let outcome = if status.is_server_error() {
+            Outcome::UpstreamError
+        } else {
+            Outcome::Ok
+        };
+        self.counted(outcome, response)
+    }
+
+    fn truncated(&self, trial: bool) -> Response<Body> {
+        let reason = "the upstream cut its answer short";
+        self.record(trial, Err(reason));
+        self.counted(
+            Outcome::UpstreamError,
+            error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_truncated",
+                reason,
+            ),
+        )
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, retry::Budget> {
+        self.inner.budget.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Serves the gate on `listener` until `shutdown` is cancelled.

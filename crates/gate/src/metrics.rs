@@ -32,6 +32,7 @@ pub(crate) struct GateMetrics {
     pub duration: Histogram,
     pub ttfb: Histogram,
     pub queue_wait: Histogram,
+    pub retries: Counter,
 }
 
 impl GateMetrics {
@@ -48,6 +49,7 @@ impl GateMetrics {
             duration: Histogram::new(DURATION_BUCKETS),
             ttfb: Histogram::new(WAIT_BUCKETS),
             queue_wait: Histogram::new(WAIT_BUCKETS),
+            retries: Counter::default(),
         }
     }
 }
@@ -88,6 +90,7 @@ pub mod names {
     pub const QUEUE_DEPTH: &str = "vitals_gate_queue_depth";
     pub const CONCURRENCY_LIMIT: &str = "vitals_gate_concurrency_limit";
     pub const CIRCUIT_STATE: &str = "vitals_gate_circuit_state";
+    pub const RETRIES_TOTAL: &str = "vitals_gate_retries_total";
 }
 
 pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
@@ -115,6 +118,11 @@ pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
             .unwrap_or_default(),
         "Seconds admitted requests waited in the gate's queue for a slot",
         m.queue_wait.clone(),
+    );
+    registry.register(
+        names::RETRIES_TOTAL.strip_suffix("_total").unwrap_or_default(),
+        "Retries the gate made (refused connections, a model loading, 429 with Retry-After), within the retry budget",
+        m.retries.clone(),
     );
     let gauge = |read: fn(&Inner) -> i64| Computed {
         inner: inner.clone(),

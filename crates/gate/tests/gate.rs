@@ -18,8 +18,17 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use vitals_gate::retry::RetryOptions;
 use vitals_gate::saturation::SaturationOptions;
 use vitals_gate::{BreakerOptions, CircuitState, Gate, Options, Outcome};
+
+const RETRY: RetryOptions = RetryOptions {
+    attempts: 2,
+    base: Duration::from_millis(10),
+    cap: Duration::from_millis(50),
+    ratio: 0.2,
+    min_per_sec: 1.0,
+};
 
 const SATURATION: SaturationOptions = SaturationOptions {
     high_water: 2,
@@ -39,6 +48,9 @@ struct Seen {
     cancelled: AtomicUsize,
     /// While set, every request gets a 500.
     failing: std::sync::atomic::AtomicBool,
+    /// Requests to /warming and /limited so far.
+    warming: AtomicUsize,
+    limited: AtomicUsize,
 }
 
 struct InFlight(Arc<Seen>);
@@ -106,6 +118,25 @@ async fn upstream() -> (String, Arc<Seen>) {
                             return Ok::<_, Infallible>(r);
                         }
                         let body: UpBody = match req.uri().path() {
+                            // 503 "Loading model" twice, then an answer.
+                            "/warming" if seen.warming.fetch_add(1, Ordering::SeqCst) < 2 => {
+                                let mut r = Response::new(
+                                    Full::new(Bytes::from_static(
+                                        b"{\"error\":{\"code\":503,\"message\":\"Loading model\"}}",
+                                    ))
+                                    .boxed(),
+                                );
+                                *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                                return Ok(r);
+                            }
+                            // 429 with Retry-After: 1 once, then an answer.
+                            "/limited" if seen.limited.fetch_add(1, Ordering::SeqCst) < 1 => {
+                                let mut r =
+                                    Response::new(Full::new(Bytes::from_static(b"{}")).boxed());
+                                *r.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
+                                r.headers_mut().insert("retry-after", "1".parse().unwrap());
+                                return Ok(r);
+                            }
                             "/loading" => {
                                 let mut r = Response::new(Full::new(Bytes::from_static(
                                     b"{\"error\":{\"code\":503,\"message\":\"Loading model\",\"type\":\"unavailable_error\"}}",
@@ -201,6 +232,7 @@ async fn start_gate(
             jitter: 0.0,
         },
         saturation: SATURATION,
+        retry: RETRY,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -422,6 +454,7 @@ async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
         header_read_timeout: Duration::from_secs(5),
         breaker: BreakerOptions::default(),
         saturation: SATURATION,
+        retry: RETRY,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -455,6 +488,11 @@ async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
             .unwrap();
         assert_eq!(r.status(), 500, "the upstream's own answer passes through");
     }
+    assert_eq!(
+        seen.requests.load(Ordering::SeqCst),
+        3,
+        "a 500 is never retried"
+    );
     circuit.changed().await.unwrap();
     assert_eq!(circuit.borrow().state, CircuitState::Open);
     assert!(
@@ -547,4 +585,68 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["error"]["code"], "upstream_truncated");
     assert_eq!(gate.count(Outcome::UpstreamError), 1);
+}
+
+/// A model still loading and a 429 with Retry-After are retried, within the request's time;
+/// the client sees the answer that followed.
+#[tokio::test]
+async fn transient_answers_are_retried_and_the_client_sees_the_answer() {
+    let (up, seen) = upstream().await;
+    let (gate_url, _) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    let r = client()
+        .get(format!("{gate_url}/warming"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        seen.warming.load(Ordering::SeqCst),
+        3,
+        "two 503 Loading model, then the answer"
+    );
+
+    let started = std::time::Instant::now();
+    let r = client()
+        .get(format!("{gate_url}/limited"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+}
+
+/// With no budget, nothing is retried: retries cannot amplify an overload.
+#[tokio::test]
+async fn an_empty_budget_retries_nothing() {
+    let (up, seen) = upstream().await;
+    let gate = Gate::new(Options {
+        upstream: up.parse().unwrap(),
+        max_concurrent: 2,
+        queue_depth: 2,
+        queue_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        max_body: 1024,
+        header_read_timeout: Duration::from_secs(5),
+        breaker: BreakerOptions::default(),
+        saturation: SATURATION,
+        retry: RetryOptions {
+            ratio: 0.0,
+            min_per_sec: 0.0,
+            ..RETRY
+        },
+    })
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gate.clone().serve(listener, CancellationToken::new()));
+    let r = client()
+        .get(format!("http://{addr}/warming"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(seen.warming.load(Ordering::SeqCst), 1);
 }

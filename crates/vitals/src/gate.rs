@@ -62,6 +62,13 @@ impl GatePart {
                 full_for: g.saturation.full_for.std(),
                 ttfb_factor: g.saturation.ttfb_factor,
             },
+            retry: vitals_gate::retry::RetryOptions {
+                attempts: g.retry.attempts,
+                base: g.retry.base.std(),
+                cap: g.retry.cap.std(),
+                ratio: g.retry.budget,
+                min_per_sec: g.retry.budget_min_per_sec,
+            },
         })
         .map_err(|e| Error::Gate(format!("gate: cannot build the upstream client: {e}")))?;
         Ok(Some(GatePart {

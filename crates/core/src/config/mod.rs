@@ -109,6 +109,17 @@ pub struct Gate {
     pub max_body: usize,
     pub breaker: GateBreaker,
     pub saturation: GateSaturation,
+    pub retry: GateRetry,
+}
+
+/// `[gate.retry]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateRetry {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub budget: f64,
+    pub budget_min_per_sec: f64,
 }
 
 /// `[gate.saturation]`.

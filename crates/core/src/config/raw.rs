@@ -240,6 +240,23 @@ pub struct RawGate {
     pub max_body: Option<usize>,
     pub breaker: Option<RawBreaker>,
     pub saturation: Option<RawSaturation>,
+    pub retry: Option<RawRetry>,
+}
+
+/// `[gate.retry]`: retries where they are safe, within a budget.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Retries after the first attempt (0: none).
+    pub attempts: Option<u32>,
+    /// The first backoff's ceiling (full jitter under it).
+    pub base: Option<Duration>,
+    /// The largest backoff.
+    pub cap: Option<Duration>,
+    /// Retries as a share of requests (0.2: at most 20 % more load).
+    pub budget: Option<f64>,
+    /// Retries a second allowed however few requests come.
+    pub budget_min_per_sec: Option<f64>,
 }
 
 /// `[gate.saturation]`: when a saturated upstream turns readiness degraded or not ready.

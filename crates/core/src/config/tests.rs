@@ -596,6 +596,8 @@ fn a_gate_takes_its_defaults_and_no_gate_is_none() {
     assert_eq!(g.request_timeout, Duration::from_secs(60));
     assert_eq!(g.max_body, 4 * 1024 * 1024);
     assert_eq!(g.breaker.failure_threshold, 5);
+    assert_eq!((g.retry.attempts, g.retry.budget), (2, 0.2));
+    assert_eq!(g.saturation.high_water, 4, "half the queue depth");
     let auto = parse(
         "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9000\"\nmax_concurrent = \"auto\"\n",
     )
@@ -620,6 +622,12 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         [gate.breaker]
         open_for = "10s"
         max_open_for = "5s"
+        [gate.retry]
+        attempts = 50
+        budget = 3.0
+        [gate.saturation]
+        high_water = 9
+        ttfb_factor = 0.5
         [[signals]]
         name = "gate"
         "#,
@@ -630,6 +638,10 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         "gate.max_concurrent: must be at least 1",
         "gate.queue_timeout: 1m is not shorter than gate.request_timeout (30s)",
         "gate.breaker.max_open_for: 5s is shorter than gate.breaker.open_for (10s)",
+        "gate.retry.attempts: 50 retries of one request is a storm",
+        "gate.retry.budget: 3 must be between 0 and 1",
+        "gate.saturation.high_water: 9 is above gate.queue_depth (8)",
+        "gate.saturation.ttfb_factor: 0.5 must be a number above 1",
         "signals[0].name: \"gate\" is a name [gate] takes in readiness",
     ];
     for w in want {

@@ -157,6 +157,50 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
         ),
         ttfb_factor,
     };
+    let rr = raw.retry.unwrap_or_default();
+    let share = |e: &mut Errors, key: &str, v: Option<f64>, default: f64, max: f64| match v {
+        Some(x) if !(0.0..=max).contains(&x) || !x.is_finite() => {
+            e.push(key, format!("{x} must be between 0 and {max}"));
+            default
+        }
+        Some(x) => x,
+        None => default,
+    };
+    let retry_base = e.positive("gate.retry.base", rr.base, Duration::from_millis(100));
+    let retry_cap = e.positive(
+        "gate.retry.cap",
+        rr.cap,
+        Duration::from_secs(2).max(retry_base),
+    );
+    if retry_cap < retry_base {
+        e.push(
+            "gate.retry.cap",
+            format!("{retry_cap} is shorter than gate.retry.base ({retry_base}); raise it to at least {retry_base}"),
+        );
+    }
+    let retry = GateRetry {
+        attempts: match rr.attempts {
+            Some(n) if n > 10 => {
+                e.push(
+                    "gate.retry.attempts",
+                    format!("{n} retries of one request is a storm; use 10 or fewer (2 is usual)"),
+                );
+                2
+            }
+            Some(n) => n,
+            None => 2,
+        },
+        base: retry_base,
+        cap: retry_cap,
+        budget: share(e, "gate.retry.budget", rr.budget, 0.2, 1.0),
+        budget_min_per_sec: share(
+            e,
+            "gate.retry.budget_min_per_sec",
+            rr.budget_min_per_sec,
+            1.0,
+            1000.0,
+        ),
+    };
     Some(Gate {
         listen: listen?,
         upstream: upstream?,
@@ -171,6 +215,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             max_open_for,
         },
         saturation,
+        retry,
     })
 }
 
