@@ -162,6 +162,33 @@ pub fn render() -> String {
             pos: (12, 24, 12, 8),
             extra_defaults: json!({}),
         }),
+        panel(9, Panel {
+            title: "Gate requests by outcome",
+            description: "Requests through [gate] per second: ok, upstream_error, shed_queue_full, shed_queue_timeout, circuit_open, client_cancelled, bad_request. AgentGateShedding files a ticket above 5 % shed for 10 minutes. Empty without a gate.",
+            kind: "timeseries",
+            unit: "reqps",
+            targets: vec![target(
+                &format!("sum by (outcome) (rate({}{{{sel}}}[5m]))", m::GATE_REQUESTS_TOTAL),
+                "{{outcome}}",
+                "A",
+            )],
+            pos: (0, 32, 12, 8),
+            extra_defaults: json!({ "min": 0 }),
+        }),
+        panel(10, Panel {
+            title: "Gate slots, queue and circuit",
+            description: "Requests at the upstream (in flight) against the limit, requests waiting in the gate's queue, and the circuit (0 closed, 1 open, 2 half-open), per instance. Empty without a gate.",
+            kind: "timeseries",
+            unit: "none",
+            targets: vec![
+                target(&format!("{}{{{sel}}}", m::GATE_IN_FLIGHT), "in flight {{instance}}", "A"),
+                target(&format!("{}{{{sel}}}", m::GATE_CONCURRENCY_LIMIT), "limit {{instance}}", "B"),
+                target(&format!("{}{{{sel}}}", m::GATE_QUEUE_DEPTH), "queued {{instance}}", "C"),
+                target(&format!("{}{{{sel}}}", m::GATE_CIRCUIT_STATE), "circuit {{instance}}", "D"),
+            ],
+            pos: (12, 32, 12, 8),
+            extra_defaults: json!({ "min": 0 }),
+        }),
     ];
     let dashboard = json!({
         "uid": "vitals-agents",

@@ -7,7 +7,10 @@
 //!   own `process_start_time_seconds` (every platform), or on Kubernetes from kube-state-metrics;
 //! - `AgentDependencyDown`: a critical dependency down for 2 minutes, named (ticket);
 //! - `AgentProbeStale`: no check of a dependency completed for 5 of its intervals (at least two
-//!   minutes, so that several scrapes fall in the window): the poller itself is stuck (ticket).
+//!   minutes, so that several scrapes fall in the window): the poller itself is stuck (ticket);
+//! - `AgentGateShedding` (with `[gate]`): the gate has shed more than 5 % of its requests (full
+//!   queue, queue timeout, open circuit) for 10 minutes: the instance needs more capacity or
+//!   the upstream is failing (ticket).
 //!
 //! A single liveness failure pages nothing: no rule reads `vitals_live`.
 //!
@@ -250,8 +253,26 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
             "Restart the instance and report it with its /status output and logs.",
         ));
     }
+    if config.gate.is_some() {
+        let shed = sel("outcome=~\"shed_queue_full|shed_queue_timeout|circuit_open\"");
+        rules.push(rule(
+            "AgentGateShedding",
+            format!(
+                "(sum by (job, instance) (rate({r}{shed}[5m])) / sum by (job, instance) (rate({r}{all}[5m]))) > 0.05",
+                r = GATE_REQUESTS,
+                all = sel(""),
+            ),
+            Some("10m"),
+            "ticket",
+            "the gate of {{ $labels.instance }} sheds more than 5% of requests",
+            "For 10 minutes the gate on {{ $labels.instance }} has answered more than 5% of inference requests with 503 (queue full, queue timeout or circuit open): traffic exceeds what the upstream serves, or the upstream is failing.",
+            "vitals_gate_requests_total by outcome says which: shed_* means add replicas or slots (max_concurrent), circuit_open means the upstream fails (/readyz?verbose has the reason).",
+        ));
+    }
     rules
 }
+
+const GATE_REQUESTS: &str = m::GATE_REQUESTS_TOTAL;
 
 /// The shortest window `AgentProbeStale` looks back over: `increase()` needs two samples in its
 /// window, and a scrape interval of 30s puts four in two minutes. A 1s check interval alone gave

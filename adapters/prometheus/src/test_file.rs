@@ -251,6 +251,33 @@ pub fn render(rules: &[Rule], options: &Options) -> String {
         }
     }
 
+    if let Some(r) = find("AgentGateShedding") {
+        let l = instance("10.5.0.1");
+        let with = |outcome: &str| {
+            let mut o = l.clone();
+            o.push(("outcome".into(), outcome.to_string()));
+            o
+        };
+        tests.push(Case {
+            name: "AgentGateShedding: no shedding is quiet; 10 % shed for 10 minutes fires".into(),
+            interval: "1m".into(),
+            // 100 served a minute throughout; from minute 20 on, 10 more shed a minute.
+            input_series: vec![
+                series("vitals_gate_requests_total", &with("ok"), "0+100x60"),
+                series(
+                    "vitals_gate_requests_total",
+                    &with("shed_queue_full"),
+                    "0x20 0+10x40",
+                ),
+            ],
+            alert_rule_test: vec![
+                at(r, "20m", vec![]),
+                at(r, "28m", vec![]),
+                at(r, "40m", vec![expect(r, &l)]),
+            ],
+        });
+    }
+
     let file = TestFile {
         rule_files: vec![RULES_FILE.into()],
         evaluation_interval: "1s".into(),

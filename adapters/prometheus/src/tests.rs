@@ -4,10 +4,22 @@ use super::*;
 
 fn config() -> Config {
     vitals_core::config::from_toml(
-        "[[dependencies]]\nname = \"llm\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\ninterval = \"30s\"\ntimeout = \"5s\"\n",
+        "[[dependencies]]\nname = \"llm\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\ninterval = \"30s\"\ntimeout = \"5s\"\n[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:8000\"\nmax_concurrent = 4\n",
         &|_| None,
     )
     .unwrap()
+}
+
+/// The gate's alert comes with a gate, and only then.
+#[test]
+fn gate_shedding_is_alerted_only_where_there_is_a_gate() {
+    let with = render(&config(), &Options::default());
+    assert!(with.files[0].contents.contains("alert: AgentGateShedding"));
+    assert!(with.files[1]
+        .contents
+        .contains("AgentGateShedding: no shedding is quiet"));
+    let without = render(&vitals_core::Config::default(), &Options::default());
+    assert!(!without.files[0].contents.contains("AgentGateShedding"));
 }
 
 /// promtool from Debian's `prometheus` package (scripts/setup-test-deps installs it).
@@ -93,9 +105,14 @@ fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
         "vitals_dependency_checks_total",
         "vitals_llm_probe_tokens_total",
         "process_start_time_seconds",
+        "vitals_gate_requests_total",
+        "vitals_gate_in_flight",
+        "vitals_gate_concurrency_limit",
+        "vitals_gate_queue_depth",
+        "vitals_gate_circuit_state",
     ];
     let panels = d["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), 7);
+    assert_eq!(panels.len(), 9);
     let mut used = std::collections::BTreeSet::new();
     for p in panels {
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);

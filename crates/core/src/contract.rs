@@ -45,6 +45,16 @@ pub mod metrics {
     pub const LAST_SUCCESS: &str = "vitals_dependency_last_success_timestamp_seconds";
     pub const LLM_TOKENS_TOTAL: &str = "vitals_llm_probe_tokens_total";
     pub const PROCESS_START: &str = "process_start_time_seconds";
+    // `[gate]`'s.
+    pub const GATE_REQUESTS_TOTAL: &str = "vitals_gate_requests_total";
+    pub const GATE_REQUEST_DURATION: &str = "vitals_gate_request_duration_seconds";
+    pub const GATE_TIME_TO_FIRST_BYTE: &str = "vitals_gate_time_to_first_byte_seconds";
+    pub const GATE_QUEUE_WAIT: &str = "vitals_gate_queue_wait_seconds";
+    pub const GATE_IN_FLIGHT: &str = "vitals_gate_in_flight";
+    pub const GATE_QUEUE_DEPTH: &str = "vitals_gate_queue_depth";
+    pub const GATE_CONCURRENCY_LIMIT: &str = "vitals_gate_concurrency_limit";
+    pub const GATE_CIRCUIT_STATE: &str = "vitals_gate_circuit_state";
+    pub const GATE_RETRIES_TOTAL: &str = "vitals_gate_retries_total";
 
     /// A counter's registered name: prometheus-client appends `_total` itself.
     pub fn counter_base(name: &str) -> &str {

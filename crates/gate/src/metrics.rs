@@ -80,17 +80,15 @@ impl EncodeMetric for Computed {
     }
 }
 
-/// Metric names, as scraped.
+/// Metric names, as scraped (DESIGN.md's contract, defined in `vitals_core::contract`).
 pub mod names {
-    pub const REQUESTS_TOTAL: &str = "vitals_gate_requests_total";
-    pub const REQUEST_DURATION: &str = "vitals_gate_request_duration_seconds";
-    pub const TIME_TO_FIRST_BYTE: &str = "vitals_gate_time_to_first_byte_seconds";
-    pub const QUEUE_WAIT: &str = "vitals_gate_queue_wait_seconds";
-    pub const IN_FLIGHT: &str = "vitals_gate_in_flight";
-    pub const QUEUE_DEPTH: &str = "vitals_gate_queue_depth";
-    pub const CONCURRENCY_LIMIT: &str = "vitals_gate_concurrency_limit";
-    pub const CIRCUIT_STATE: &str = "vitals_gate_circuit_state";
-    pub const RETRIES_TOTAL: &str = "vitals_gate_retries_total";
+    pub use vitals_core::contract::metrics::{
+        GATE_CIRCUIT_STATE as CIRCUIT_STATE, GATE_CONCURRENCY_LIMIT as CONCURRENCY_LIMIT,
+        GATE_IN_FLIGHT as IN_FLIGHT, GATE_QUEUE_DEPTH as QUEUE_DEPTH,
+        GATE_QUEUE_WAIT as QUEUE_WAIT, GATE_REQUESTS_TOTAL as REQUESTS_TOTAL,
+        GATE_REQUEST_DURATION as REQUEST_DURATION, GATE_RETRIES_TOTAL as RETRIES_TOTAL,
+        GATE_TIME_TO_FIRST_BYTE as TIME_TO_FIRST_BYTE,
+    };
 }
 
 pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
