@@ -243,3 +243,78 @@ async fn a_queue_held_above_high_water_degrades_readiness_until_it_drains() {
         "{metrics}"
     );
 }
+
+/// A tiny llama.cpp stand-in for `/props`: `{"total_slots": slots}`, and 404 elsewhere.
+async fn props_server(slots: u32) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let reply = if head.starts_with("GET /props ") {
+                    let body =
+                        format!("{{\"total_slots\": {slots}, \"model_path\": \"tiny.gguf\"}}");
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                } else {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `max_concurrent = "auto"` learns the slot count from llama.cpp's /props at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_learns_the_slot_count_from_the_upstream() {
+    let up = props_server(3).await;
+    let config = format!(
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"{up}\"\nmax_concurrent = \"auto\"\n"
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let _ = gate_addr(&v);
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(
+        metrics.contains("vitals_gate_concurrency_limit 3"),
+        "{metrics}"
+    );
+}
+
+/// An upstream that cannot say its slot count: vitals stops with the key and the fix, once the
+/// startup budget is spent.
+#[test]
+fn auto_without_props_stops_with_the_key_and_the_fix() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(async { StubServer::start(404).await });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[startup]\ntimeout = \"2s\"\n[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_concurrent = \"auto\"\n",
+            up.addr()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gate.max_concurrent = \"auto\"")
+            && stderr.contains("set gate.max_concurrent to a number"),
+        "{stderr}"
+    );
+}

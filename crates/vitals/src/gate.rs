@@ -16,7 +16,7 @@ use vitals_server::Shared;
 use crate::Error;
 
 /// The gate of a runtime, built with the other parts and started by [`GatePart::start`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct GatePart {
     gate: Gate,
     listen: SocketAddr,
@@ -92,9 +92,29 @@ impl GatePart {
             })
     }
 
-    /// Learns the limit (with `"auto"`), then serves the gate and reports its circuit, until
-    /// `stop` (no new connections) and `root` (everything) are cancelled.
-    pub(crate) async fn start(
+    /// Learns the limit (with `"auto"`, while the probe routes already answer: the `gate`
+    /// signal has no report until then, so the instance is not ready), then serves the gate and
+    /// reports its circuit and load, until `stop` (no new connections) and `root` (everything)
+    /// are cancelled. The receiver gets the error if the gate cannot start.
+    pub(crate) fn start(
+        &self,
+        listener: TcpListener,
+        shared: &Shared,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+        root: CancellationToken,
+    ) -> tokio::sync::oneshot::Receiver<Error> {
+        let (failed, receiver) = tokio::sync::oneshot::channel();
+        let (this, shared, spawner) = (self.clone(), shared.clone(), tasks.clone());
+        tasks.spawn(async move {
+            if let Err(e) = this.run(listener, &shared, &spawner, stop, root).await {
+                let _ = failed.send(e);
+            }
+        });
+        receiver
+    }
+
+    async fn run(
         &self,
         listener: TcpListener,
         shared: &Shared,
@@ -103,7 +123,10 @@ impl GatePart {
         root: CancellationToken,
     ) -> Result<(), Error> {
         if self.auto {
-            let slots = self.learn_slots().await?;
+            let slots = tokio::select! {
+                slots = self.learn_slots() => slots?,
+                () = root.cancelled() => return Ok(()),
+            };
             self.gate.admission().raise_limit(slots);
             tracing::info!(
                 slots,
@@ -175,7 +198,7 @@ impl GatePart {
             max_concurrent = self.gate.admission().max_concurrent(),
             "gate: serving"
         );
-        tasks.spawn(self.gate.clone().serve(listener, stop));
+        self.gate.clone().serve(listener, stop).await;
         Ok(())
     }
 

@@ -152,15 +152,14 @@ impl Runtime {
             None => None,
         };
         #[cfg(feature = "gate")]
-        if let (Some(g), Some(listener)) = (&gate, gate_listener) {
-            if let Err(e) = g
-                .start(listener, &shared, &tasks, stop_server.clone(), root.clone())
-                .await
-            {
-                root.cancel();
-                return Err(e);
+        let mut gate_failed = match (&gate, gate_listener) {
+            (Some(g), Some(listener)) => {
+                Some(g.start(listener, &shared, &tasks, stop_server.clone(), root.clone()))
             }
-        }
+            _ => None,
+        };
+        #[cfg(not(feature = "gate"))]
+        let mut gate_failed: Option<tokio::sync::oneshot::Receiver<Error>> = None;
 
         let cause = tokio::select! {
             s = next_signal(&mut signals) => DrainCause::Signal(s),
@@ -169,6 +168,10 @@ impl Runtime {
                 root.cancel();
                 tracing::error!(result = ?r, "the probe server stopped unexpectedly");
                 return Err(Error::ServerStopped);
+            }
+            Ok(e) = async { gate_failed.as_mut().expect("guarded").await }, if gate_failed.is_some() => {
+                root.cancel();
+                return Err(e);
             }
         };
         let config = shared.config().clone();
