@@ -101,6 +101,39 @@ async fn completions_and_streams_pass_through_the_gate_token_for_token() {
         "{metrics}"
     );
     assert!(metrics.contains("vitals_gate_circuit_state 0"), "{metrics}");
+    for family in [
+        "vitals_gate_request_duration_seconds_bucket",
+        "vitals_gate_time_to_first_byte_seconds_bucket",
+        "vitals_gate_queue_wait_seconds_bucket",
+        "vitals_gate_in_flight",
+        "vitals_gate_queue_depth",
+        "vitals_gate_retries_total",
+        "vitals_gate_requests_total{outcome=\"shed_queue_full\"} 0",
+    ] {
+        assert!(metrics.contains(family), "{family}: {metrics}");
+    }
+    // The gate's families pass Prometheus' own lint, as the rest do.
+    use std::io::Write as _;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool; run scripts/setup-test-deps");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The e2e: the breaker opens on an upstream outage, /readyz goes 503 with no change to

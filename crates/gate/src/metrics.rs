@@ -99,21 +99,17 @@ pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
         m.requests.clone(),
     );
     registry.register(
-        names::REQUEST_DURATION.strip_suffix("_seconds").unwrap_or_default(),
+        names::REQUEST_DURATION,
         "Seconds from a request's arrival to the end of its answer's headers, for forwarded requests",
         m.duration.clone(),
     );
     registry.register(
-        names::TIME_TO_FIRST_BYTE
-            .strip_suffix("_seconds")
-            .unwrap_or_default(),
+        names::TIME_TO_FIRST_BYTE,
         "Seconds from forwarding a request to the upstream's first answer byte (its headers)",
         m.ttfb.clone(),
     );
     registry.register(
-        names::QUEUE_WAIT
-            .strip_suffix("_seconds")
-            .unwrap_or_default(),
+        names::QUEUE_WAIT,
         "Seconds admitted requests waited in the gate's queue for a slot",
         m.queue_wait.clone(),
     );
