@@ -6,6 +6,9 @@
 //! Prints one JSON line: {"status": {"200": {"count", "rps", "p50_ms", "p99_ms", "max_ms"}, …},
 //! "errors": n}.
 
+// A load generator measures the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
