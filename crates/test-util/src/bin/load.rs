@@ -2,7 +2,10 @@
 //! sending its next request as soon as the last answer ends, for `D` seconds, with latency kept
 //! per status code (wrk mixes a shed 503 and a served 200 in one distribution).
 //!
-//! Usage: load URL CONNECTIONS SECONDS [METHOD]
+//! Usage: load URL CONNECTIONS SECONDS [METHOD] [RATE]
+//! With RATE (requests a second, all connections together), each connection paces its requests
+//! on a fixed schedule (open loop: a fast answer does not bring the next request sooner), so the
+//! offered load is RATE however the server answers.
 //! Prints one JSON line: {"status": {"200": {"count", "rps", "p50_ms", "p99_ms", "max_ms"}, …},
 //! "errors": n}.
 
@@ -30,17 +33,26 @@ async fn main() {
         }
     };
     let method = args.get(4).cloned().unwrap_or_else(|| "GET".into());
+    let every: Option<Duration> = args
+        .get(5)
+        .and_then(|r| r.parse::<f64>().ok())
+        .filter(|r| *r > 0.0)
+        .map(|rate| Duration::from_secs_f64(conns as f64 / rate));
     let rest = url.strip_prefix("http://").expect("http:// URL");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path }.to_owned();
     let authority = authority.to_owned();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for i in 0..conns {
         let (authority, path, method) = (authority.clone(), path.clone(), method.clone());
+        // Connection i starts i/conns of an interval late, so the offered load is even, not a
+        // burst of every connection at once.
+        let offset = every.map_or(Duration::ZERO, |e| e.mul_f64(i as f64 / conns as f64));
         tasks.push(tokio::spawn(async move {
             let mut seen: Vec<(u16, Duration)> = Vec::new();
             let mut errors = 0u64;
+            let mut next = Instant::now() + offset;
             while Instant::now() < deadline {
                 let Ok(stream) = TcpStream::connect(&authority).await else {
                     errors += 1;
@@ -53,6 +65,10 @@ async fn main() {
                     "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{{}}"
                 );
                 while Instant::now() < deadline {
+                    if let Some(every) = every {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += every;
+                    }
                     let start = Instant::now();
                     if stream.get_mut().write_all(request.as_bytes()).await.is_err() {
                         errors += 1;
