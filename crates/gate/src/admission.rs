@@ -46,6 +46,8 @@ pub struct Admission {
     queue_depth: usize,
     queue_timeout: Duration,
     waiting: AtomicUsize,
+    /// Slots owed after the limit went down while they were held.
+    debt: Arc<AtomicUsize>,
     /// Mean time a request holds its slot (an exponentially weighted average, in µs; 0 before
     /// the first request ends).
     service_micros: Arc<AtomicU64>,
@@ -54,7 +56,10 @@ pub struct Admission {
 /// A slot at the upstream, held until dropped (a streamed answer holds it to its end).
 #[derive(Debug)]
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    /// Slots the limit owes after a decrease: a slot that ends while some are owed is not
+    /// given back.
+    debt: Arc<AtomicUsize>,
     since: Instant,
     service_micros: Arc<AtomicU64>,
     /// How long the request waited in the queue.
@@ -63,6 +68,15 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let owed = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if owed {
+            if let Some(p) = self.permit.take() {
+                p.forget();
+            }
+        }
         let took = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
         // An EWMA with weight 1/8: recent enough to follow a slowing model, smooth enough that
         // one long answer does not swing Retry-After.
@@ -92,13 +106,14 @@ impl Admission {
             queue_depth,
             queue_timeout,
             waiting: AtomicUsize::new(0),
+            debt: Arc::new(AtomicUsize::new(0)),
             service_micros: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Requests holding a slot.
     pub fn in_flight(&self) -> usize {
-        self.max_concurrent()
+        (self.max_concurrent() + self.debt.load(Ordering::Acquire))
             .saturating_sub(self.slots.available_permits())
     }
 
@@ -114,9 +129,31 @@ impl Admission {
     /// Raises the limit to `limit` (a no-op when it is not higher): `"auto"` starts at 1 and
     /// learns the upstream's slot count at start.
     pub fn raise_limit(&self, limit: usize) {
-        let old = self.max_concurrent.fetch_max(limit, Ordering::AcqRel);
+        if limit > self.max_concurrent() {
+            self.set_limit(limit);
+        }
+    }
+
+    /// Sets the limit (at least 1). Lowering it takes free slots away at once and the rest as
+    /// the requests holding them end; nothing in flight is cut short.
+    pub fn set_limit(&self, limit: usize) {
+        let limit = limit.max(1);
+        let old = self.max_concurrent.swap(limit, Ordering::AcqRel);
         if limit > old {
-            self.slots.add_permits(limit - old);
+            // Pay back what is owed first: those slots are still held.
+            let mut add = limit - old;
+            let _ = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    let paid = d.min(add);
+                    add -= paid;
+                    Some(d - paid)
+                });
+            self.slots.add_permits(add);
+        } else if limit < old {
+            let want = old - limit;
+            let taken = self.slots.forget_permits(want);
+            self.debt.fetch_add(want - taken, Ordering::AcqRel);
         }
     }
 
@@ -143,7 +180,8 @@ impl Admission {
     pub async fn admit(&self) -> Result<Slot, Shed> {
         let arrived = Instant::now();
         let slot = |permit| Slot {
-            _permit: permit,
+            permit: Some(permit),
+            debt: self.debt.clone(),
             since: Instant::now(),
             service_micros: self.service_micros.clone(),
             waited: arrived.elapsed(),
@@ -279,6 +317,58 @@ mod tests {
         for w in waiters {
             w.abort();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lowering_the_limit_takes_free_slots_at_once_and_held_ones_as_they_end() {
+        let a = Admission::new(4, 0, Duration::from_secs(1));
+        let s1 = a.admit().await.unwrap();
+        let s2 = a.admit().await.unwrap();
+        let s3 = a.admit().await.unwrap();
+        a.set_limit(1);
+        assert_eq!(a.max_concurrent(), 1);
+        assert_eq!(a.in_flight(), 3, "nothing in flight is cut short");
+        assert!(a.admit().await.is_err(), "no slot while over the new limit");
+        drop(s1);
+        drop(s2);
+        assert!(a.admit().await.is_err(), "still one held: the limit is 1");
+        drop(s3);
+        let s = a.admit().await.unwrap();
+        assert_eq!(a.in_flight(), 1);
+        assert!(a.admit().await.is_err());
+        // Raising it again gives slots back.
+        a.set_limit(3);
+        let _b = a.admit().await.unwrap();
+        let _c = a.admit().await.unwrap();
+        assert!(a.admit().await.is_err());
+        drop(s);
+        assert_eq!(a.in_flight(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn raising_while_slots_are_owed_pays_the_debt_first() {
+        let a = Admission::new(4, 0, Duration::from_secs(1));
+        let held: Vec<_> = [(); 4]
+            .iter()
+            .map(|_| a.slots.clone().try_acquire_owned().unwrap())
+            .collect();
+        let slots: Vec<Slot> = held
+            .into_iter()
+            .map(|p| Slot {
+                permit: Some(p),
+                debt: a.debt.clone(),
+                since: Instant::now(),
+                service_micros: a.service_micros.clone(),
+                waited: Duration::ZERO,
+            })
+            .collect();
+        a.set_limit(1);
+        a.set_limit(2);
+        drop(slots);
+        assert_eq!(a.in_flight(), 0);
+        let _x = a.admit().await.unwrap();
+        let _y = a.admit().await.unwrap();
+        assert!(a.admit().await.is_err(), "exactly 2 slots");
     }
 
     #[test]

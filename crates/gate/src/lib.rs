@@ -19,6 +19,7 @@
 //!
 //! Probe routes never sit behind the gate: it has a listener of its own.
 
+pub mod adaptive;
 pub mod admission;
 pub mod breaker;
 pub mod metrics;
@@ -66,6 +67,9 @@ pub struct Options {
     pub breaker: BreakerOptions,
     pub saturation: saturation::SaturationOptions,
     pub retry: retry::RetryOptions,
+    /// `gate.limit = "adaptive"`: the limit follows the upstream's pace within these bounds
+    /// (see [`adaptive`]); `None` keeps `max_concurrent`.
+    pub adaptive: Option<adaptive::AdaptiveOptions>,
 }
 
 /// One attempt's result.
@@ -145,6 +149,7 @@ struct Inner {
     ttfb_count: AtomicU64,
     load: Mutex<LoadSampler>,
     budget: Mutex<retry::Budget>,
+    limiter: Option<Mutex<adaptive::Vegas>>,
 }
 
 /// The saturation state machine and the counters at the last sample.
@@ -185,6 +190,8 @@ impl Gate {
             .build()?;
         let options_saturation = options.saturation;
         let options_retry = options.retry;
+        let options_adaptive = options.adaptive;
+        let options_max = options.max_concurrent;
         let (circuit, _) = watch::channel(Circuit {
             state: CircuitState::Closed,
             reason: String::new(),
@@ -203,6 +210,7 @@ impl Gate {
                 outcomes: Default::default(),
                 metrics: metrics::GateMetrics::new(),
                 budget: Mutex::new(retry::Budget::new(options_retry)),
+                limiter: options_adaptive.map(|a| Mutex::new(adaptive::Vegas::new(a, options_max))),
                 ttfb_micros: AtomicU64::new(0),
                 ttfb_count: AtomicU64::new(0),
                 load: Mutex::new(LoadSampler {
@@ -276,6 +284,34 @@ impl Gate {
     /// The inference server's base URL.
     pub fn upstream(&self) -> &url::Url {
         &self.inner.options.upstream
+    }
+
+    /// The ceiling learned at start (`"auto"`): the fixed limit, or the adaptive limit's
+    /// ceiling.
+    pub fn learned_limit(&self, slots: usize) {
+        match &self.inner.limiter {
+            Some(l) => {
+                let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+                l.set_max(slots);
+                self.inner.admission.set_limit(l.limit());
+            }
+            None => self.inner.admission.raise_limit(slots),
+        }
+    }
+
+    /// Feeds the adaptive limit, if there is one: a time to first byte with the requests in
+    /// flight when it was sent, or a drop (`None`: a timeout or a failed connection).
+    fn adapt(&self, ttfb: Option<Duration>, in_flight: usize) {
+        let Some(l) = &self.inner.limiter else { return };
+        let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = match ttfb {
+            Some(t) => l.sample(t.as_secs_f64(), in_flight),
+            None => l.drop_one(),
+        };
+        drop(l);
+        if limit != self.inner.admission.max_concurrent() {
+            self.inner.admission.set_limit(limit);
+        }
     }
 
     /// The upstream's slot count, from llama.cpp's `GET /props` (`total_slots`).
@@ -422,6 +458,7 @@ impl Gate {
         let mut headers = parts.headers;
         strip(&mut headers);
         let sent = Instant::now();
+        let in_flight_at_send = self.inner.admission.in_flight();
         let deadline = sent + options.request_timeout;
         self.budget().deposit(sent);
         let mut attempt = 0u32;
@@ -486,6 +523,7 @@ impl Gate {
                 return self.finish_read(trial, status, head, bytes, slot);
             }
             Got::Failed(e) => {
+                self.adapt(None, in_flight_at_send);
                 let reason = if e.is_connect() {
                     "the upstream refused the connection"
                 } else {
@@ -504,6 +542,7 @@ impl Gate {
                 );
             }
             Got::Timeout => {
+                self.adapt(None, in_flight_at_send);
                 let reason = format!(
                     "the upstream did not begin its answer within request_timeout ({:?})",
                     options.request_timeout
@@ -522,6 +561,7 @@ impl Gate {
             Got::Truncated => return self.truncated(trial),
         };
         let ttfb = sent.elapsed();
+        self.adapt(Some(ttfb), in_flight_at_send);
         self.inner.metrics.ttfb.observe(ttfb.as_secs_f64());
         self.inner.ttfb_micros.fetch_add(
             u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX),

@@ -39,7 +39,7 @@ const SATURATION: SaturationOptions = SaturationOptions {
 };
 
 /// What the upstream saw.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -51,6 +51,8 @@ struct Seen {
     /// Requests to /warming and /limited so far.
     warming: AtomicUsize,
     limited: AtomicUsize,
+    /// `/model`'s slots: beyond them, requests wait inside the upstream, as llama.cpp defers.
+    model_slots: tokio::sync::Semaphore,
 }
 
 struct InFlight(Arc<Seen>);
@@ -99,7 +101,16 @@ fn query(req: &Request<hyper::body::Incoming>, key: &str) -> u64 {
 async fn upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Seen::default());
+    let seen = Arc::new(Seen {
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        requests: AtomicUsize::new(0),
+        cancelled: AtomicUsize::new(0),
+        failing: Default::default(),
+        warming: AtomicUsize::new(0),
+        limited: AtomicUsize::new(0),
+        model_slots: tokio::sync::Semaphore::new(4),
+    });
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
@@ -118,6 +129,14 @@ async fn upstream() -> (String, Arc<Seen>) {
                             return Ok::<_, Infallible>(r);
                         }
                         let body: UpBody = match req.uri().path() {
+                            // A model with 4 slots, 20 ms an answer; the rest wait their turn
+                            // inside, before the first byte.
+                            "/model" => {
+                                let _slot = seen.model_slots.acquire().await.unwrap();
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                drop(guard);
+                                Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()
+                            }
                             // 503 "Loading model" twice, then an answer.
                             "/warming" if seen.warming.fetch_add(1, Ordering::SeqCst) < 2 => {
                                 let mut r = Response::new(
@@ -233,6 +252,7 @@ async fn start_gate(
         },
         saturation: SATURATION,
         retry: RETRY,
+        adaptive: None,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -455,6 +475,7 @@ async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
         breaker: BreakerOptions::default(),
         saturation: SATURATION,
         retry: RETRY,
+        adaptive: None,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -637,6 +658,7 @@ async fn an_empty_budget_retries_nothing() {
             min_per_sec: 0.0,
             ..RETRY
         },
+        adaptive: None,
     })
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -649,4 +671,73 @@ async fn an_empty_budget_retries_nothing() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(seen.warming.load(Ordering::SeqCst), 1);
+}
+
+/// `limit = "adaptive"`: with 32 clients always waiting and an upstream of 4 slots that queues
+/// the rest inside (as llama.cpp defers), the limit comes down from its ceiling of 32 to near
+/// 4, so the upstream's own queue stays short; nothing is shed meanwhile that the queue can hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_limit_converges_to_the_upstreams_slots() {
+    let (up, _) = upstream().await;
+    let gate = Gate::new(Options {
+        upstream: up.parse().unwrap(),
+        max_concurrent: 32,
+        queue_depth: 64,
+        queue_timeout: Duration::from_secs(20),
+        request_timeout: Duration::from_secs(30),
+        max_body: 1024,
+        header_read_timeout: Duration::from_secs(5),
+        breaker: BreakerOptions::default(),
+        saturation: SATURATION,
+        retry: RETRY,
+        adaptive: Some(vitals_gate::adaptive::AdaptiveOptions::new(1, 32)),
+    })
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gate.clone().serve(listener, CancellationToken::new()));
+    let stop = std::time::Instant::now() + Duration::from_secs(6);
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let url = format!("http://{addr}/model");
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder().no_proxy().build().unwrap();
+                let mut limits = Vec::new();
+                while std::time::Instant::now() < stop {
+                    let r = c.get(&url).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await;
+                    limits.push(());
+                }
+                limits.len()
+            })
+        })
+        .collect();
+    let mut seen_limits = Vec::new();
+    while std::time::Instant::now() < stop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen_limits.push(gate.admission().max_concurrent());
+    }
+    let answered: usize = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    // The last two seconds, re-measures at the floor aside.
+    let tail: Vec<usize> = seen_limits[seen_limits.len() - 20..]
+        .iter()
+        .copied()
+        .filter(|l| *l > 1)
+        .collect();
+    assert!(!tail.is_empty(), "{seen_limits:?}");
+    let (lo, hi) = (*tail.iter().min().unwrap(), *tail.iter().max().unwrap());
+    assert!(
+        lo >= 4 && hi <= 12,
+        "settled in {lo}..={hi}: {seen_limits:?}"
+    );
+    assert!(
+        answered > 500,
+        "the upstream's 4 slots stayed busy: {answered} answers in 6 s"
+    );
+    assert_eq!(gate.count(Outcome::ShedQueueFull), 0);
 }

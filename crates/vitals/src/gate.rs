@@ -62,6 +62,9 @@ impl GatePart {
                 full_for: g.saturation.full_for.std(),
                 ttfb_factor: g.saturation.ttfb_factor,
             },
+            adaptive: g
+                .adaptive_min
+                .map(|min| vitals_gate::adaptive::AdaptiveOptions::new(min as usize, limit)),
             retry: vitals_gate::retry::RetryOptions {
                 attempts: g.retry.attempts,
                 base: g.retry.base.std(),
@@ -127,7 +130,7 @@ impl GatePart {
                 slots = self.learn_slots() => slots?,
                 () = root.cancelled() => return Ok(()),
             };
-            self.gate.admission().raise_limit(slots);
+            self.gate.learned_limit(slots);
             tracing::info!(
                 slots,
                 "gate: max_concurrent = \"auto\": the upstream has {slots} slots"

@@ -103,6 +103,9 @@ pub struct Gate {
     pub listen: std::net::SocketAddr,
     pub upstream: url::Url,
     pub max_concurrent: GateLimit,
+    /// `gate.limit = "adaptive"`: the lowest the limit goes (`[gate.adaptive] min_limit`);
+    /// `None` for a fixed limit.
+    pub adaptive_min: Option<u32>,
     pub queue_depth: u32,
     pub queue_timeout: Duration,
     pub request_timeout: Duration,

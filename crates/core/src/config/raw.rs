@@ -230,6 +230,10 @@ pub struct RawGate {
     pub upstream: Option<String>,
     /// Requests let through at once: a number, or `"auto"` (llama.cpp's `/props`).
     pub max_concurrent: Option<RawGateLimit>,
+    /// `"fixed"` (default): `max_concurrent` it is; `"adaptive"`: follows the upstream's pace
+    /// up to `max_concurrent`.
+    pub limit: Option<String>,
+    pub adaptive: Option<RawAdaptive>,
     /// Requests that may wait for a slot; the rest are shed.
     pub queue_depth: Option<u32>,
     /// How long a request may wait for a slot.
@@ -291,4 +295,12 @@ pub struct RawBreaker {
     pub open_for: Option<Duration>,
     /// The longest open period (each reopening doubles it).
     pub max_open_for: Option<Duration>,
+}
+
+/// `[gate.adaptive]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdaptive {
+    /// The lowest the adaptive limit goes.
+    pub min_limit: Option<u32>,
 }

@@ -690,3 +690,34 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         "{word:#?}"
     );
 }
+
+#[test]
+fn an_adaptive_limit_takes_its_floor_and_refuses_what_it_cannot_use() {
+    let base = "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9000\"\nmax_concurrent = 8\n";
+    let g = parse(&format!("{base}limit = \"adaptive\"\n"))
+        .unwrap()
+        .gate
+        .unwrap();
+    assert_eq!(g.adaptive_min, Some(1));
+    assert_eq!(parse(base).unwrap().gate.unwrap().adaptive_min, None);
+    let errs = errors(&format!("{base}limit = \"dynamic\"\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("gate.limit: \"dynamic\" is not a limit mode")),
+        "{errs:#?}"
+    );
+    let errs = errors(&format!("{base}[gate.adaptive]\nmin_limit = 2\n"));
+    assert!(
+        errs.iter().any(|e| e
+            .starts_with("gate.adaptive.min_limit: is read only with gate.limit = \"adaptive\"")),
+        "{errs:#?}"
+    );
+    let errs = errors(&format!(
+        "{base}limit = \"adaptive\"\n[gate.adaptive]\nmin_limit = 9\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("gate.adaptive.min_limit: 9 is above gate.max_concurrent (8)")),
+        "{errs:#?}"
+    );
+}

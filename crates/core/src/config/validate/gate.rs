@@ -118,6 +118,40 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             format!("{max_open_for} is shorter than gate.breaker.open_for ({open_for}); raise it to at least {open_for}"),
         );
     }
+    let ra = raw.adaptive.unwrap_or_default();
+    let adaptive_min = match raw.limit.as_deref() {
+        None | Some("fixed") => {
+            if ra.min_limit.is_some() {
+                e.push(
+                    "gate.adaptive.min_limit",
+                    "is read only with gate.limit = \"adaptive\"; set that, or remove [gate.adaptive]",
+                );
+            }
+            None
+        }
+        Some("adaptive") => {
+            let min = ra.min_limit.unwrap_or(1);
+            if min == 0 {
+                e.push("gate.adaptive.min_limit", "must be at least 1");
+            }
+            if let Some(GateLimit::Fixed(max)) = max_concurrent {
+                if min > max {
+                    e.push(
+                        "gate.adaptive.min_limit",
+                        format!("{min} is above gate.max_concurrent ({max}), the adaptive limit's ceiling; lower it"),
+                    );
+                }
+            }
+            Some(min.max(1))
+        }
+        Some(other) => {
+            e.push(
+                "gate.limit",
+                format!("\"{other}\" is not a limit mode; use \"fixed\" (max_concurrent it is) or \"adaptive\" (up to max_concurrent)"),
+            );
+            None
+        }
+    };
     let queue_depth = raw.queue_depth.unwrap_or(8);
     let rs = raw.saturation.unwrap_or_default();
     let high_water = rs.high_water.unwrap_or(queue_depth.div_ceil(2));
@@ -205,6 +239,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
         listen: listen?,
         upstream: upstream?,
         max_concurrent: max_concurrent?,
+        adaptive_min,
         queue_depth,
         queue_timeout,
         request_timeout,
