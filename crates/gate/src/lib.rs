@@ -25,6 +25,7 @@ pub mod breaker;
 pub mod metrics;
 pub mod retry;
 pub mod saturation;
+mod upstream;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,11 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -74,13 +74,25 @@ pub struct Options {
 
 /// One attempt's result.
 enum Got {
-    Answer(reqwest::Response),
+    Answer(upstream::Answer),
     /// A short answer (429, 503) read whole to see whether it is transient.
     Read(StatusCode, HeaderMap, Bytes),
-    Failed(reqwest::Error),
+    Failed(upstream::SendError),
     Timeout,
     Truncated,
 }
+
+/// The gate could not be built (its upstream's client).
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// The body of every answer the gate gives.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -141,7 +153,7 @@ struct Inner {
     admission: Admission,
     breaker: Mutex<Breaker>,
     circuit: watch::Sender<Circuit>,
-    client: reqwest::Client,
+    client: upstream::Client,
     outcomes: [AtomicU64; 7],
     metrics: metrics::GateMetrics,
     /// Time to first byte of forwarded requests: their sum (µs) and count, for the load samples.
@@ -183,11 +195,9 @@ const NOT_FORWARDED: [header::HeaderName; 8] = [
 ];
 
 impl Gate {
-    pub fn new(options: Options) -> Result<Gate, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(options.request_timeout)
-            .build()?;
+    pub fn new(options: Options) -> Result<Gate, Error> {
+        let client =
+            upstream::Client::new(&options.upstream, options.request_timeout).map_err(Error)?;
         let options_saturation = options.saturation;
         let options_retry = options.retry;
         let options_adaptive = options.adaptive;
@@ -321,17 +331,19 @@ impl Gate {
         url.set_path(&format!("{base}/props"));
         let answer = tokio::time::timeout(
             self.inner.options.request_timeout,
-            self.inner.client.get(url.clone()).send(),
+            self.inner
+                .client
+                .send(Method::GET, &url, HeaderMap::new(), Bytes::new()),
         )
         .await
         .map_err(|_| format!("GET {url} did not answer"))?
-        .map_err(|e| format!("GET {url}: {e}"))?;
-        if !answer.status().is_success() {
-            return Err(format!("GET {url} answered {}", answer.status()));
+        .map_err(|e| format!("GET {url}: {}", e.detail))?;
+        if !answer.status.is_success() {
+            return Err(format!("GET {url} answered {}", answer.status));
         }
-        let body = answer
-            .bytes()
+        let body = tokio::time::timeout(self.inner.options.request_timeout, answer.bytes())
             .await
+            .map_err(|_| format!("GET {url} did not finish its answer"))?
             .map_err(|e| format!("GET {url}: {e}"))?;
         let json: serde_json::Value =
             serde_json::from_slice(&body).map_err(|_| format!("GET {url} did not answer JSON"))?;
@@ -464,27 +476,25 @@ impl Gate {
         let mut attempt = 0u32;
         // Each attempt holds the same slot: retries never raise the upstream's concurrency.
         let answer = loop {
-            let request = self
-                .inner
-                .client
-                .request(parts.method.clone(), url.clone())
-                .headers(headers.clone())
-                .body(body.clone());
-            let got = match tokio::time::timeout_at(deadline, request.send()).await {
+            let request =
+                self.inner
+                    .client
+                    .send(parts.method.clone(), &url, headers.clone(), body.clone());
+            let got = match tokio::time::timeout_at(deadline, request).await {
                 Err(_) => Got::Timeout,
                 Ok(Err(e)) => Got::Failed(e),
                 Ok(Ok(r)) => Got::Answer(r),
             };
             // Only where the upstream took nothing in, or said it is momentarily unable.
             let (got, wait_at_least) = match got {
-                Got::Failed(e) if e.is_connect() => (Got::Failed(e), Some(Duration::ZERO)),
+                Got::Failed(e) if e.connect => (Got::Failed(e), Some(Duration::ZERO)),
                 Got::Answer(r)
-                    if r.status() == StatusCode::TOO_MANY_REQUESTS
-                        || r.status() == StatusCode::SERVICE_UNAVAILABLE =>
+                    if r.status == StatusCode::TOO_MANY_REQUESTS
+                        || r.status == StatusCode::SERVICE_UNAVAILABLE =>
                 {
-                    let after = retry::retry_after(r.headers().get(header::RETRY_AFTER));
-                    let status = r.status();
-                    let head = r.headers().clone();
+                    let after = retry::retry_after(r.headers.get(header::RETRY_AFTER));
+                    let status = r.status;
+                    let head = r.headers.clone();
                     // These answers are short: read them to see whether they are transient.
                     match tokio::time::timeout_at(deadline, r.bytes()).await {
                         Ok(Ok(bytes)) => {
@@ -517,19 +527,19 @@ impl Gate {
             }
             break got;
         };
-        let upstream = match answer {
+        let mut upstream = match answer {
             Got::Answer(r) => r,
             Got::Read(status, head, bytes) => {
                 return self.finish_read(trial, status, head, bytes, slot);
             }
             Got::Failed(e) => {
                 self.adapt(None, in_flight_at_send);
-                let reason = if e.is_connect() {
+                let reason = if e.connect {
                     "the upstream refused the connection"
                 } else {
                     "the upstream connection failed before an answer"
                 };
-                tracing::warn!(error = %e, "gate: {reason}");
+                tracing::warn!(error = %e.detail, "gate: {reason}");
                 self.record(trial, Err(reason));
                 return self.counted(
                     Outcome::UpstreamError,
@@ -568,8 +578,9 @@ impl Gate {
             Ordering::Relaxed,
         );
         self.inner.ttfb_count.fetch_add(1, Ordering::Relaxed);
-        let status = upstream.status();
-        let mut headers = upstream.headers().clone();
+        let status = upstream.status;
+        let sized = upstream.content_length().is_some();
+        let mut headers = std::mem::take(&mut upstream.headers);
         strip(&mut headers);
         let html = headers
             .get(header::CONTENT_TYPE)
@@ -590,7 +601,7 @@ impl Gate {
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
         // becomes a 502; an unsized one (a stream) passes through as it comes.
-        if upstream.content_length().is_some() {
+        if sized {
             return match tokio::time::timeout(options.request_timeout, upstream.bytes()).await {
                 Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot),
                 Ok(Err(_)) | Err(_) => self.truncated(trial),
@@ -603,12 +614,11 @@ impl Gate {
         }
         // The slot travels with the stream: held until the last byte, or until the client goes
         // away and hyper drops the body (which drops the upstream response, cancelling it).
-        let stream = upstream.bytes_stream().map(move |chunk| {
-            let _held = &slot;
-            chunk.map(Frame::data).map_err(std::io::Error::other)
-        });
         headers.remove(header::CONTENT_LENGTH);
-        let mut response = Response::new(BoxBody::new(StreamBody::new(stream)));
+        let mut response = Response::new(BoxBody::new(upstream::Held {
+            body: upstream.body,
+            _slot: slot,
+        }));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         let outcome = if status.is_server_error() {
