@@ -741,3 +741,22 @@ async fn the_adaptive_limit_converges_to_the_upstreams_slots() {
     );
     assert_eq!(gate.count(Outcome::ShedQueueFull), 0);
 }
+
+/// A malformed request gets 400 from the gate itself; nothing reaches the upstream.
+#[tokio::test]
+async fn a_malformed_request_gets_400_from_the_gate() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (up, seen) = upstream().await;
+    let (gate_url, _) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    let mut s = tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"NOT AN HTTP REQUEST\x00\x01\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
+}
