@@ -230,13 +230,9 @@ async fn upstream() -> (String, Arc<Seen>) {
 }
 
 /// A gate in front of `upstream`, serving on a port of its own; its address.
-async fn start_gate(
-    upstream: &str,
-    max: usize,
-    depth: usize,
-    queue_timeout: Duration,
-) -> (String, Gate) {
-    let gate = Gate::new(Options {
+/// The tests' gate settings in front of `upstream`: a fast breaker, quick retries.
+fn options(upstream: &str, max: usize, depth: usize, queue_timeout: Duration) -> Options {
+    Options {
         upstream: upstream.parse().unwrap(),
         max_concurrent: max,
         queue_depth: depth,
@@ -253,12 +249,25 @@ async fn start_gate(
         saturation: SATURATION,
         retry: RETRY,
         adaptive: None,
-    })
-    .unwrap();
+    }
+}
+
+/// A gate with `options`, serving on a port of its own; its address.
+async fn serve_gate(options: Options) -> (String, Gate) {
+    let gate = Gate::new(options).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gate.clone().serve(listener, CancellationToken::new()));
     (format!("http://{addr}"), gate)
+}
+
+async fn start_gate(
+    upstream: &str,
+    max: usize,
+    depth: usize,
+    queue_timeout: Duration,
+) -> (String, Gate) {
+    serve_gate(options(upstream, max, depth, queue_timeout)).await
 }
 
 fn client() -> reqwest::Client {
@@ -464,29 +473,13 @@ async fn bad_requests_and_upstream_failures_get_the_gates_own_answers() {
 #[tokio::test]
 async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
     let (up, _) = upstream().await;
-    let g = Gate::new(Options {
-        upstream: up.parse().unwrap(),
-        max_concurrent: 1,
-        queue_depth: 0,
-        queue_timeout: Duration::from_millis(100),
+    let (url, g) = serve_gate(Options {
         request_timeout: Duration::from_millis(500),
-        max_body: 1024,
-        header_read_timeout: Duration::from_secs(5),
-        breaker: BreakerOptions::default(),
-        saturation: SATURATION,
-        retry: RETRY,
-        adaptive: None,
+        ..options(&up, 1, 0, Duration::from_millis(100))
     })
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(g.clone().serve(listener, CancellationToken::new()));
+    .await;
     let started = std::time::Instant::now();
-    let r = client()
-        .get(format!("http://{addr}/hang"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{url}/hang")).send().await.unwrap();
     assert_eq!(r.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(g.admission().in_flight(), 0);
@@ -643,32 +636,16 @@ async fn transient_answers_are_retried_and_the_client_sees_the_answer() {
 #[tokio::test]
 async fn an_empty_budget_retries_nothing() {
     let (up, seen) = upstream().await;
-    let gate = Gate::new(Options {
-        upstream: up.parse().unwrap(),
-        max_concurrent: 2,
-        queue_depth: 2,
-        queue_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
-        max_body: 1024,
-        header_read_timeout: Duration::from_secs(5),
-        breaker: BreakerOptions::default(),
-        saturation: SATURATION,
+    let (url, _) = serve_gate(Options {
         retry: RetryOptions {
             ratio: 0.0,
             min_per_sec: 0.0,
             ..RETRY
         },
-        adaptive: None,
+        ..options(&up, 2, 2, Duration::from_secs(1))
     })
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(gate.clone().serve(listener, CancellationToken::new()));
-    let r = client()
-        .get(format!("http://{addr}/warming"))
-        .send()
-        .await
-        .unwrap();
+    .await;
+    let r = client().get(format!("{url}/warming")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(seen.warming.load(Ordering::SeqCst), 1);
 }
@@ -679,27 +656,16 @@ async fn an_empty_budget_retries_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adaptive_limit_converges_to_the_upstreams_slots() {
     let (up, _) = upstream().await;
-    let gate = Gate::new(Options {
-        upstream: up.parse().unwrap(),
-        max_concurrent: 32,
-        queue_depth: 64,
-        queue_timeout: Duration::from_secs(20),
+    let (url, gate) = serve_gate(Options {
         request_timeout: Duration::from_secs(30),
-        max_body: 1024,
-        header_read_timeout: Duration::from_secs(5),
-        breaker: BreakerOptions::default(),
-        saturation: SATURATION,
-        retry: RETRY,
         adaptive: Some(vitals_gate::adaptive::AdaptiveOptions::new(1, 32)),
+        ..options(&up, 32, 64, Duration::from_secs(20))
     })
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(gate.clone().serve(listener, CancellationToken::new()));
+    .await;
     let stop = std::time::Instant::now() + Duration::from_secs(6);
     let clients: Vec<_> = (0..32)
         .map(|_| {
-            let url = format!("http://{addr}/model");
+            let url = format!("{url}/model");
             tokio::spawn(async move {
                 let c = reqwest::Client::builder().no_proxy().build().unwrap();
                 let mut limits = Vec::new();
