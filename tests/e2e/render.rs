@@ -525,3 +525,30 @@ fn the_embedded_layout_says_the_agent_brings_its_own_configuration() {
     );
     assert!(!text(&out.stdout).contains("kind: ConfigMap"));
 }
+
+/// With a gate, the render says where the agent sends its inference requests.
+#[test]
+fn a_gate_is_explained_where_the_agent_must_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[gate]\nlisten = \"127.0.0.1:8081\"\nupstream = \"http://127.0.0.1:8090\"\nmax_concurrent = 4\n",
+    );
+    let out = vitals(&["render", "kubernetes", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("point the agent's LLM base URL at http://127.0.0.1:8081"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stdout).contains("containerPort: 8081")
+            && !text(&out.stdout).contains("port: 8081"),
+        "no platform port for the gate"
+    );
+    let alerts = vitals(&["render", "alerts", "--config", &cfg]);
+    assert!(
+        !text(&alerts.stderr).contains("base URL"),
+        "only where a platform is rendered"
+    );
+}

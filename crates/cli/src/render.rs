@@ -269,6 +269,18 @@ pub fn run(args: &RenderArgs) -> ExitCode {
     let platforms_rendered = outputs
         .iter()
         .any(|(p, _)| !matches!(p, Platform::Alerts | Platform::Dashboard));
+    if let (Some(gate), true) = (&config.gate, platforms_rendered) {
+        eprintln!(
+            "note: [gate] listens on {} inside the {}: point the agent's LLM base URL at http://127.0.0.1:{} (no platform port is opened for it, and no probe goes through it)",
+            gate.listen,
+            if workload.layout == Layout::Sidecar {
+                "pod or task, beside the agent"
+            } else {
+                "agent's own process"
+            },
+            gate.listen.port()
+        );
+    }
     if workload.layout == Layout::Embedded && platforms_rendered {
         eprintln!(
             "note: embedded layout: the agent embeds vitals and reads its configuration itself (vitals::Builder::from_toml, or in code); the files deliver no health.toml to it{}: ship them with the agent",
