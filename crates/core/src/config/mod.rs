@@ -139,13 +139,21 @@ impl Gate {
     /// Whether the upstream is on this instance (loopback): a model server beside the agent,
     /// whose failure a new instance can cure, rather than a hosted API the fleet shares.
     pub fn is_instance_local(&self) -> bool {
-        self.upstream.host_str().is_some_and(|h| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            h.eq_ignore_ascii_case("localhost")
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
+        self.upstream.host_str().is_some_and(is_loopback_host)
     }
+}
+
+/// `localhost` or a loopback address (`127.0.0.1`, `[::1]`), as a URL or an address writes it.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host_ip(host).is_some_and(|ip| ip.is_loopback())
+}
+
+/// The address a host names literally (brackets around IPv6 allowed), if it is one.
+pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// `gate.max_concurrent`.
@@ -379,14 +387,7 @@ impl Dependency {
     /// tool in the same pod or task) or an `exec` check run in vitals' own container. Its failure
     /// says this instance is broken; a remote dependency's failure is shared by every replica.
     pub fn is_instance_local(&self) -> bool {
-        fn loopback(host: Option<&str>) -> bool {
-            let Some(host) = host else { return false };
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
+        let loopback = |host: Option<&str>| host.is_some_and(is_loopback_host);
         match &self.check {
             Check::Http(c) => loopback(c.url.host_str()),
             Check::Llm(c) => loopback(c.base_url.host_str()),

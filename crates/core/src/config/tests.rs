@@ -721,3 +721,43 @@ fn an_adaptive_limit_takes_its_floor_and_refuses_what_it_cannot_use() {
         "{errs:#?}"
     );
 }
+
+/// What counts as this instance's own address, for `/readyz?scope=instance` and the gate.
+#[test]
+fn loopback_hosts_are_localhost_and_loopback_addresses_only() {
+    for local in [
+        "localhost",
+        "LOCALHOST",
+        "127.0.0.1",
+        "127.0.0.2",
+        "[::1]",
+        "::1",
+    ] {
+        assert!(is_loopback_host(local), "{local}");
+    }
+    for remote in [
+        "10.0.0.1",
+        "api.openai.com",
+        "localhost.example.com",
+        "[::2]",
+        "0.0.0.0",
+    ] {
+        assert!(!is_loopback_host(remote), "{remote}");
+    }
+    let dep = |toml: &str| {
+        parse(toml)
+            .unwrap()
+            .dependencies
+            .remove(0)
+            .is_instance_local()
+    };
+    assert!(dep(
+        "[[dependencies]]\nname = \"m\"\nkind = \"tcp\"\naddress = \"localhost:8081\"\n"
+    ));
+    assert!(dep(
+        "[[dependencies]]\nname = \"m\"\nkind = \"http\"\nurl = \"http://[::1]:8081/health\"\n"
+    ));
+    assert!(!dep(
+        "[[dependencies]]\nname = \"m\"\nkind = \"tcp\"\naddress = \"db.internal:5432\"\n"
+    ));
+}

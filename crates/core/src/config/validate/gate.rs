@@ -292,10 +292,8 @@ fn upstream(e: &mut Errors, s: &str, listen: Option<SocketAddr>) -> Option<url::
     let loops = listen.is_some_and(|l| {
         url.port_or_known_default() == Some(l.port())
             && url.host_str().is_some_and(|h| {
-                let h = h.trim_start_matches('[').trim_end_matches(']');
-                h.eq_ignore_ascii_case("localhost")
-                    || h.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback() || ip == l.ip() || ip.is_unspecified())
+                is_loopback_host(h)
+                    || host_ip(h).is_some_and(|ip| ip == l.ip() || ip.is_unspecified())
             })
     });
     if loops {
