@@ -96,7 +96,6 @@ pub struct Breaker {
     opened: u32,
     /// Why it last opened.
     reason: String,
-    rng: u64,
 }
 
 impl Breaker {
@@ -106,8 +105,6 @@ impl Breaker {
             state: State::Closed { faults: 0 },
             opened: 0,
             reason: String::new(),
-            // Seeded per breaker; the jitter needs spread, not secrecy.
-            rng: u64::from(std::process::id()) << 32 | 0x9e37_79b9,
         }
     }
 
@@ -193,12 +190,7 @@ impl Breaker {
         if jitter == 0.0 {
             return base;
         }
-        // xorshift64*: a uniform draw in [0, 1).
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let draw =
-            (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        let draw: f64 = rand::Rng::gen(&mut rand::thread_rng());
         base.mul_f64(1.0 - jitter / 2.0 + jitter * draw)
     }
 }
@@ -317,14 +309,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn jitter_spreads_the_period_within_its_bounds() {
         let mut seen = Vec::new();
-        for seed in 0..50u64 {
+        for _ in 0..50 {
             let mut b = Breaker::new(BreakerOptions {
                 failure_threshold: 1,
                 open_for: Duration::from_secs(10),
                 max_open_for: Duration::from_secs(60),
                 jitter: 0.5,
             });
-            b.rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
             let t = Instant::now();
             b.record(t, false, Err("refused"));
             let Admit::No { retry_after } = b.admit(t) else {

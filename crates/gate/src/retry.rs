@@ -44,7 +44,6 @@ pub struct Budget {
     options: RetryOptions,
     tokens: f64,
     at: Instant,
-    rng: u64,
 }
 
 /// The most tokens the budget holds: ten seconds' worth at the floor, plus a hundred requests'
@@ -61,7 +60,6 @@ impl Budget {
             // ride out its model's first loading answers.
             tokens: options.min_per_sec * 10.0,
             at: Instant::now(),
-            rng: 0x853c_49e6_748f_ea9b ^ u64::from(std::process::id()),
         }
     }
 
@@ -96,11 +94,7 @@ impl Budget {
             .base
             .saturating_mul(2u32.saturating_pow(attempt.min(20)))
             .min(o.cap);
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let draw =
-            (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        let draw: f64 = rand::Rng::gen(&mut rand::thread_rng());
         ceiling.mul_f64(draw).max(at_least)
     }
 }
