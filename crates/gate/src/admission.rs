@@ -23,14 +23,6 @@ pub enum Shed {
 }
 
 impl Shed {
-    /// The `outcome` label of `vitals_gate_requests_total`.
-    pub fn outcome(self) -> &'static str {
-        match self {
-            Shed::QueueFull { .. } => "shed_queue_full",
-            Shed::QueueTimeout { .. } => "shed_queue_timeout",
-        }
-    }
-
     pub fn retry_after(self) -> Duration {
         match self {
             Shed::QueueFull { retry_after } | Shed::QueueTimeout { retry_after } => retry_after,

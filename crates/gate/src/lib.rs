@@ -154,7 +154,6 @@ struct Inner {
     breaker: Mutex<Breaker>,
     circuit: watch::Sender<Circuit>,
     client: upstream::Client,
-    outcomes: [AtomicU64; 7],
     metrics: metrics::GateMetrics,
     /// Time to first byte of forwarded requests: their sum (µs) and count, for the load samples.
     ttfb_micros: AtomicU64,
@@ -217,7 +216,6 @@ impl Gate {
                 circuit,
                 options,
                 client,
-                outcomes: Default::default(),
                 metrics: metrics::GateMetrics::new(),
                 budget: Mutex::new(retry::Budget::new(options_retry)),
                 limiter: options_adaptive.map(|a| Mutex::new(adaptive::Vegas::new(a, options_max))),
@@ -361,7 +359,7 @@ impl Gate {
 
     /// Requests that ended with `outcome` so far.
     pub fn count(&self, outcome: Outcome) -> u64 {
-        self.inner.outcomes[outcome as usize].load(Ordering::Relaxed)
+        self.inner.metrics.by_outcome[outcome as usize].get()
     }
 
     fn counted(&self, outcome: Outcome, response: Response<Body>) -> Response<Body> {
@@ -370,14 +368,7 @@ impl Gate {
     }
 
     fn count_only(&self, outcome: Outcome) {
-        self.inner.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .metrics
-            .requests
-            .get_or_create(&metrics::OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        self.inner.metrics.by_outcome[outcome as usize].inc();
     }
 
     /// Answers one request: admitted and forwarded, or refused by the gate itself.
@@ -607,26 +598,13 @@ impl Gate {
                 Ok(Err(_)) | Err(_) => self.truncated(trial),
             };
         }
-        if status.is_server_error() {
-            self.record(trial, Err(&format!("the upstream answered {status}")));
-        } else {
-            self.record(trial, Ok(()));
-        }
         // The slot travels with the stream: held until the last byte, or until the client goes
         // away and hyper drops the body (which drops the upstream response, cancelling it).
-        headers.remove(header::CONTENT_LENGTH);
-        let mut response = Response::new(BoxBody::new(upstream::Held {
+        let body = BoxBody::new(upstream::Held {
             body: upstream.body,
             _slot: slot,
-        }));
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        let outcome = if status.is_server_error() {
-            Outcome::UpstreamError
-        } else {
-            Outcome::Ok
-        };
-        self.counted(outcome, response)
+        });
+        self.pass_on(trial, status, headers, body, false)
     }
 
     /// An answer read whole: its status decides the breaker, and it goes to the client as is.
@@ -640,21 +618,33 @@ impl Gate {
     ) -> Response<Body> {
         drop(slot);
         strip(&mut headers);
-        headers.remove(header::CONTENT_LENGTH);
-        if status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes) {
-            // A model still loading is not a fault: the upstream is coming up.
-            self.record(trial, Ok(()));
-        } else if status.is_server_error() {
+        let loading = status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes);
+        let body = BoxBody::new(Full::new(bytes).map_err(|never| match never {}));
+        self.pass_on(trial, status, headers, body, loading)
+    }
+
+    /// Passes the upstream's answer on: a 5xx is a fault for the breaker (unless the model is
+    /// only loading, which is the upstream coming up) and counts as `upstream_error`.
+    fn pass_on(
+        &self,
+        trial: bool,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: Body,
+        loading: bool,
+    ) -> Response<Body> {
+        let fault = status.is_server_error();
+        if fault && !loading {
             self.record(trial, Err(&format!("the upstream answered {status}")));
         } else {
             self.record(trial, Ok(()));
         }
-        let mut response = Response::new(BoxBody::new(
-            Full::new(bytes).map_err(|never| match never {}),
-        ));
+        // hyper frames the answer itself: the upstream's length may not hold for it.
+        headers.remove(header::CONTENT_LENGTH);
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        let outcome = if status.is_server_error() {
+        let outcome = if fault {
             Outcome::UpstreamError
         } else {
             Outcome::Ok
@@ -736,20 +726,11 @@ fn is_loading(body: &[u8]) -> bool {
 
 /// 503 while the circuit is open, with when to come back.
 fn circuit_open(retry_after: Duration) -> Response<Body> {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server_overloaded",
+    overloaded(
         "circuit_open",
         "the upstream is failing and the gate's circuit is open; retry after the Retry-After delay",
-    );
-    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    r.headers_mut().insert(
-        header::HeaderName::from_static("x-vitals-overloaded"),
-        HeaderValue::from_static("circuit_open"),
-    );
-    r
+        retry_after,
+    )
 }
 
 fn outcome_of(shed: Shed) -> Outcome {
@@ -795,13 +776,19 @@ fn shed_response(shed: Shed) -> Response<Body> {
             "the request waited the gate's queue_timeout without a free slot; retry after the Retry-After delay",
         ),
     };
+    overloaded(code, message, shed.retry_after())
+}
+
+/// 503 `server_overloaded` with `Retry-After` (whole seconds, rounded up, at least 1) and
+/// `x-vitals-overloaded: code`: what every refusal of the gate's own says.
+fn overloaded(code: &'static str, message: &str, retry_after: Duration) -> Response<Body> {
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "server_overloaded",
         code,
         message,
     );
-    let secs = shed.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     r.headers_mut().insert(
