@@ -113,27 +113,7 @@ async fn completions_and_streams_pass_through_the_gate_token_for_token() {
         assert!(metrics.contains(family), "{family}: {metrics}");
     }
     // The gate's families pass Prometheus' own lint, as the rest do.
-    use std::io::Write as _;
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool; run scripts/setup-test-deps");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::metrics::promtool_check_metrics(&metrics);
 }
 
 /// The e2e: the breaker opens on an upstream outage, /readyz goes 503 with no change to

@@ -16,6 +16,31 @@ pub fn require_tool(name: &str) {
     assert!(found, "{name} is not installed; run scripts/setup-test-deps (it installs Debian's prometheus package)");
 }
 
+/// `promtool check metrics` on an exposition: Prometheus' own lint of names, types and help.
+pub fn promtool_check_metrics(text: &str) {
+    require_tool("promtool");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn metrics_follow_the_contract_and_pass_promtool() {
     require_tool("promtool");
@@ -102,26 +127,7 @@ async fn metrics_follow_the_contract_and_pass_promtool() {
         "{text}"
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_metrics(&text);
     assert!(!text.contains("# EOF"));
     // Prometheus itself asks for OpenMetrics and gets it.
     let r = client()
