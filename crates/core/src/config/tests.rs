@@ -27,6 +27,16 @@ fn errors(toml: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every message in `want` begins one of `errs`: each problem is reported, with its key first.
+fn assert_reported(errs: &[String], want: &[&str]) {
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "no {w:?} in {errs:#?}"
+        );
+    }
+}
+
 #[test]
 fn empty_file_gives_documented_defaults() {
     let c = parse("").unwrap();
@@ -143,12 +153,7 @@ fn every_problem_is_reported_at_once_with_its_key() {
         "dependencies[2].url: \"ftp://x/\" must be an http:// or https:// URL",
         "dependencies[2].headers_env.Authorization: environment variable MISSING_VAR is not set",
     ];
-    for want in expect {
-        assert!(
-            errs.iter().any(|e| e.starts_with(want)),
-            "missing {want:?} in {errs:#?}"
-        );
-    }
+    assert_reported(&errs, &expect);
 }
 
 #[test]
@@ -323,18 +328,19 @@ fn new_kinds_name_the_key_and_the_fix() {
         query = "SELECT 1"
         "#,
     );
-    for want in [
-        "dependencies[0].check: \"chat\" is not a check mode",
-        "dependencies[0].prompt: is only used by check = \"semantic\"",
-        "dependencies[1].url: holds a password; secrets never go in the file",
-        "dependencies[2].command: must be a list (it runs without a shell), such as [\"/bin/check\", \"--fast\"]",
-        "dependencies[3].url: \"http://127.0.0.1:6379\" must be a redis or rediss URL",
-        "dependencies[3].expect: \"/(/\" is not a valid regex",
-        "dependencies[4].max_probes_per_hour: must be at least 1",
-        "dependencies[4].query: is not used by kind \"openai\"",
-    ] {
-        assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in {errs:#?}");
-    }
+    assert_reported(
+        &errs,
+        &[
+            "dependencies[0].check: \"chat\" is not a check mode",
+            "dependencies[0].prompt: is only used by check = \"semantic\"",
+            "dependencies[1].url: holds a password; secrets never go in the file",
+            "dependencies[2].command: must be a list (it runs without a shell), such as [\"/bin/check\", \"--fast\"]",
+            "dependencies[3].url: \"http://127.0.0.1:6379\" must be a redis or rediss URL",
+            "dependencies[3].expect: \"/(/\" is not a valid regex",
+            "dependencies[4].max_probes_per_hour: must be at least 1",
+            "dependencies[4].query: is not used by kind \"openai\"",
+        ],
+    );
     assert!(!errs.iter().any(|e| e.contains("hunter2")), "{errs:#?}");
 }
 
@@ -349,17 +355,15 @@ fn probe_rules_the_platforms_share() {
         startup = { failure_threshold = 10 }
         "#,
     );
-    for want in [
-        "readiness.degraded_status: 503 is not allowed",
-        "probes.liveness.timeout: 6s is longer than period (5s)",
-        "probes.liveness.success_threshold: 2 is not allowed",
-        "probes.startup.failure_threshold: is derived from startup.timeout",
-    ] {
-        assert!(
-            errs.iter().any(|e| e.starts_with(want)),
-            "missing {want:?} in {errs:#?}"
-        );
-    }
+    assert_reported(
+        &errs,
+        &[
+            "readiness.degraded_status: 503 is not allowed",
+            "probes.liveness.timeout: 6s is longer than period (5s)",
+            "probes.liveness.success_threshold: 2 is not allowed",
+            "probes.startup.failure_threshold: is derived from startup.timeout",
+        ],
+    );
 }
 
 #[test]
@@ -507,12 +511,7 @@ fn bad_agent_and_signal_values_name_their_keys() {
         "signals[1].colour: unknown key",
         "signals[1].name: is required",
     ];
-    for w in want {
-        assert!(
-            errs.iter().any(|e| e.starts_with(w)),
-            "no {w:?} in {errs:#?}"
-        );
-    }
+    assert_reported(&errs, &want);
     assert_eq!(
         errors("[agent]\nstall_after = \"5s\"\n"),
         vec!["agent.stall_after: has no effect while agent.heartbeat is \"off\"; set agent.heartbeat = \"required\" or remove it"]
@@ -644,12 +643,7 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         "gate.saturation.ttfb_factor: 0.5 must be a number above 1",
         "signals[0].name: \"gate\" is a name [gate] takes in readiness",
     ];
-    for w in want {
-        assert!(
-            errs.iter().any(|e| e.starts_with(w)),
-            "no {w:?} in {errs:#?}"
-        );
-    }
+    assert_reported(&errs, &want);
     assert!(
         !errs
             .iter()
@@ -657,37 +651,27 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         "{errs:#?}"
     );
     let missing = errors("[gate]\n");
-    for key in [
-        "gate.listen: missing",
-        "gate.upstream: missing",
-        "gate.max_concurrent: missing",
-    ] {
-        assert!(
-            missing.iter().any(|e| e.starts_with(key)),
-            "no {key:?} in {missing:#?}"
-        );
-    }
+    assert_reported(
+        &missing,
+        &[
+            "gate.listen: missing",
+            "gate.upstream: missing",
+            "gate.max_concurrent: missing",
+        ],
+    );
     let loops = errors(
         "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://localhost:8081\"\nmax_concurrent = 2\n",
     );
-    assert!(
-        loops
-            .iter()
-            .any(|e| e.starts_with("gate.upstream: points at the gate's own address")),
-        "{loops:#?}"
-    );
+    assert_reported(&loops, &["gate.upstream: points at the gate's own address"]);
     let word = errors(
         "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = \"lots\"\nsurprise = 1\n",
     );
-    assert!(
-        word.iter()
-            .any(|e| e.starts_with("gate.max_concurrent: \"lots\" is not a limit")),
-        "{word:#?}"
-    );
-    assert!(
-        word.iter()
-            .any(|e| e.starts_with("gate.surprise: unknown key")),
-        "{word:#?}"
+    assert_reported(
+        &word,
+        &[
+            "gate.max_concurrent: \"lots\" is not a limit",
+            "gate.surprise: unknown key",
+        ],
     );
 }
 
@@ -701,24 +685,18 @@ fn an_adaptive_limit_takes_its_floor_and_refuses_what_it_cannot_use() {
     assert_eq!(g.adaptive_min, Some(1));
     assert_eq!(parse(base).unwrap().gate.unwrap().adaptive_min, None);
     let errs = errors(&format!("{base}limit = \"dynamic\"\n"));
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("gate.limit: \"dynamic\" is not a limit mode")),
-        "{errs:#?}"
-    );
+    assert_reported(&errs, &["gate.limit: \"dynamic\" is not a limit mode"]);
     let errs = errors(&format!("{base}[gate.adaptive]\nmin_limit = 2\n"));
-    assert!(
-        errs.iter().any(|e| e
-            .starts_with("gate.adaptive.min_limit: is read only with gate.limit = \"adaptive\"")),
-        "{errs:#?}"
+    assert_reported(
+        &errs,
+        &["gate.adaptive.min_limit: is read only with gate.limit = \"adaptive\""],
     );
     let errs = errors(&format!(
         "{base}limit = \"adaptive\"\n[gate.adaptive]\nmin_limit = 9\n"
     ));
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("gate.adaptive.min_limit: 9 is above gate.max_concurrent (8)")),
-        "{errs:#?}"
+    assert_reported(
+        &errs,
+        &["gate.adaptive.min_limit: 9 is above gate.max_concurrent (8)"],
     );
 }
 
