@@ -111,8 +111,7 @@ impl Builder {
         check_signals(&self.config)?;
         let config = Arc::new(self.config);
         #[cfg(feature = "gate")]
-        let gate =
-            crate::gate::GatePart::from_config(&config, config.server.header_read_timeout.std())?;
+        let gate = crate::gate::GatePart::from_config(&config)?;
         #[cfg(not(feature = "gate"))]
         if config.gate.is_some() {
             return Err(Error::Gate(

@@ -29,10 +29,7 @@ const REFRESH: Duration = Duration::from_secs(60);
 
 impl GatePart {
     /// The gate `config` asks for, if any.
-    pub(crate) fn from_config(
-        config: &vitals_core::Config,
-        header_read_timeout: Duration,
-    ) -> Result<Option<GatePart>, Error> {
+    pub(crate) fn from_config(config: &vitals_core::Config) -> Result<Option<GatePart>, Error> {
         let Some(g) = &config.gate else {
             return Ok(None);
         };
@@ -48,7 +45,8 @@ impl GatePart {
             queue_timeout: g.queue_timeout.std(),
             request_timeout: g.request_timeout.std(),
             max_body: g.max_body,
-            header_read_timeout,
+            // Slow clients are cut as on the probe routes.
+            header_read_timeout: config.server.header_read_timeout.std(),
             breaker: BreakerOptions {
                 failure_threshold: g.breaker.failure_threshold,
                 open_for: g.breaker.open_for.std(),
