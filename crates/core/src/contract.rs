@@ -55,6 +55,17 @@ pub mod metrics {
     pub const GATE_CONCURRENCY_LIMIT: &str = "vitals_gate_concurrency_limit";
     pub const GATE_CIRCUIT_STATE: &str = "vitals_gate_circuit_state";
     pub const GATE_RETRIES_TOTAL: &str = "vitals_gate_retries_total";
+    // `[[processes]]`'.
+    pub const PROCESS_UP: &str = "vitals_process_up";
+    pub const PROCESS_RESTARTS_TOTAL: &str = "vitals_process_restarts_total";
+    pub const PROCESS_START_TIME: &str = "vitals_process_start_time_seconds";
+    pub const PROCESS_RESIDENT_MEMORY: &str = "vitals_process_resident_memory_bytes";
+    pub const PROCESS_CPU_SECONDS_TOTAL: &str = "vitals_process_cpu_seconds_total";
+    /// Per supervised process and GPU, where NVML is present.
+    pub const PROCESS_GPU_MEMORY: &str = "vitals_process_gpu_memory_bytes";
+    pub const GPU_UTILIZATION: &str = "vitals_gpu_utilization_ratio";
+    pub const GPU_MEMORY_USED: &str = "vitals_gpu_memory_used_bytes";
+    pub const GPU_MEMORY_TOTAL: &str = "vitals_gpu_memory_total_bytes";
 
     /// A counter's registered name: prometheus-client appends `_total` itself.
     pub fn counter_base(name: &str) -> &str {

@@ -66,6 +66,10 @@ impl Default for Rules {
 /// How old the gate's last report may be: the runtime refreshes it every minute.
 pub const GATE_STALE_AFTER: Duration = Duration::from_secs(300);
 
+/// How old a supervised process's last report may be: the supervisor reports at least every
+/// minute, so only a stuck supervisor lets it go stale.
+pub const PROCESS_STALE_AFTER: Duration = Duration::from_secs(300);
+
 impl Rules {
     /// The registry holds the dependencies first, in file order (dependency `i` is signal `i`),
     /// then the `[[signals]]`.
@@ -107,7 +111,18 @@ impl Rules {
                 stale_after: GATE_STALE_AFTER,
             })
         });
-        for rules in dependencies.chain(pushed).chain(gate) {
+        // Supervised processes, reported by the supervisor on every change of state.
+        let processes = config.processes.iter().map(|p| SignalRules {
+            name: p.name.clone(),
+            source: Source::Process,
+            critical: p.critical,
+            // A process beside vitals: a new instance starts a new one.
+            instance_local: true,
+            failure_threshold: 1,
+            success_threshold: 1,
+            stale_after: PROCESS_STALE_AFTER,
+        });
+        for rules in dependencies.chain(pushed).chain(gate).chain(processes) {
             // Validation already refused duplicate names.
             let _ = signals.register(rules);
         }

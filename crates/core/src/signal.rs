@@ -41,6 +41,9 @@ pub enum Source {
     Pushed,
     /// `[gate]`'s circuit breaker: down while the circuit is open or half-open.
     Gate,
+    /// A `[[processes]]` entry (or entrypoint mode's `agent`): up while it runs and answers its
+    /// health check.
+    Process,
 }
 
 impl Source {
@@ -50,14 +53,17 @@ impl Source {
             Source::Dependency(kind) => kind.as_str(),
             Source::Pushed => "signal",
             Source::Gate => "gate",
+            Source::Process => "process",
         }
     }
 
     /// Whether results from this source may enter liveness. Dependencies and pushed capabilities
-    /// never may: failing them drains an instance, restarting it would not help.
+    /// never may: failing them drains an instance, restarting it would not help. Supervised
+    /// processes do not either: vitals restarts them itself, and restarting vitals' container on
+    /// top would only restart them a second time.
     pub fn touches_liveness(self) -> bool {
         match self {
-            Source::Dependency(_) | Source::Pushed | Source::Gate => false,
+            Source::Dependency(_) | Source::Pushed | Source::Gate | Source::Process => false,
         }
     }
 }

@@ -74,6 +74,12 @@ pub fn load(
         gate: root
             .contains_key("gate")
             .then(|| section(&root, "gate", &mut errors)),
+        processes: table_array(
+            &root,
+            "processes",
+            &mut errors,
+            |_: &mut raw::RawProcess, _| {},
+        ),
     };
     match validate(raw, env) {
         Ok(config) if errors.is_empty() => Ok(config),

@@ -17,7 +17,10 @@ use crate::{Duration, Secret};
 
 pub use load::{from_toml, load};
 pub use names::{invalid_name, valid_name};
-pub use validate::{startup_failure_threshold, validate, GATE_SATURATION_SIGNAL, GATE_SIGNAL};
+pub use validate::{
+    check_programs, program_problem, startup_failure_threshold, validate, GATE_SATURATION_SIGNAL,
+    GATE_SIGNAL, PORT_PLACEHOLDER,
+};
 
 /// One problem in the configuration, under the key that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +98,135 @@ pub struct Config {
     pub signals: Vec<Signal>,
     /// `[gate]`: backpressure in front of the inference server.
     pub gate: Option<Gate>,
+    /// `[[processes]]`: programs vitals supervises.
+    pub processes: Vec<Process>,
+}
+
+/// The name of the process `vitals serve -- CMD` runs (entrypoint mode); no `[[processes]]`
+/// entry may take it.
+pub const AGENT_PROCESS: &str = "agent";
+
+/// One `[[processes]]` entry, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub name: String,
+    /// The program and its arguments; `{port}` still in place.
+    pub command: Vec<String>,
+    /// Added to the inherited environment; `{port}` still in place.
+    pub env: Vec<(String, String)>,
+    pub port: Option<Ports>,
+    pub health: ProcessHealth,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub restart: RestartPolicy,
+    pub critical: bool,
+    pub backoff: Backoff,
+    pub give_up_after: Option<u32>,
+    pub stall_after: Duration,
+}
+
+impl Process {
+    /// The `agent` process of entrypoint mode: `command` run as it is, healthy while alive,
+    /// never restarted (its exit ends vitals with its status).
+    pub fn entrypoint(command: Vec<String>) -> Process {
+        Process {
+            name: AGENT_PROCESS.to_owned(),
+            command,
+            env: Vec::new(),
+            port: None,
+            health: ProcessHealth::None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+            start_timeout: Duration::from_secs(120),
+            stop_timeout: Duration::from_secs(10),
+            restart: RestartPolicy::Never,
+            critical: true,
+            backoff: Backoff::default(),
+            give_up_after: None,
+            stall_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `processes[].port`: one port, or an inclusive range to choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    Fixed(u16),
+    Range { first: u16, last: u16 },
+}
+
+impl Ports {
+    /// The ports to try, in order.
+    pub fn candidates(self) -> std::ops::RangeInclusive<u16> {
+        match self {
+            Ports::Fixed(p) => p..=p,
+            Ports::Range { first, last } => first..=last,
+        }
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ports::Fixed(p) => write!(f, "{p}"),
+            Ports::Range { first, last } => write!(f, "{first}-{last}"),
+        }
+    }
+}
+
+/// `processes[].health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessHealth {
+    /// `GET http://127.0.0.1:{port}{path}`: 2xx healthy, 503 still loading (during start).
+    Http { path: String },
+    /// A TCP connection to the port.
+    Tcp,
+    /// Alive is healthy.
+    None,
+}
+
+/// `processes[].restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// After an exit with a status other than 0, a signal, or an unhealthy spell.
+    OnFailure,
+    /// After any exit.
+    Always,
+    /// Never: an exited process stays down (and readiness says so).
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+/// `[processes.backoff]`: `initial` doubling up to `max`, back to `initial` after `reset_after`
+/// of health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[gate]`, checked.
@@ -102,6 +234,8 @@ pub struct Config {
 pub struct Gate {
     pub listen: std::net::SocketAddr,
     pub upstream: url::Url,
+    /// `gate.process`: the `[[processes]]` entry the gate fronts; the upstream's port follows it.
+    pub process: Option<String>,
     pub max_concurrent: GateLimit,
     /// `gate.limit = "adaptive"`: the lowest the limit goes (`[gate.adaptive] min_limit`);
     /// `None` for a fixed limit.

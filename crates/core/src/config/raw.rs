@@ -20,6 +20,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "dependencies",
     "signals",
     "gate",
+    "processes",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +229,9 @@ pub struct RawGate {
     pub listen: Option<String>,
     /// The inference server's base URL.
     pub upstream: Option<String>,
+    /// A `[[processes]]` entry the gate fronts: the upstream is that process on loopback, at
+    /// whatever port it runs on now (instead of `upstream`).
+    pub process: Option<String>,
     /// Requests let through at once: a number, or `"auto"` (llama.cpp's `/props`).
     pub max_concurrent: Option<RawGateLimit>,
     /// `"fixed"` (default): `max_concurrent` it is; `"adaptive"`: follows the upstream's pace
@@ -303,4 +307,62 @@ pub struct RawBreaker {
 pub struct RawAdaptive {
     /// The lowest the adaptive limit goes.
     pub min_limit: Option<u32>,
+}
+
+/// One `[[processes]]` entry: a program vitals starts, watches, restarts and stops.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcess {
+    /// Unique among dependencies, signals and processes; the process's signal, metric label and
+    /// log field.
+    pub name: Option<String>,
+    /// The program and its arguments, as a list (no shell). `{port}` is replaced by the port.
+    pub command: Option<Vec<String>>,
+    /// Variables added to the inherited environment. `{port}` is replaced in the values.
+    pub env: Option<BTreeMap<String, String>>,
+    /// A port (`8080`) or a range (`"5800-5899"`) to choose a free one from.
+    pub port: Option<RawPort>,
+    /// How vitals checks it: an HTTP path (`"/health"`), `"tcp"` or `"none"` (alive is healthy).
+    pub health: Option<String>,
+    /// Time between two health checks.
+    pub interval: Option<Duration>,
+    /// How long one health check may take.
+    pub timeout: Option<Duration>,
+    /// Consecutive failed health checks before the process is restarted.
+    pub failure_threshold: Option<u32>,
+    /// How long the process may take to become healthy after each start.
+    pub start_timeout: Option<Duration>,
+    /// After SIGTERM, how long the process may take to exit before SIGKILL.
+    pub stop_timeout: Option<Duration>,
+    /// `"on-failure"` (default), `"always"` or `"never"`.
+    pub restart: Option<String>,
+    /// Whether the process being down makes readiness 503 (default true) or degraded.
+    pub critical: Option<bool>,
+    /// Restarts in a row (without `backoff.reset_after` of health between them) before vitals
+    /// gives up on the process; unset: never gives up.
+    pub give_up_after: Option<u32>,
+    /// With `gate.process` naming this process: requests in flight with no byte from it for this
+    /// long count as a hung process.
+    pub stall_after: Option<Duration>,
+    pub backoff: Option<RawBackoff>,
+}
+
+/// A port number, or a range written `"FIRST-LAST"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+/// `[processes.backoff]`: the delay before each restart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    /// The first delay; each restart in a row doubles it.
+    pub initial: Option<Duration>,
+    /// The longest delay.
+    pub max: Option<Duration>,
+    /// Healthy this long, the next restart waits `initial` again.
+    pub reset_after: Option<Duration>,
 }

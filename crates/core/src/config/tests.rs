@@ -180,7 +180,7 @@ fn duplicate_names_and_unknown_startup_requirements() {
     );
     assert!(
         errs.iter().any(|e| e.starts_with(
-            "startup.require[0]: no dependency or signal is named \"lm\" (did you mean \"llm\"?)"
+            "startup.require[0]: no dependency, signal or process is named \"lm\" (did you mean \"llm\"?)"
         )),
         "{errs:#?}"
     );
@@ -482,7 +482,7 @@ fn a_signal_and_a_dependency_of_one_name_are_refused_naming_both_keys() {
     );
     assert_eq!(
         errs,
-        vec!["signals[0].name: \"search\" is already used by dependencies[0]; names must be unique across dependencies and signals, so rename one of them"]
+        vec!["signals[0].name: \"search\" is already used by dependencies[0]; names must be unique across dependencies, signals and processes, so rename one of them"]
     );
 }
 
@@ -738,4 +738,129 @@ fn loopback_hosts_are_localhost_and_loopback_addresses_only() {
     assert!(!dep(
         "[[dependencies]]\nname = \"m\"\nkind = \"tcp\"\naddress = \"db.internal:5432\"\n"
     ));
+}
+
+#[test]
+fn a_process_reads_with_its_defaults_and_joins_startup() {
+    let c = parse(
+        r#"
+        [[processes]]
+        name = "llama"
+        command = ["llama-server", "--port", "{port}"]
+        port = "5800-5899"
+        env = { CUDA_VISIBLE_DEVICES = "0", LLAMA_ARG_PORT = "{port}" }
+        "#,
+    )
+    .unwrap();
+    let p = &c.processes[0];
+    assert_eq!(
+        p.port,
+        Some(Ports::Range {
+            first: 5800,
+            last: 5899
+        })
+    );
+    assert_eq!(
+        p.health,
+        ProcessHealth::Http {
+            path: "/health".into()
+        }
+    );
+    assert_eq!(p.restart, RestartPolicy::OnFailure);
+    assert_eq!(p.backoff, Backoff::default());
+    assert_eq!(
+        (p.interval, p.timeout),
+        (Duration::from_secs(10), Duration::from_secs(5))
+    );
+    assert_eq!(p.start_timeout, Duration::from_secs(120));
+    assert!(p.critical && p.give_up_after.is_none());
+    assert_eq!(c.startup.require, vec!["llama".to_owned()]);
+    let bare = parse("[[processes]]\nname = \"agentd\"\ncommand = [\"agentd\"]\n").unwrap();
+    assert_eq!(bare.processes[0].health, ProcessHealth::None);
+}
+
+#[test]
+fn every_process_problem_is_reported_with_its_key_and_fix() {
+    let errs = errors(
+        r#"
+        [server]
+        listen = "0.0.0.0:8080"
+
+        [gate]
+        listen = "127.0.0.1:8081"
+        upstream = "http://127.0.0.1:9000"
+        process = "llama"
+        max_concurrent = 2
+
+        [[processes]]
+        name = "agent"
+        command = ["x"]
+
+        [[processes]]
+        name = "a"
+        command = ["srv"]
+        port = "6000-5000"
+
+        [[processes]]
+        name = "b"
+        command = ["srv"]
+        port = "7000-7010"
+        health = "/health"
+        interval = "1s"
+        timeout = "2s"
+        restart = "allways"
+        give_up_after = 0
+
+        [[processes]]
+        name = "c"
+        command = ["srv", "{port}"]
+        health = "tcp"
+
+        [[processes]]
+        name = "d"
+        command = []
+        port = 8080
+        health = "grpc"
+        [processes.backoff]
+        initial = "10s"
+        max = "1s"
+        "#,
+    );
+    assert_reported(
+        &errs,
+        &[
+            "gate.process: gate.upstream is set too",
+            "processes[0].name: \"agent\" is the process `vitals serve -- CMD` runs",
+            "processes[1].port: \"6000-5000\" runs backwards",
+            "processes[2].port: is a range, but neither the command nor env holds \"{port}\"",
+            "processes[2].timeout: 2s is not shorter than processes[2].interval (1s)",
+            "processes[2].restart: \"allways\" is not a restart policy (did you mean \"always\"?)",
+            "processes[2].give_up_after: must be at least 1",
+            "processes[3].command: holds \"{port}\" but processes[].port is not set",
+            "processes[3].health: \"tcp\" checks the process's port, but processes[].port is not set",
+            "processes[4].command: names no program",
+            "processes[4].port: 8080 is the probe server's port",
+            "processes[4].health: \"grpc\" is not a health check",
+            "processes[4].backoff.max: 1s is shorter than processes[4].backoff.initial (10s)",
+        ],
+    );
+}
+
+#[test]
+fn a_gate_fronts_a_known_process_with_a_port() {
+    let gate = |process: &str| {
+        format!(
+            "[gate]\nlisten = \"127.0.0.1:8081\"\nprocess = \"{process}\"\nmax_concurrent = 1\n\n[[processes]]\nname = \"llama\"\ncommand = [\"srv\", \"{{port}}\"]\nport = 9000\n\n[[processes]]\nname = \"plain\"\ncommand = [\"srv\"]\n"
+        )
+    };
+    let c = parse(&gate("llama")).unwrap();
+    assert_eq!(c.gate.unwrap().process.as_deref(), Some("llama"));
+    assert_reported(
+        &errors(&gate("lama")),
+        &["gate.process: no [[processes]] entry is named \"lama\" (did you mean \"llama\"?)"],
+    );
+    assert_reported(
+        &errors(&gate("plain")),
+        &["gate.process: processes entry \"plain\" has no port"],
+    );
 }

@@ -42,15 +42,24 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             );
         }
     }
-    let upstream = match raw.upstream.as_deref() {
-        None => {
+    let upstream = match (raw.upstream.as_deref(), raw.process.as_deref()) {
+        (None, None) => {
             e.push(
                 "gate.upstream",
-                "missing; set the inference server's base URL, such as \"http://127.0.0.1:8080\" (llama.cpp) or \"https://api.openai.com\"",
+                "missing; set the inference server's base URL, such as \"http://127.0.0.1:8080\" (llama.cpp) or \"https://api.openai.com\", or gate.process to front a [[processes]] entry",
             );
             None
         }
-        Some(s) => upstream(e, s, listen),
+        (Some(_), Some(_)) => {
+            e.push(
+                "gate.process",
+                "gate.upstream is set too: the gate fronts either a URL or a supervised process; remove one of them",
+            );
+            None
+        }
+        // The port is the process's, filled in when it starts (validate checks the name).
+        (None, Some(_)) => url::Url::parse("http://127.0.0.1/").ok(),
+        (Some(s), None) => upstream(e, s, listen),
     };
     let max_concurrent = match raw.max_concurrent {
         None => {
@@ -238,6 +247,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
     Some(Gate {
         listen: listen?,
         upstream: upstream?,
+        process: raw.process,
         max_concurrent: max_concurrent?,
         adaptive_min,
         queue_depth,

@@ -3,6 +3,7 @@
 mod checks;
 mod dependency;
 mod gate;
+mod processes;
 mod sections;
 mod signals;
 
@@ -13,6 +14,7 @@ use super::raw::*;
 use super::*;
 
 pub use gate::{GATE_SATURATION_SIGNAL, GATE_SIGNAL};
+pub use processes::{check_programs, program_problem, PORT_PLACEHOLDER};
 pub use sections::startup_failure_threshold;
 
 /// The raw sections, each already read on its own.
@@ -29,6 +31,7 @@ pub struct RawConfig {
     pub signals: Vec<RawSignal>,
     /// `None` without a `[gate]` table.
     pub gate: Option<RawGate>,
+    pub processes: Vec<RawProcess>,
 }
 
 struct Errors(Vec<ConfigError>);
@@ -181,6 +184,12 @@ pub fn validate(
                 .enumerate()
                 .map(|(i, s)| (format!("signals[{i}]"), s.name.clone())),
         )
+        .chain(
+            raw.processes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("processes[{i}]"), p.name.clone())),
+        )
         .collect();
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for (at, name) in &written {
@@ -190,7 +199,7 @@ pub fn validate(
         match seen.get(name) {
             Some(first) => e.push(
                 format!("{at}.name"),
-                format!("\"{name}\" is already used by {first}; names must be unique across dependencies and signals, so rename one of them"),
+                format!("\"{name}\" is already used by {first}; names must be unique across dependencies, signals and processes, so rename one of them"),
             ),
             None => {
                 seen.insert(name, at.as_str());
@@ -224,18 +233,52 @@ pub fn validate(
         .enumerate()
         .filter_map(|(i, s)| signals::signal(&mut e, i, s))
         .collect();
+    let processes: Vec<Process> = raw
+        .processes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, p)| processes::process(&mut e, i, p, server.listen))
+        .collect();
+    if let Some(name) = gate.as_ref().and_then(|g| g.process.as_deref()) {
+        match processes.iter().find(|p| p.name == name) {
+            Some(p) if p.port.is_none() => e.push(
+                "gate.process",
+                format!("processes entry \"{name}\" has no port for the gate to send requests to; set its port"),
+            ),
+            Some(_) => {}
+            None if raw_names.contains(&name) => {}
+            None => {
+                let known: Vec<&str> = processes.iter().map(|p| p.name.as_str()).collect();
+                e.push(
+                    "gate.process",
+                    format!(
+                        "no [[processes]] entry is named \"{name}\"{}; known: {}",
+                        suggest(name, &known),
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                );
+            }
+        }
+    }
 
     let require = match raw.startup.require {
         None => dependencies
             .iter()
             .filter(|d| d.critical)
             .map(|d| d.name.clone())
+            .chain(
+                processes
+                    .iter()
+                    .filter(|p| p.critical)
+                    .map(|p| p.name.clone()),
+            )
             .collect(),
         Some(names) => {
             let known: Vec<&str> = dependencies
                 .iter()
                 .map(|d| d.name.as_str())
                 .chain(signals.iter().map(|s| s.name.as_str()))
+                .chain(processes.iter().map(|p| p.name.as_str()))
                 .collect();
             let mut require: Vec<String> = Vec::new();
             for (j, name) in names.iter().enumerate() {
@@ -248,7 +291,7 @@ pub fn validate(
                     e.push(
                         format!("startup.require[{j}]"),
                         format!(
-                            "no dependency or signal is named \"{name}\"{}; known: {}",
+                            "no dependency, signal or process is named \"{name}\"{}; known: {}",
                             suggest(name, &known),
                             if known.is_empty() {
                                 "none".to_owned()
@@ -280,5 +323,6 @@ pub fn validate(
         dependencies,
         signals,
         gate,
+        processes,
     })
 }
