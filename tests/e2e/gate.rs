@@ -8,7 +8,7 @@ use vitals_test_util::{LlmServer, StubServer, VitalsProcess};
 use crate::{bin, body, client, expect_status_within};
 
 /// The gate's address, from its "gate: serving" log line.
-fn gate_addr(v: &VitalsProcess) -> String {
+pub(crate) fn gate_addr(v: &VitalsProcess) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for line in v.logs() {

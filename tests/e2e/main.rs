@@ -20,6 +20,7 @@ mod metrics;
 mod readiness;
 mod render;
 mod stores;
+mod supervisor;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -91,11 +91,20 @@ fn placeholder(_: &str) -> Option<String> {
 /// Reads and validates, and builds every dependency's client (so that what `validate` accepts,
 /// `serve` runs); on failure prints every problem and returns the exit code.
 pub fn load(source: &Source) -> Result<Config, ExitCode> {
-    checked(source, load_with(source, true, &|k| std::env::var(k).ok())?)
+    let config = checked(source, load_with(source, true, &|k| std::env::var(k).ok())?)?;
+    // The programs [[processes]] run must exist here (render, for another machine, skips this).
+    let path = std::env::var("PATH").ok();
+    let missing = vitals_core::config::check_programs(&config, None, path.as_deref());
+    if missing.is_empty() {
+        Ok(config)
+    } else {
+        Err(report(source, &ConfigErrors(missing)))
+    }
 }
 
 /// `vitals validate --offline`, a CI lint: everything `load` checks, but the variables named by
-/// `*_env` keys are not read (they need not be set where the lint runs).
+/// `*_env` keys are not read (they need not be set where the lint runs), and the programs of
+/// `[[processes]]` are not looked for (they need not be installed there).
 pub fn load_offline(path: &Path) -> Result<Config, ExitCode> {
     let source = Source::File(path.to_owned());
     checked(&source, load_with(&source, true, &placeholder)?)

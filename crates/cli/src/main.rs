@@ -41,6 +41,8 @@ const EXAMPLES: &str = "\
 Examples:
   vitals serve                                  no dependencies: ready at once on 0.0.0.0:8080
   vitals serve --config health.toml             check the dependencies health.toml lists
+  vitals serve --config health.toml -- python agent.py
+                                                entrypoint mode: run and supervise the agent
   vitals validate --config health.toml          report every configuration problem, then exit
   VITALS_DRAIN__DELAY=10s vitals serve          any key can come from VITALS_<SECTION>__<KEY>
   vitals check http://127.0.0.1:8080/healthz    the container health command (ECS, Docker)
@@ -68,6 +70,11 @@ enum Command {
         /// Listen address, overriding server.listen (such as 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Entrypoint mode: run the agent itself as the supervised process `agent`. On SIGTERM
+        /// it gets SIGTERM after drain.delay and SIGKILL after drain.grace; vitals exits with its
+        /// exit status, and reaps orphaned processes (it can be a container's PID 1).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Check a configuration and report every problem with its key path; exit 0 or 64.
     Validate {
@@ -168,12 +175,24 @@ fn main() -> ExitCode {
         #[cfg(feature = "ecs-live")]
         Command::Ecs(command) => ecs::run(command),
         Command::Validate { config, offline } => config::validate_command(&config, offline),
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            command,
+        } => {
             let config = match config::Source::from_args(config).and_then(|s| config::load(&s)) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            serve::run(config, listen)
+            let path = std::env::var("PATH").ok();
+            if let Some(problem) = command
+                .first()
+                .and_then(|program| vitals_core::config::program_problem(program, path.as_deref()))
+            {
+                eprintln!("error: the agent's command (after --): {problem}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            serve::run(config, listen, command)
         }
     }
 }

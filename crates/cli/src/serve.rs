@@ -8,7 +8,7 @@ use vitals_core::Config;
 
 use crate::EXIT_CONFIG;
 
-pub fn run(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
+pub fn run(mut config: Config, listen: Option<SocketAddr>, entrypoint: Vec<String>) -> ExitCode {
     if let Some(listen) = listen {
         config.server.listen = listen;
     }
@@ -24,10 +24,11 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>) -> ExitCode {
     };
     let listen = config.server.listen;
     let result = runtime.block_on(async move {
-        let (vitals, _handle) = Builder::from_config(config)
-            .listen(listen)
-            .os_signals(true)
-            .build()?;
+        let mut builder = Builder::from_config(config).listen(listen).os_signals(true);
+        if !entrypoint.is_empty() {
+            builder = builder.entrypoint(entrypoint);
+        }
+        let (vitals, _handle) = builder.build()?;
         vitals.run().await
     });
     // Drained, or cut short: nothing left is worth waiting for. Dropping the runtime would wait

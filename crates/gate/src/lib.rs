@@ -28,7 +28,7 @@ pub mod saturation;
 mod upstream;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -161,6 +161,40 @@ struct Inner {
     load: Mutex<LoadSampler>,
     budget: Mutex<retry::Budget>,
     limiter: Option<Mutex<adaptive::Vegas>>,
+    /// The upstream's port when it moves (a supervised process on a port range); 0: the URL's.
+    port: AtomicU16,
+    progress: Arc<Progress>,
+}
+
+/// When the upstream last showed progress: an answer began, a byte of one arrived, or a request
+/// went to it while none was in flight. A hung upstream stops all three.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    epoch: Instant,
+    last_micros: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn mark(&self) {
+        let micros = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_micros.store(micros, Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Duration {
+        let last = Duration::from_micros(self.last_micros.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
+/// What the gate has seen of the upstream's traffic, for a supervisor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Answers below 500 passed on since the gate started.
+    pub answered: u64,
+    /// Requests holding a slot now (waiting for or streaming an answer).
+    pub in_flight: usize,
+    /// With requests in flight: how long since the upstream last showed progress.
+    pub since_progress: Option<Duration>,
 }
 
 /// The saturation state machine and the counters at the last sample.
@@ -221,6 +255,11 @@ impl Gate {
                 limiter: options_adaptive.map(|a| Mutex::new(adaptive::Vegas::new(a, options_max))),
                 ttfb_micros: AtomicU64::new(0),
                 ttfb_count: AtomicU64::new(0),
+                port: AtomicU16::new(0),
+                progress: Arc::new(Progress {
+                    epoch: Instant::now(),
+                    last_micros: AtomicU64::new(0),
+                }),
                 load: Mutex::new(LoadSampler {
                     saturation: saturation::Saturation::new(options_saturation),
                     shed_full: 0,
@@ -294,6 +333,37 @@ impl Gate {
         &self.inner.options.upstream
     }
 
+    /// Sends requests to `port` from now on (the upstream moved: a supervised process restarted
+    /// on another port of its range).
+    pub fn set_upstream_port(&self, port: u16) {
+        self.inner.port.store(port, Ordering::Relaxed);
+    }
+
+    /// The upstream URL for `path`, on the port it runs on now.
+    fn upstream_url(&self, path: &str) -> url::Url {
+        let options = &self.inner.options;
+        let mut url = options.upstream.clone();
+        let base = options.upstream.path().trim_end_matches('/');
+        url.set_path(&format!("{base}{path}"));
+        match self.inner.port.load(Ordering::Relaxed) {
+            0 => {}
+            port => {
+                let _ = url.set_port(Some(port));
+            }
+        }
+        url
+    }
+
+    /// What the gate has seen of the upstream's traffic (see [`Traffic`]).
+    pub fn traffic(&self) -> Traffic {
+        let in_flight = self.inner.admission.in_flight();
+        Traffic {
+            answered: self.count(Outcome::Ok),
+            in_flight,
+            since_progress: (in_flight > 0).then(|| self.inner.progress.since()),
+        }
+    }
+
     /// The ceiling learned at start (`"auto"`): the fixed limit, or the adaptive limit's
     /// ceiling.
     pub fn learned_limit(&self, slots: usize) {
@@ -324,9 +394,7 @@ impl Gate {
 
     /// The upstream's slot count, from llama.cpp's `GET /props` (`total_slots`).
     pub async fn upstream_slots(&self) -> Result<usize, String> {
-        let mut url = self.inner.options.upstream.clone();
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}/props"));
+        let url = self.upstream_url("/props");
         let answer = tokio::time::timeout(
             self.inner.options.request_timeout,
             self.inner
@@ -454,14 +522,16 @@ impl Gate {
         trial: bool,
     ) -> Response<Body> {
         let options = &self.inner.options;
-        let mut url = options.upstream.clone();
-        let base = options.upstream.path().trim_end_matches('/');
-        url.set_path(&format!("{base}{}", parts.uri.path()));
+        let mut url = self.upstream_url(parts.uri.path());
         url.set_query(parts.uri.query());
         let mut headers = parts.headers;
         strip(&mut headers);
         let sent = Instant::now();
         let in_flight_at_send = self.inner.admission.in_flight();
+        if in_flight_at_send <= 1 {
+            // The start of a busy spell: a stall is counted from here.
+            self.inner.progress.mark();
+        }
         let deadline = sent + options.request_timeout;
         self.budget().deposit(sent);
         let mut attempt = 0u32;
@@ -600,9 +670,11 @@ impl Gate {
         }
         // The slot travels with the stream: held until the last byte, or until the client goes
         // away and hyper drops the body (which drops the upstream response, cancelling it).
+        self.inner.progress.mark();
         let body = BoxBody::new(upstream::Held {
             body: upstream.body,
             _slot: slot,
+            progress: self.inner.progress.clone(),
         });
         self.pass_on(trial, status, headers, body, false)
     }
@@ -633,6 +705,8 @@ impl Gate {
         body: Body,
         loading: bool,
     ) -> Response<Body> {
+        // An answer, even a 5xx, is the upstream making progress.
+        self.inner.progress.mark();
         let fault = status.is_server_error();
         if fault && !loading {
             self.record(trial, Err(&format!("the upstream answered {status}")));

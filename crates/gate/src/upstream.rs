@@ -131,6 +131,8 @@ pub(crate) struct Held {
     pub body: Body,
     /// Released when the body is dropped.
     pub _slot: Slot,
+    /// Marked as each piece arrives.
+    pub progress: std::sync::Arc<crate::Progress>,
 }
 
 impl http_body::Body for Held {
@@ -141,7 +143,11 @@ impl http_body::Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.progress.mark();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

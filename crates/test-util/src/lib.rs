@@ -22,6 +22,9 @@ mod stub;
 pub use golden::assert_golden;
 pub use process::VitalsProcess;
 pub use prometheus::PrometheusProcess;
-pub use services::{postgres_addr, redis_addr, LlmServer, MotoServer, TcpProxy, POSTGRES_PASSWORD};
+pub use services::{
+    llm_python, postgres_addr, redis_addr, tiny_model, LlmServer, MotoServer, TcpProxy,
+    POSTGRES_PASSWORD,
+};
 pub use spec::{arb_spec, assert_limits, spec_from_toml, Change};
 pub use stub::{HangingTcp, StubServer};

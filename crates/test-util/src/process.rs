@@ -42,6 +42,25 @@ impl VitalsProcess {
         Self::spawn(wrapper, bin, &config_args, env, dir)
     }
 
+    /// Like [`VitalsProcess::start`], in entrypoint mode: `vitals serve ... -- command`.
+    pub fn start_entrypoint(
+        bin: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        command: &[&str],
+    ) -> VitalsProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path: PathBuf = dir.path().join("health.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut args = vec![
+            OsString::from("--config"),
+            path.into_os_string(),
+            "--".into(),
+        ];
+        args.extend(command.iter().map(OsString::from));
+        Self::spawn(&[], bin, &args, env, dir)
+    }
+
     /// Like [`VitalsProcess::start`], with the configuration's text in `VITALS_CONFIG_TOML`
     /// instead of a file, as the ECS and Cloud Run renders deliver it.
     pub fn start_inline(bin: &Path, config: &str, env: &[(&str, &str)]) -> VitalsProcess {

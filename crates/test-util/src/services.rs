@@ -112,7 +112,8 @@ pub struct LlmServer {
     _dir: tempfile::TempDir,
 }
 
-fn llm_python() -> PathBuf {
+/// The Python that has llama-cpp-python's server (the validators' venv).
+pub fn llm_python() -> PathBuf {
     let venvs = std::env::var("VENVS").unwrap_or_else(|_| "/tmp/validators-venvs".into());
     let py = PathBuf::from(venvs).join("llm/bin/python");
     assert!(
@@ -136,6 +137,22 @@ fn tiny_model_script() -> PathBuf {
         script.display()
     );
     script
+}
+
+/// Writes the tiny random-weight model into `dir` and returns its path.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let model = dir.join("tiny.gguf");
+    let out = Command::new(llm_python())
+        .arg(tiny_model_script())
+        .arg(&model)
+        .output()
+        .expect("run make_tiny_gguf.py");
+    assert!(
+        out.status.success(),
+        "generating the tiny model failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    model
 }
 
 impl LlmServer {

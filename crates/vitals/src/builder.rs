@@ -20,6 +20,7 @@ pub struct Builder {
     config: Config,
     listen: Option<Listen>,
     os_signals: bool,
+    entrypoint: bool,
 }
 
 impl Default for Builder {
@@ -41,6 +42,7 @@ impl Builder {
             config,
             listen: None,
             os_signals: false,
+            entrypoint: false,
         }
     }
 
@@ -105,11 +107,50 @@ impl Builder {
         self
     }
 
+    /// Entrypoint mode (`vitals serve -- CMD`): runs `command` as the supervised process
+    /// `agent`, healthy while it runs. On a drain it gets SIGTERM after `drain.delay` and
+    /// SIGKILL after `drain.grace`; when it exits, vitals drains and [`Runtime::run`] returns
+    /// its exit status.
+    pub fn entrypoint(mut self, command: Vec<String>) -> Self {
+        self.config
+            .processes
+            .push(vitals_core::config::Process::entrypoint(command));
+        // Startup waits for the agent to be started.
+        self.config
+            .startup
+            .require
+            .push(vitals_core::config::AGENT_PROCESS.to_owned());
+        self.entrypoint = true;
+        self
+    }
+
     /// Checks what was set in code, builds every dependency's client, and returns the runtime
     /// (run it on a task you own) and a handle to it.
-    pub fn build(self) -> Result<(Runtime, Handle), Error> {
+    pub fn build(mut self) -> Result<(Runtime, Handle), Error> {
         check_signals(&self.config)?;
+        let grace = self.config.drain.grace;
+        if let Some(agent) = self
+            .config
+            .processes
+            .iter_mut()
+            .find(|p| self.entrypoint && p.name == vitals_core::config::AGENT_PROCESS)
+        {
+            // The agent's own drain: SIGTERM after drain.delay, SIGKILL after drain.grace.
+            agent.stop_timeout = if grace.is_zero() {
+                vitals_core::Duration::from_secs(1)
+            } else {
+                grace
+            };
+        }
         let config = Arc::new(self.config);
+        #[cfg(feature = "supervisor")]
+        let supervisor = crate::supervise::SupervisorPart::from_config(&config, self.entrypoint);
+        #[cfg(not(feature = "supervisor"))]
+        if !config.processes.is_empty() {
+            return Err(Error::Supervisor(
+                "[[processes]] and `vitals serve -- CMD` need the supervisor feature of the vitals crate, which this build left out; enable it (the vitals binary has it)".into(),
+            ));
+        }
         #[cfg(feature = "gate")]
         let gate = crate::gate::GatePart::from_config(&config)?;
         #[cfg(not(feature = "gate"))]
@@ -118,25 +159,39 @@ impl Builder {
                 "[gate] needs the gate feature of the vitals crate, which this build left out; enable it (the vitals binary has it)".into(),
             ));
         }
-        #[cfg(feature = "gate")]
-        let (shared, inbox) = match &gate {
-            Some(g) => Shared::with_metrics(config.clone(), &|r| g.gate().register_metrics(r)),
-            None => Shared::new(config.clone()),
-        };
-        #[cfg(not(feature = "gate"))]
-        let (shared, inbox) = Shared::new(config.clone());
+        let (shared, inbox) = Shared::with_metrics(config.clone(), &|r| {
+            #[cfg(feature = "gate")]
+            if let Some(g) = &gate {
+                g.gate().register_metrics(r);
+            }
+            #[cfg(feature = "supervisor")]
+            if let Some(s) = &supervisor {
+                s.supervisor().register_metrics(r);
+            }
+            let _ = r;
+        });
+        #[cfg(all(feature = "gate", feature = "supervisor"))]
+        if let (Some(g), Some(s), Some(process)) = (
+            &gate,
+            &supervisor,
+            config.gate.as_ref().and_then(|g| g.process.as_deref()),
+        ) {
+            s.front(process, g.gate());
+        }
         let poller = Poller::new(&config, &shared.snapshot().rules().signals)?;
         let handle = Handle::new(shared.clone());
-        let runtime = Runtime::new(
+        let runtime = Runtime {
             shared,
             inbox,
             poller,
-            self.listen,
-            self.os_signals,
-            handle.clone(),
+            listen: self.listen,
+            os_signals: self.os_signals,
+            handle: handle.clone(),
             #[cfg(feature = "gate")]
             gate,
-        );
+            #[cfg(feature = "supervisor")]
+            supervisor,
+        };
         Ok((runtime, handle))
     }
 }

@@ -171,6 +171,9 @@ fn log_report(state: &Lifecycle, event: &Event) {
     if observation.latency.is_some() {
         return; // a check, logged by log_check
     }
+    if rules.source != vitals_core::signal::Source::Pushed {
+        return; // the gate and the supervisor log their own changes
+    }
     let was_up = state.is_up(*signal, now());
     let first = state
         .signal(*signal)

@@ -41,6 +41,8 @@ mod driver;
 mod gate;
 mod handle;
 mod runtime;
+#[cfg(feature = "supervisor")]
+mod supervise;
 
 pub use builder::Builder;
 pub use handle::{Handle, SignalError};
@@ -111,6 +113,9 @@ pub enum Error {
     /// `[gate]` could not start (its message names the key and the fix).
     #[error("{0}")]
     Gate(String),
+    /// `[[processes]]` or entrypoint mode need the supervisor feature.
+    #[error("{0}")]
+    Supervisor(String),
 }
 
 #[cfg(test)]

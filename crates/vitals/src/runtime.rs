@@ -35,6 +35,8 @@ pub enum DrainCause {
     Signal(&'static str),
     /// `POST /drain` or [`Handle::drain`](crate::Handle::drain).
     Requested,
+    /// Entrypoint mode: the agent exited by itself.
+    AgentExited,
 }
 
 /// How the runtime ended.
@@ -42,21 +44,24 @@ pub enum DrainCause {
 pub struct Exit {
     /// What started the drain.
     pub cause: DrainCause,
-    /// 0 after a full drain; 128 + the signal's number when a second signal cut it short.
+    /// 0 after a full drain; 128 + the signal's number when a second signal cut it short. In
+    /// entrypoint mode, the agent's exit status (as a shell reports it).
     pub code: u8,
 }
 
 /// The health runtime. Run it with [`Runtime::run`] on a task you own; it returns once drained.
 #[derive(Debug)]
 pub struct Runtime {
-    shared: Shared,
-    inbox: Inbox,
-    poller: Poller,
-    listen: Option<Listen>,
-    os_signals: bool,
-    handle: Handle,
+    pub(crate) shared: Shared,
+    pub(crate) inbox: Inbox,
+    pub(crate) poller: Poller,
+    pub(crate) listen: Option<Listen>,
+    pub(crate) os_signals: bool,
+    pub(crate) handle: Handle,
     #[cfg(feature = "gate")]
-    gate: Option<crate::gate::GatePart>,
+    pub(crate) gate: Option<crate::gate::GatePart>,
+    #[cfg(feature = "supervisor")]
+    pub(crate) supervisor: Option<crate::supervise::SupervisorPart>,
 }
 
 /// How long the last steps (stopping the poller and the driver) may take once drained. They
@@ -64,27 +69,6 @@ pub struct Runtime {
 const FINAL_JOIN: Duration = Duration::from_secs(1);
 
 impl Runtime {
-    pub(crate) fn new(
-        shared: Shared,
-        inbox: Inbox,
-        poller: Poller,
-        listen: Option<Listen>,
-        os_signals: bool,
-        handle: Handle,
-        #[cfg(feature = "gate")] gate: Option<crate::gate::GatePart>,
-    ) -> Self {
-        Runtime {
-            shared,
-            inbox,
-            poller,
-            listen,
-            os_signals,
-            handle,
-            #[cfg(feature = "gate")]
-            gate,
-        }
-    }
-
     /// Runs until drained. Binds the listener first, if one was asked for, so a port in use is
     /// an error before anything else starts.
     pub async fn run(self) -> Result<Exit, Error> {
@@ -97,6 +81,8 @@ impl Runtime {
             handle,
             #[cfg(feature = "gate")]
             gate,
+            #[cfg(feature = "supervisor")]
+            supervisor,
         } = self;
         let listener = match listen {
             None => None,
@@ -160,6 +146,19 @@ impl Runtime {
         };
         #[cfg(not(feature = "gate"))]
         let mut gate_failed: Option<tokio::sync::oneshot::Receiver<Error>> = None;
+        #[cfg(feature = "supervisor")]
+        if let Some(s) = &supervisor {
+            s.start(&shared);
+        }
+        #[cfg(feature = "supervisor")]
+        let agent_ended = async {
+            match &supervisor {
+                Some(s) => s.agent_ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(feature = "supervisor"))]
+        let agent_ended = std::future::pending::<u8>();
 
         let cause = tokio::select! {
             s = next_signal(&mut signals) => DrainCause::Signal(s),
@@ -171,7 +170,27 @@ impl Runtime {
             }
             Ok(e) = async { gate_failed.as_mut().expect("guarded").await }, if gate_failed.is_some() => {
                 root.cancel();
+                #[cfg(feature = "supervisor")]
+                if let Some(s) = &supervisor {
+                    s.stop().await;
+                }
                 return Err(e);
+            }
+            exit = agent_ended => {
+                tracing::info!("the agent {exit}: vitals stops and exits with its status");
+                shared.request_drain();
+                stop_server.cancel();
+                #[cfg(feature = "supervisor")]
+                if let Some(s) = &supervisor {
+                    s.stop().await;
+                }
+                root.cancel();
+                if let Some(server) = server {
+                    server.abort();
+                }
+                tasks.close();
+                let _ = tokio::time::timeout(FINAL_JOIN, tasks.wait()).await;
+                return Ok(Exit { cause: DrainCause::AgentExited, code: exit_code(exit) });
             }
         };
         let config = shared.config().clone();
@@ -179,6 +198,7 @@ impl Runtime {
         let cause_text = match cause {
             DrainCause::Signal(s) => s,
             DrainCause::Requested => "a drain request",
+            DrainCause::AgentExited => "the agent's exit",
         };
         tracing::info!(cause = cause_text, %delay, %grace, "draining: /readyz answers 503 while /healthz stays 200");
         // The event carries the drain into the state; request_drain is idempotent.
@@ -211,6 +231,19 @@ impl Runtime {
                 s = next_signal(&mut signals) => return Ok(second_signal(cause, s, &root)),
             }
         }
+        // Then the supervised processes (the agent in entrypoint mode): SIGTERM, and SIGKILL after
+        // their stop_timeout (the agent's is drain.grace).
+        #[allow(unused_mut)]
+        let mut code = 0;
+        #[cfg(feature = "supervisor")]
+        if let Some(s) = &supervisor {
+            tokio::select! {
+                agent = s.stop() => if let Some(exit) = agent {
+                    code = exit_code(exit);
+                },
+                sig = next_signal(&mut signals) => return Ok(second_signal(cause, sig, &root)),
+            }
+        }
         handle.stopping_token().cancel();
         let _ = shared.apply(Event::DrainFinished, FINAL_JOIN).await;
         root.cancel();
@@ -225,7 +258,7 @@ impl Runtime {
             tracing::warn!("a task did not stop when cancelled; exiting without it");
         }
         tracing::info!("drained");
-        Ok(Exit { cause, code: 0 })
+        Ok(Exit { cause, code })
     }
 }
 
@@ -289,4 +322,14 @@ fn second_signal(cause: DrainCause, name: &str, root: &CancellationToken) -> Exi
         _ => 143,
     };
     Exit { cause, code }
+}
+
+#[cfg(feature = "supervisor")]
+fn exit_code(exit: vitals_supervisor::machine::Exit) -> u8 {
+    exit.shell_code()
+}
+
+#[cfg(not(feature = "supervisor"))]
+fn exit_code(code: u8) -> u8 {
+    code
 }
