@@ -552,3 +552,69 @@ fn a_gate_is_explained_where_the_agent_must_use_it() {
         "only where a platform is rendered"
     );
 }
+
+/// `--layout entrypoint` needs the agent's command after `--`, and a command needs that layout;
+/// with both, the note says what the agent's image must hold, programs of [[processes]] included.
+#[test]
+fn the_entrypoint_layout_takes_the_agents_command_after_the_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[[processes]]\nname = \"llama\"\ncommand = [\"/opt/llama/llama-server\", \"--port\", \"{port}\"]\nport = \"5800-5899\"\n",
+    );
+    let out = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &cfg,
+        "--layout",
+        "entrypoint",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("give the agent's command after --"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &cfg,
+        "--",
+        "python",
+        "agent.py",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("add --layout entrypoint"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &cfg,
+        "--layout",
+        "entrypoint",
+        "--",
+        "python",
+        "agent.py",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("/opt/llama/llama-server must be in the agent's image")
+            && stderr.contains("vitals runs `python agent.py` as its supervised process `agent`"),
+        "{stderr}"
+    );
+    // Rendered for another machine: the program need not exist here.
+    let out = vitals(&["render", "kubernetes", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the image scripts/build-image builds holds vitals alone"),
+        "{}",
+        text(&out.stderr)
+    );
+}

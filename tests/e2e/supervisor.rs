@@ -187,6 +187,9 @@ async fn a_managed_llama_server_is_started_on_a_free_port_restarted_and_followed
         .await
             > 1e6
     );
+    assert!(metric(&v, r#"vitals_process_cpu_seconds_total{process="llama"}"#).await > 0.0);
+    assert!(metric(&v, r#"vitals_process_start_time_seconds{process="llama"}"#).await > 1.7e9);
+    crate::metrics::promtool_check_metrics(&body(&v.url("/metrics")).await);
     drop(held);
 }
 

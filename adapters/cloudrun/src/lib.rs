@@ -66,6 +66,8 @@ struct Container {
     name: String,
     image: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    command: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     args: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     env: Vec<EnvVar>,
@@ -220,11 +222,28 @@ pub fn render(
         Layout::Embedded => vec![Container {
             name: workload.name.clone(),
             image: workload.image.clone(),
+            command: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
             ports: vec![Port {
                 name: "http1",
                 container_port: spec.port,
+            }],
+            startup_probe: Some(startup),
+            liveness_probe: Some(liveness),
+            readiness_probe: readiness,
+        }],
+        // One container: traffic to the agent's port, probes to vitals' port beside it (a probe
+        // may name any port of its container).
+        Layout::Entrypoint => vec![Container {
+            name: workload.name.clone(),
+            image: workload.image.clone(),
+            command: vec![workload.vitals_path.clone()],
+            args: workload.vitals_args(false),
+            env: vitals_env(workload),
+            ports: vec![Port {
+                name: "http1",
+                container_port: workload.agent_port,
             }],
             startup_probe: Some(startup),
             liveness_probe: Some(liveness),
@@ -239,6 +258,7 @@ pub fn render(
                 Container {
                     name: workload.name.clone(),
                     image: workload.image.clone(),
+                    command: Vec::new(),
                     args: Vec::new(),
                     env: Vec::new(),
                     ports: vec![Port {
@@ -252,7 +272,8 @@ pub fn render(
                 Container {
                     name: "vitals".into(),
                     image: workload.vitals_image.clone(),
-                    args: vec!["serve".into()],
+                    command: Vec::new(),
+                    args: workload.vitals_args(false),
                     env: vitals_env(workload),
                     ports: Vec::new(),
                     startup_probe: Some(startup),
@@ -289,9 +310,10 @@ pub fn render(
         ),
     );
     rendered.notes = notes;
-    if workload.layout == Layout::Sidecar && !workload.secret_env.is_empty() {
+    if workload.delivers_config() && !workload.secret_env.is_empty() {
         rendered.notes.push(format!(
-            "cloudrun: the vitals container reads {} from Secret Manager ({}); create them and let the service's account access them (roles/secretmanager.secretAccessor)",
+            "cloudrun: the {} container reads {} from Secret Manager ({}); create them and let the service's account access them (roles/secretmanager.secretAccessor)",
+            workload.probe_container(),
             workload.secret_env.join(", "),
             workload
                 .secret_env

@@ -285,3 +285,46 @@ fn the_configuration_and_its_secrets_reach_the_vitals_container() {
         r.notes
     );
 }
+
+/// The entrypoint layout: one container from the agent's image, vitals as its command running
+/// the agent's, the configuration and secrets in its environment, traffic to the agent's port
+/// and the probes to vitals' port.
+#[test]
+fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
+    let w = Workload {
+        layout: Layout::Entrypoint,
+        agent_command: vec!["python".into(), "agent.py".into()],
+        ..configured(QUICK)
+    };
+    let spec = spec_from_toml(QUICK);
+    let r = render(&spec, &w, Options { readiness: true }).unwrap();
+    let d = doc(&r);
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["image"], w.image.as_str());
+    assert_eq!(c["command"][0], "/usr/local/bin/vitals");
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["serve", "--", "python", "agent.py"]);
+    assert_eq!(c["env"][0]["name"], "VITALS_CONFIG_TOML");
+    assert_eq!(c["env"][0]["value"], QUICK);
+    assert_eq!(
+        c["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+        "agent-openai-api-key"
+    );
+    assert_eq!(c["ports"][0]["containerPort"], 8000);
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            c[probe]["httpGet"]["port"].as_u64(),
+            Some(u64::from(spec.port)),
+            "{probe}"
+        );
+    }
+}

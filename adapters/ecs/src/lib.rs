@@ -258,7 +258,7 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
             health_check_path: format!("{}?scope=instance", vitals_core::spec::READINESS_PATH),
             health_check_port: match workload.layout {
                 Layout::Embedded => "traffic-port".into(),
-                Layout::Sidecar => spec.port.to_string(),
+                Layout::Sidecar | Layout::Entrypoint => spec.port.to_string(),
             },
             health_check_interval_seconds: tg_interval,
             health_check_timeout_seconds: tg_timeout,
@@ -268,7 +268,7 @@ pub fn plan(spec: &HealthSpec, workload: &Workload) -> Result<(Plan, Vec<String>
             deregistration_delay,
         },
     };
-    if workload.layout == Layout::Embedded {
+    if workload.one_container() {
         notes.push(format!(
             "ecs: the health command runs {} inside the agent's image; ship the vitals binary there (it is static, and `vitals check` needs no shell)",
             workload.vitals_path
@@ -302,17 +302,25 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         "name": workload.probe_container(),
         "image": match workload.layout {
             Layout::Sidecar => &workload.vitals_image,
-            Layout::Embedded => &workload.image,
+            Layout::Embedded | Layout::Entrypoint => &workload.image,
         },
         "essential": true,
         "portMappings": [{ "containerPort": spec.port, "protocol": "tcp" }],
         "healthCheck": plan.health_check,
         "stopTimeout": plan.stop_timeout,
     });
-    if workload.layout == Layout::Sidecar {
+    if workload.layout == Layout::Entrypoint {
+        // vitals replaces the image's entrypoint and runs the agent's command itself.
+        probe_container["entryPoint"] = json!([workload.vitals_path]);
+        probe_container["portMappings"] = json!([
+            { "containerPort": workload.agent_port, "protocol": "tcp" },
+            { "containerPort": spec.port, "protocol": "tcp" },
+        ]);
+    }
+    if workload.delivers_config() {
         // ECS mounts no files: the configuration travels as text in VITALS_CONFIG_TOML, and
         // each secret comes from Secrets Manager (through the task's execution role).
-        probe_container["command"] = json!(["serve"]);
+        probe_container["command"] = json!(workload.vitals_args(false));
         if let Some(toml) = &workload.config_toml {
             probe_container["environment"] =
                 json!([{ "name": vitals_core::contract::CONFIG_TOML_ENV, "value": toml }]);
@@ -326,7 +334,7 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         }
     }
     let containers = match workload.layout {
-        Layout::Embedded => vec![probe_container.clone()],
+        Layout::Embedded | Layout::Entrypoint => vec![probe_container.clone()],
         Layout::Sidecar => vec![
             json!({
                 "name": workload.name,
@@ -347,7 +355,7 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         "memory": "2048",
         "containerDefinitions": containers,
     });
-    let secrets = workload.layout == Layout::Sidecar && !workload.secret_env.is_empty();
+    let secrets = workload.delivers_config() && !workload.secret_env.is_empty();
     if secrets {
         // The agent pulls secrets with the execution role, which needs
         // secretsmanager:GetSecretValue on them.
@@ -419,7 +427,8 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
     rendered.notes = notes;
     if secrets {
         rendered.notes.push(format!(
-            "ecs: the vitals container reads {} from Secrets Manager ({}); create them, and give the execution role ({PLACEHOLDER_EXECUTION_ROLE}) secretsmanager:GetSecretValue on them",
+            "ecs: the {} container reads {} from Secrets Manager ({}); create them, and give the execution role ({PLACEHOLDER_EXECUTION_ROLE}) secretsmanager:GetSecretValue on them",
+            workload.probe_container(),
             workload.secret_env.join(", "),
             workload
                 .secret_env
@@ -429,9 +438,10 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
                 .join(", ")
         ));
     }
-    if workload.layout == Layout::Sidecar && workload.config_toml.is_some() {
+    if workload.delivers_config() && workload.config_toml.is_some() {
         rendered.notes.push(format!(
-            "ecs: health.toml travels in the vitals container's {} variable (ECS mounts no files); render again after editing it",
+            "ecs: health.toml travels in the {} container's {} variable (ECS mounts no files); render again after editing it",
+            workload.probe_container(),
             vitals_core::contract::CONFIG_TOML_ENV
         ));
     }

@@ -208,7 +208,8 @@ fn ecs_accepts(r: &Rendered) -> Result<(), String> {
     }
     within(&tg["HealthyThresholdCount"], "healthy", 2, 10)?;
     within(&tg["UnhealthyThresholdCount"], "unhealthy", 2, 10)?;
-    let delay: u64 = tg["Attributes"][0]["Value"]
+    let attributes = file(r, "target-group-attributes.json");
+    let delay: u64 = attributes["Attributes"][0]["Value"]
         .as_str()
         .ok_or("no delay")?
         .parse()
@@ -312,4 +313,52 @@ fn names_longer_than_a_target_group_takes_are_refused() {
         .unwrap_err()
         .to_string()
         .contains("may not begin with \"internal-\""));
+}
+
+/// The entrypoint layout: one essential container from the agent's image, vitals as its
+/// entrypoint running the agent's command, the configuration and secrets delivered to it, the
+/// target group on the agent's port with its health check on vitals' port.
+#[test]
+fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
+    let w = Workload {
+        layout: Layout::Entrypoint,
+        agent_command: vec!["python".into(), "agent.py".into()],
+        ..configured(SLOW_BOOT)
+    };
+    let spec = spec_from_toml(SLOW_BOOT);
+    let r = render(&spec, &w).unwrap();
+    let td = file(&r, "task-definition.json");
+    let containers = td["containerDefinitions"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["name"], "agent");
+    assert_eq!(c["image"], w.image.as_str());
+    assert_eq!(c["essential"], true);
+    assert_eq!(
+        c["entryPoint"],
+        serde_json::json!(["/usr/local/bin/vitals"])
+    );
+    assert_eq!(
+        c["command"],
+        serde_json::json!(["serve", "--", "python", "agent.py"])
+    );
+    assert_eq!(c["environment"][0]["name"], "VITALS_CONFIG_TOML");
+    assert_eq!(c["environment"][0]["value"], SLOW_BOOT);
+    assert_eq!(c["secrets"][0]["name"], "OPENAI_API_KEY");
+    assert!(td["executionRoleArn"].is_string());
+    assert_eq!(c["healthCheck"]["command"][1], "/usr/local/bin/vitals");
+    let ports: Vec<u64> = c["portMappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [8000, u64::from(spec.port)]);
+    let tg = file(&r, "target-group.json");
+    assert_eq!(tg["Port"], 8000);
+    assert_eq!(tg["HealthCheckPort"], spec.port.to_string());
+    let service = file(&r, "service.json");
+    assert_eq!(service["loadBalancers"][0]["containerName"], "agent");
+    assert_eq!(service["loadBalancers"][0]["containerPort"], 8000);
+    assert!(ecs_accepts(&r).is_ok(), "{:?}", ecs_accepts(&r));
 }

@@ -110,9 +110,16 @@ pub fn render(
             spec.drain_delay
         ));
     }
-    if workload.layout == Layout::Sidecar && !workload.secret_env.is_empty() {
+    if workload.layout == Layout::Entrypoint && !spec.drain_delay.is_zero() {
         rendered.notes.push(format!(
-            "kubernetes: the vitals container reads {} from the Secret {}; create it before applying: kubectl create secret generic {} {}",
+            "kubernetes: no preStop sleep in the entrypoint layout: vitals holds the agent's SIGTERM for drain.delay ({}) while the endpoints are removed",
+            spec.drain_delay
+        ));
+    }
+    if workload.delivers_config() && !workload.secret_env.is_empty() {
+        rendered.notes.push(format!(
+            "kubernetes: the {} container reads {} from the Secret {}; create it before applying: kubectl create secret generic {} {}",
+            workload.probe_container(),
             workload.secret_env.join(", "),
             secret_name(workload),
             secret_name(workload),
@@ -162,7 +169,7 @@ fn config_location(workload: &Workload) -> (String, String) {
 /// The ConfigMap holding `health.toml` exactly as the render read it (sidecar layout).
 fn config_map(workload: &Workload) -> Option<ConfigMap> {
     let toml = workload.config_toml.as_ref()?;
-    if workload.layout != Layout::Sidecar {
+    if !workload.delivers_config() {
         return None;
     }
     let (_, file) = config_location(workload);
@@ -200,7 +207,7 @@ fn service(spec: &HealthSpec, workload: &Workload) -> Service {
         target_port: Some(IntOrString::String(traffic_port_name(workload).into())),
         ..Default::default()
     }];
-    if workload.layout == Layout::Sidecar {
+    if workload.layout != Layout::Embedded {
         ports.push(ServicePort {
             name: Some(PORT_NAME.into()),
             port: i32::from(spec.port),
@@ -226,16 +233,17 @@ fn service(spec: &HealthSpec, workload: &Workload) -> Service {
 /// The container port the agent's traffic arrives on.
 fn traffic_port_name(workload: &Workload) -> &'static str {
     match workload.layout {
-        Layout::Sidecar => "http",
+        Layout::Sidecar | Layout::Entrypoint => "http",
         Layout::Embedded => PORT_NAME,
     }
 }
 
 /// A prometheus-operator ServiceMonitor for vitals' `/metrics`, through the Service's port named
-/// `vitals` (sidecar) or the agent's own port, which serves vitals' routes (embedded).
+/// `vitals` (sidecar, entrypoint) or the agent's own port, which serves vitals' routes
+/// (embedded).
 fn service_monitor(workload: &Workload) -> String {
     let port = match workload.layout {
-        Layout::Sidecar => PORT_NAME,
+        Layout::Sidecar | Layout::Entrypoint => PORT_NAME,
         Layout::Embedded => "http",
     };
     let monitor = serde_json::json!({
@@ -316,7 +324,7 @@ fn deployment(spec: &HealthSpec, workload: &Workload, pod: PodSpec) -> Deploymen
                     annotations: workload
                         .config_toml
                         .as_ref()
-                        .filter(|_| workload.layout == Layout::Sidecar)
+                        .filter(|_| workload.delivers_config())
                         .map(|toml| {
                             BTreeMap::from([(CONFIG_HASH_ANNOTATION.into(), config_hash(toml))])
                         }),
@@ -377,12 +385,56 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
             "set drain.grace to the time in-flight work needs",
         );
     }
+    let env: Vec<EnvVar> = workload
+        .secret_env
+        .iter()
+        .map(|var| EnvVar {
+            name: var.clone(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret_name(workload),
+                    key: var.clone(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let configured = workload.config_toml.is_some();
+    let config_mount = configured.then(|| {
+        vec![VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: config_location(workload).0,
+            read_only: Some(true),
+            ..Default::default()
+        }]
+    });
     let containers = match workload.layout {
         Layout::Embedded => vec![Container {
             name: workload.name.clone(),
             image: Some(workload.image.clone()),
             ..probed
         }],
+        Layout::Entrypoint => {
+            let mut ports = vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(workload.agent_port),
+                ..Default::default()
+            }];
+            ports.extend(probed.ports.clone().unwrap_or_default());
+            vec![Container {
+                name: workload.name.clone(),
+                image: Some(workload.image.clone()),
+                // The image's own entrypoint is replaced: vitals runs the agent.
+                command: Some(vec![workload.vitals_path.clone()]),
+                args: Some(workload.vitals_args(true)),
+                ports: Some(ports),
+                env: (!env.is_empty()).then_some(env),
+                volume_mounts: config_mount,
+                ..probed
+            }]
+        }
         Layout::Sidecar => {
             let delay = spec.drain_delay.as_secs_ceil();
             let agent = Container {
@@ -405,62 +457,33 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
                 }),
                 ..Default::default()
             };
-            let configured = workload.config_toml.is_some();
-            let mut args = vec!["serve".to_string()];
-            if configured {
-                args.extend(["--config".into(), workload.config_path.clone()]);
-            }
-            let env: Vec<EnvVar> = workload
-                .secret_env
-                .iter()
-                .map(|var| EnvVar {
-                    name: var.clone(),
-                    value_from: Some(EnvVarSource {
-                        secret_key_ref: Some(SecretKeySelector {
-                            name: secret_name(workload),
-                            key: var.clone(),
-                            optional: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect();
             let vitals = Container {
                 name: "vitals".into(),
                 image: Some(workload.vitals_image.clone()),
-                args: Some(args),
+                args: Some(workload.vitals_args(true)),
                 env: (!env.is_empty()).then_some(env),
-                volume_mounts: configured.then(|| {
-                    vec![VolumeMount {
-                        name: CONFIG_VOLUME.into(),
-                        mount_path: config_location(workload).0,
-                        read_only: Some(true),
-                        ..Default::default()
-                    }]
-                }),
+                volume_mounts: config_mount,
                 ..probed
             };
             vec![agent, vitals]
         }
     };
-    let volumes =
-        (workload.layout == Layout::Sidecar && workload.config_toml.is_some()).then(|| {
-            let (_, file) = config_location(workload);
-            vec![Volume {
-                name: CONFIG_VOLUME.into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(workload),
-                    items: Some(vec![KeyToPath {
-                        key: file.clone(),
-                        path: file,
-                        mode: None,
-                    }]),
-                    ..Default::default()
-                }),
+    let volumes = (workload.delivers_config() && configured).then(|| {
+        let (_, file) = config_location(workload);
+        vec![Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(workload),
+                items: Some(vec![KeyToPath {
+                    key: file.clone(),
+                    path: file,
+                    mode: None,
+                }]),
                 ..Default::default()
-            }]
-        });
+            }),
+            ..Default::default()
+        }]
+    });
     PodSpec {
         containers,
         volumes,

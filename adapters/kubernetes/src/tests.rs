@@ -517,3 +517,68 @@ fn the_agent_container_is_watched_by_its_own_heartbeat() {
         Value::from("/healthz")
     );
 }
+
+/// The entrypoint layout: one container, the agent's image, whose command is vitals running the
+/// agent's command after `--`; the ConfigMap reaches it where `--config` points; the probes go
+/// to vitals' port and the Service's traffic to the agent's; no preStop sleep (vitals holds the
+/// agent's SIGTERM itself).
+#[test]
+fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
+    let w = Workload {
+        layout: Layout::Entrypoint,
+        agent_command: vec!["python".into(), "agent.py".into()],
+        ..configured(SLOW_BOOT)
+    };
+    let r = render(&spec_from_toml(SLOW_BOOT), &w, Output::Deployment).unwrap();
+    let all = docs(only_file(&r));
+    let pod = &workload_doc(&r)["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["image"], w.image.as_str());
+    assert_eq!(c["command"][0], "/usr/local/bin/vitals");
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "serve",
+            "--config",
+            "/etc/vitals/health.toml",
+            "--",
+            "python",
+            "agent.py"
+        ]
+    );
+    let map = all.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let mount = &c["volumeMounts"][0];
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["name"], mount["name"]);
+    assert_eq!(volume["configMap"]["name"], map["metadata"]["name"]);
+    assert_eq!(mount["mountPath"], "/etc/vitals");
+    assert_eq!(map["data"]["health.toml"].as_str(), Some(SLOW_BOOT));
+    assert_eq!(
+        c["env"][0]["valueFrom"]["secretKeyRef"]["key"],
+        "OPENAI_API_KEY"
+    );
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "vitals", "{probe}");
+    }
+    let ports = c["ports"].as_sequence().unwrap();
+    let port = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["containerPort"].as_u64().unwrap())
+    };
+    assert_eq!(port("http"), Some(8000));
+    assert_eq!(port("vitals"), Some(9090));
+    assert!(c["lifecycle"].is_null(), "no preStop sleep");
+    let service = all.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert!(kubernetes_accepts(&workload_doc(&r)).is_ok());
+}

@@ -57,6 +57,9 @@ fn strings(v: &[String]) -> Expression {
 
 fn task(t: &Task) -> Block {
     let mut config = Block::builder("config").add_attribute(("image", t.image.as_str()));
+    if !t.entrypoint.is_empty() {
+        config = config.add_attribute(("entrypoint", strings(&t.entrypoint)));
+    }
     if !t.args.is_empty() {
         config = config.add_attribute(("args", strings(&t.args)));
     }

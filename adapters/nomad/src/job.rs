@@ -46,6 +46,8 @@ pub struct Template {
 pub struct Task {
     pub name: String,
     pub image: String,
+    /// The docker driver's `entrypoint`, replacing the image's (entrypoint layout: vitals).
+    pub entrypoint: Vec<String>,
     pub args: Vec<String>,
     pub ports: Vec<String>,
     /// A `lifecycle { hook = "prestart", sidecar = true }` task: runs for the allocation's life.
@@ -251,6 +253,9 @@ fn template_json(t: &Template) -> Value {
 
 fn task_json(t: &Task) -> Value {
     let mut config = json!({ "image": t.image });
+    if !t.entrypoint.is_empty() {
+        config["entrypoint"] = json!(t.entrypoint);
+    }
     if !t.args.is_empty() {
         config["args"] = json!(t.args);
     }

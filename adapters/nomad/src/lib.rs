@@ -126,9 +126,10 @@ fn notes(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Vec<Stri
     if workload.layout == Layout::Sidecar {
         notes.push("the group uses bridge networking (the agent and vitals share 127.0.0.1): each client needs the CNI reference plugins in /opt/cni/bin".into());
     }
-    if workload.layout == Layout::Sidecar && !workload.secret_env.is_empty() {
+    if workload.delivers_config() && !workload.secret_env.is_empty() {
         notes.push(format!(
-            "the vitals task reads {} from Nomad Variables; store them before running the job: nomad var put nomad/jobs/{} {}",
+            "the {} task reads {} from Nomad Variables; store them before running the job: nomad var put nomad/jobs/{} {}",
+            workload.probe_container(),
             workload.secret_env.join(", "),
             workload.name,
             workload
@@ -212,53 +213,13 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
         kill_timeout: spec.stop_budget(),
         shutdown_delay: spec.drain_delay,
     };
-    let tasks = if !sidecar {
-        vec![Task {
-            name: workload.name.clone(),
-            image: workload.image.clone(),
-            args: Vec::new(),
-            ports: vec![PORT_LABEL.into()],
-            sidecar: false,
-            stop,
-            templates: Vec::new(),
-            services: vec![Service {
-                name: workload.name.clone(),
-                provider: provider.as_str().into(),
-                port_label: PORT_LABEL.into(),
-                checks: vec![
-                    liveness("healthz", vitals_core::spec::LIVENESS_PATH),
-                    readiness,
-                ],
-            }],
-        }]
-    } else {
-        // The agent's service advertises the agent's port and carries readiness: Nomad
-        // deregisters a task's services when it stops that task, and it stops the agent first
-        // (vitals is a sidecar, stopped last), so Consul stops routing before the agent exits.
-        // The checks reach vitals on its port label through the shared bridge network.
-        let on_vitals = |mut c: Check| {
-            c.port = Some(PORT_LABEL.into());
-            c
-        };
-        let mut agent_checks = vec![on_vitals(readiness)];
-        if spec.agent_heartbeat {
-            // A hung agent restarts the agent's task: check_restart acts on the task whose
-            // service holds the check.
-            agent_checks.push(on_vitals(liveness(
-                "healthz-agent",
-                vitals_core::contract::paths::HEALTHZ_AGENT,
-            )));
-        }
-        let vitals_liveness = if spec.agent_heartbeat {
-            vitals_core::contract::paths::HEALTHZ_VITALS
-        } else {
-            vitals_core::spec::LIVENESS_PATH
-        };
-        let mut args = vec!["serve".to_string()];
+    // health.toml as a file in the task's own folder, and the secrets as its environment.
+    let delivered = || {
+        let mut args = Vec::new();
         let mut templates = Vec::new();
         if let Some(toml) = &workload.config_toml {
             args.extend([
-                "--config".into(),
+                "--config".to_string(),
                 format!("${{NOMAD_TASK_DIR}}/{CONFIG_FILE}"),
             ]);
             templates.push(Template {
@@ -276,10 +237,86 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
                 delimiters: None,
             });
         }
+        (args, templates)
+    };
+    let on_vitals = |mut c: Check| {
+        c.port = Some(PORT_LABEL.into());
+        c
+    };
+    let tasks = if workload.layout == Layout::Embedded {
+        vec![Task {
+            name: workload.name.clone(),
+            image: workload.image.clone(),
+            entrypoint: Vec::new(),
+            args: Vec::new(),
+            ports: vec![PORT_LABEL.into()],
+            sidecar: false,
+            stop,
+            templates: Vec::new(),
+            services: vec![Service {
+                name: workload.name.clone(),
+                provider: provider.as_str().into(),
+                port_label: PORT_LABEL.into(),
+                checks: vec![
+                    liveness("healthz", vitals_core::spec::LIVENESS_PATH),
+                    readiness,
+                ],
+            }],
+        }]
+    } else if workload.layout == Layout::Entrypoint {
+        // One task: vitals is its entrypoint and runs the agent. The service advertises the
+        // agent's port; its checks reach vitals' port in the same task.
+        let (config_args, templates) = delivered();
+        let mut args = vec!["serve".to_string()];
+        args.extend(config_args);
+        args.push("--".into());
+        args.extend(workload.agent_command.iter().cloned());
+        vec![Task {
+            name: workload.name.clone(),
+            image: workload.image.clone(),
+            entrypoint: vec![workload.vitals_path.clone()],
+            args,
+            ports: vec![AGENT_PORT_LABEL.into(), PORT_LABEL.into()],
+            sidecar: false,
+            stop,
+            templates,
+            services: vec![Service {
+                name: workload.name.clone(),
+                provider: provider.as_str().into(),
+                port_label: AGENT_PORT_LABEL.into(),
+                checks: vec![
+                    on_vitals(liveness("healthz", vitals_core::spec::LIVENESS_PATH)),
+                    on_vitals(readiness),
+                ],
+            }],
+        }]
+    } else {
+        // The agent's service advertises the agent's port and carries readiness: Nomad
+        // deregisters a task's services when it stops that task, and it stops the agent first
+        // (vitals is a sidecar, stopped last), so Consul stops routing before the agent exits.
+        // The checks reach vitals on its port label through the shared bridge network.
+        let mut agent_checks = vec![on_vitals(readiness)];
+        if spec.agent_heartbeat {
+            // A hung agent restarts the agent's task: check_restart acts on the task whose
+            // service holds the check.
+            agent_checks.push(on_vitals(liveness(
+                "healthz-agent",
+                vitals_core::contract::paths::HEALTHZ_AGENT,
+            )));
+        }
+        let vitals_liveness = if spec.agent_heartbeat {
+            vitals_core::contract::paths::HEALTHZ_VITALS
+        } else {
+            vitals_core::spec::LIVENESS_PATH
+        };
+        let (config_args, templates) = delivered();
+        let mut args = vec!["serve".to_string()];
+        args.extend(config_args);
         vec![
             Task {
                 name: workload.name.clone(),
                 image: workload.image.clone(),
+                entrypoint: Vec::new(),
                 args: Vec::new(),
                 ports: Vec::new(),
                 sidecar: false,
@@ -295,6 +332,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
             Task {
                 name: "vitals".into(),
                 image: workload.vitals_image.clone(),
+                entrypoint: Vec::new(),
                 args,
                 ports: Vec::new(),
                 sidecar: true,
@@ -309,7 +347,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
             },
         ]
     };
-    let ports = if sidecar {
+    let ports = if workload.layout != Layout::Embedded {
         vec![
             (AGENT_PORT_LABEL.to_string(), workload.agent_port),
             (PORT_LABEL.to_string(), spec.port),

@@ -401,3 +401,79 @@ fn a_name_too_long_for_the_vitals_service_is_refused() {
         "{e}"
     );
 }
+
+/// The entrypoint layout: one task from the agent's image with vitals as the docker driver's
+/// entrypoint, running the agent's command; the configuration and secrets reach that task; its
+/// service advertises the agent's port, and the checks ask vitals' port; only liveness restarts.
+#[test]
+fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_task() {
+    let toml = "[[signals]]\nname = \"web\"\n";
+    let w = Workload {
+        layout: Layout::Entrypoint,
+        agent_command: vec!["python".into(), "agent.py".into()],
+        agent_port: 8000,
+        ..configured(toml)
+    };
+    for provider in [Provider::Consul, Provider::Nomad] {
+        let r = render(&spec_from_toml(toml), &w, provider).unwrap();
+        let job = json_of(&r);
+        nomad_accepts(&job).unwrap();
+        let tasks = job["Job"]["TaskGroups"][0]["Tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 1);
+        let t = task(&job, "agent");
+        assert_eq!(t["Config"]["image"], w.image.as_str());
+        assert_eq!(
+            t["Config"]["entrypoint"],
+            serde_json::json!(["/usr/local/bin/vitals"])
+        );
+        assert_eq!(
+            t["Config"]["args"],
+            serde_json::json!([
+                "serve",
+                "--config",
+                "${NOMAD_TASK_DIR}/health.toml",
+                "--",
+                "python",
+                "agent.py"
+            ])
+        );
+        assert_eq!(t["Templates"][0]["EmbeddedTmpl"], toml);
+        assert_eq!(t["Templates"][1]["Envvars"], true);
+        let network = &job["Job"]["TaskGroups"][0]["Networks"][0];
+        let port_to = |label: &Value| {
+            network["DynamicPorts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| &p["Label"] == label)
+                .map(|p| p["To"].as_u64().unwrap())
+                .unwrap()
+        };
+        let service = &t["Services"][0];
+        assert_eq!(port_to(&service["PortLabel"]), 8000);
+        for c in service["Checks"].as_array().unwrap() {
+            assert_eq!(port_to(&c["PortLabel"]), 8080, "{c}");
+            assert_eq!(
+                c["CheckRestart"].is_object(),
+                c["Path"].as_str().unwrap().starts_with("/healthz"),
+                "{c}"
+            );
+        }
+        let hcl = &r
+            .files
+            .iter()
+            .find(|f| f.name.ends_with(".hcl"))
+            .unwrap()
+            .contents;
+        let at = hcl
+            .find("entrypoint = [")
+            .expect("an entrypoint in the HCL");
+        assert!(
+            hcl[at..]
+                .trim_start_matches("entrypoint = [")
+                .trim_start()
+                .starts_with("\"/usr/local/bin/vitals\""),
+            "{hcl}"
+        );
+    }
+}

@@ -189,6 +189,36 @@ pub fn render() -> String {
             pos: (12, 32, 12, 8),
             extra_defaults: json!({ "min": 0 }),
         }),
+        panel(11, Panel {
+            title: "Supervised process restarts",
+            description: "Restarts of the processes vitals supervises ([[processes]], or the agent in entrypoint mode) in the last 10 minutes, by why: exited, unhealthy, start_timeout, stalled, port_in_use, spawn_failed. AgentRestartLoop pages at more than 3 in 10 minutes. Empty without supervised processes.",
+            kind: "timeseries",
+            unit: "short",
+            targets: vec![target(
+                &format!(
+                    "sum by (instance, process, reason) (increase({}{{{sel}}}[10m]))",
+                    m::PROCESS_RESTARTS_TOTAL
+                ),
+                "{{process}} {{reason}} {{instance}}",
+                "A",
+            )],
+            pos: (0, 40, 12, 8),
+            extra_defaults: json!({ "min": 0 }),
+        }),
+        panel(12, Panel {
+            title: "Supervised processes: up, memory, GPU",
+            description: "1 while a supervised process runs and passes its health check; its resident memory; and, where NVML is present, GPU utilisation and the GPU memory it holds. Empty without supervised processes.",
+            kind: "timeseries",
+            unit: "none",
+            targets: vec![
+                target(&format!("{}{{{sel}}}", m::PROCESS_UP), "up {{process}} {{instance}}", "A"),
+                target(&format!("{}{{{sel}}} / 2^30", m::PROCESS_RESIDENT_MEMORY), "RSS GiB {{process}} {{instance}}", "B"),
+                target(&format!("{}{{{sel}}}", m::GPU_UTILIZATION), "GPU {{gpu}} busy {{instance}}", "C"),
+                target(&format!("{}{{{sel}}} / 2^30", m::PROCESS_GPU_MEMORY), "GPU {{gpu}} GiB {{process}} {{instance}}", "D"),
+            ],
+            pos: (12, 40, 12, 8),
+            extra_defaults: json!({ "min": 0 }),
+        }),
     ];
     let dashboard = json!({
         "uid": "vitals-agents",

@@ -5,6 +5,7 @@
 //! - `AgentFleetDegraded`: more than 30 % of a group's instances degraded for 5 minutes (page);
 //! - `AgentRestartLoop`: more than 3 restarts of one instance in 10 minutes (page), from vitals'
 //!   own `process_start_time_seconds` (every platform), or on Kubernetes from kube-state-metrics;
+//!   with `[[processes]]`, also more than 3 restarts of one supervised process;
 //! - `AgentDependencyDown`: a critical dependency down for 2 minutes, named (ticket);
 //! - `AgentProbeStale`: no check of a dependency completed for 5 of its intervals (at least two
 //!   minutes, so that several scrapes fall in the window): the poller itself is stuck (ticket);
@@ -185,7 +186,7 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
             "vitals_dependency_up == 0 shows which dependency; check that tool's status and the agents' fallbacks.",
         ),
     ];
-    rules.push(match options.restarts {
+    let mut restarts = match options.restarts {
         Restarts::ProcessStart => rule(
             "AgentRestartLoop",
             format!(
@@ -219,7 +220,26 @@ pub(crate) fn rules(config: &Config, options: &Options) -> Vec<Rule> {
                 "kubectl describe pod {{ $labels.pod }} shows the last state and the probe failures; a liveness probe too strict for a slow boot is a common cause (raise startup.timeout).",
             )
         }
-    });
+    };
+    if !config.processes.is_empty() {
+        // The processes vitals restarts itself, which the platform never sees: one alert, whose
+        // text says which kind of restart fired it (a series with a `process` label).
+        let r = format!("{}{}", m::PROCESS_RESTARTS_TOTAL, sel(""));
+        restarts.expr = format!(
+            "({}) or ((max_over_time(sum by (job, instance, process) ({r})[10m:1m]) - min_over_time(sum by (job, instance, process) ({r})[10m:1m])) > 3)",
+            restarts.expr
+        );
+        for (key, process_text) in [
+            ("summary", "process {{ $labels.process }} on {{ $labels.instance }} restarted more than 3 times in 10 minutes"),
+            ("description", "vitals restarted its supervised process {{ $labels.process }} more than 3 times in 10 minutes: it keeps exiting, failing its health check or hanging."),
+            ("runbook", "vitals_process_restarts_total by reason says why; /readyz?verbose gives the last reason and the backoff, and vitals' log carries the process's own output (field process)."),
+        ] {
+            if let Some(text) = restarts.annotations.get_mut(key) {
+                *text = format!("{{{{ if $labels.process }}}}{process_text}{{{{ else }}}}{text}{{{{ end }}}}");
+            }
+        }
+    }
+    rules.push(restarts);
     rules.push(rule(
         "AgentDependencyDown",
         format!("{}{} == 0", m::DEPENDENCY_UP, sel("critical=\"true\"")),

@@ -63,7 +63,7 @@ fn expect(rule: &Rule, labels: &Labels) -> ExpAlert {
         .annotations
         .iter()
         .map(|(k, v)| {
-            let mut text = v.clone();
+            let mut text = expand_if(v, labels);
             for (name, value) in labels {
                 text = text.replace(&format!("{{{{ $labels.{name} }}}}"), value);
             }
@@ -74,6 +74,24 @@ fn expect(rule: &Rule, labels: &Labels) -> ExpAlert {
         exp_labels,
         exp_annotations,
     }
+}
+
+/// Expands `{{ if $labels.X }}A{{ else }}B{{ end }}` as Prometheus's templates do: A when the
+/// alert has label X, else B.
+fn expand_if(text: &str, labels: &Labels) -> String {
+    let Some(start) = text.find("{{ if $labels.") else {
+        return text.to_owned();
+    };
+    let rest = &text[start + "{{ if $labels.".len()..];
+    let (name, rest) = rest.split_once(" }}").expect("an if names a label");
+    let (then, rest) = rest.split_once("{{ else }}").expect("an if has an else");
+    let (otherwise, after) = rest.split_once("{{ end }}").expect("an if has an end");
+    let chosen = if labels.iter().any(|(k, _)| k == name) {
+        then
+    } else {
+        otherwise
+    };
+    format!("{}{chosen}{}", &text[..start], expand_if(after, labels))
 }
 
 fn at(rule: &Rule, eval_time: &str, alerts: Vec<ExpAlert>) -> AlertTest {
@@ -192,6 +210,32 @@ pub fn render(rules: &[Rule], options: &Options) -> String {
             interval: "1m".into(),
             input_series: vec![series(name, &r4, four), series(name, &r3, three)],
             alert_rule_test: vec![at(r, "3m59s", vec![]), at(r, "4m", vec![expect(r, &r4)])],
+        });
+    }
+
+    if let Some(r) =
+        find("AgentRestartLoop").filter(|r| r.expr.contains("vitals_process_restarts_total"))
+    {
+        let with = |i: &str, process: &str, reason: &str| {
+            let mut l = instance(i);
+            l.push(("process".into(), process.into()));
+            l.push(("reason".into(), reason.into()));
+            l
+        };
+        let fired = {
+            let mut l = instance("10.6.0.1");
+            l.push(("process".into(), "llama".into()));
+            l
+        };
+        tests.push(Case {
+            name: "AgentRestartLoop: 3 restarts of a supervised process in 10 minutes are quiet, the 4th pages, whatever their reasons".into(),
+            interval: "1m".into(),
+            input_series: vec![
+                series("vitals_process_restarts_total", &with("10.6.0.1", "llama", "exited"), "0 1 2 2 2x10"),
+                series("vitals_process_restarts_total", &with("10.6.0.1", "llama", "unhealthy"), "0 0 0 1 2 2x10"),
+                series("vitals_process_restarts_total", &with("10.6.0.2", "llama", "exited"), "0 1 2 3 3x10"),
+            ],
+            alert_rule_test: vec![at(r, "3m", vec![]), at(r, "4m", vec![expect(r, &fired)])],
         });
     }
 

@@ -110,9 +110,14 @@ fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
         "vitals_gate_concurrency_limit",
         "vitals_gate_queue_depth",
         "vitals_gate_circuit_state",
+        "vitals_process_restarts_total",
+        "vitals_process_up",
+        "vitals_process_resident_memory_bytes",
+        "vitals_gpu_utilization_ratio",
+        "vitals_process_gpu_memory_bytes",
     ];
     let panels = d["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), 9);
+    assert_eq!(panels.len(), 11);
     let mut used = std::collections::BTreeSet::new();
     for p in panels {
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);

@@ -52,6 +52,9 @@ pub enum LayoutArg {
     Sidecar,
     /// The agent embeds vitals and serves the probe routes itself.
     Embedded,
+    /// vitals is the agent container's entrypoint and runs the agent (the command after --):
+    /// the agent's image holds vitals at --vitals-path.
+    Entrypoint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +123,9 @@ pub struct RenderArgs {
     /// label names).
     #[arg(long, value_delimiter = ',', default_value = "job", value_parser = parse_label_name)]
     pub group_by: Vec<String>,
+    /// Entrypoint layout: the agent's command, which vitals runs (`vitals serve -- CMD`).
+    #[arg(last = true, value_name = "AGENT_COMMAND")]
+    pub agent_command: Vec<String>,
     /// Alerts: count restarts with kube-state-metrics (`kubernetes`) or from vitals' own
     /// process_start_time_seconds, which works everywhere (`any`).
     #[arg(long = "platform", id = "alerts_platform", value_enum, default_value_t = AlertsPlatform::Any)]
@@ -223,8 +229,21 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         layout: match args.layout {
             LayoutArg::Sidecar => Layout::Sidecar,
             LayoutArg::Embedded => Layout::Embedded,
+            LayoutArg::Entrypoint => Layout::Entrypoint,
         },
+        agent_command: args.agent_command.clone(),
     };
+    match (workload.layout, workload.agent_command.is_empty()) {
+        (Layout::Entrypoint, true) => {
+            eprintln!("error: --layout entrypoint runs the agent under vitals: give the agent's command after --, such as `vitals render kubernetes --config health.toml --layout entrypoint -- python agent.py`");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        (Layout::Sidecar | Layout::Embedded, false) => {
+            eprintln!("error: a command after -- is the agent's command of --layout entrypoint; add --layout entrypoint, or remove it");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        _ => {}
+    }
     // Render everything first: a refused platform writes nothing, so no folder holds half a
     // render.
     let mut outputs = Vec::new();
@@ -273,12 +292,35 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         eprintln!(
             "note: [gate] listens on {} inside the {}: point the agent's LLM base URL at http://127.0.0.1:{} (no platform port is opened for it, and no probe goes through it)",
             gate.listen,
-            if workload.layout == Layout::Sidecar {
-                "pod or task, beside the agent"
-            } else {
-                "agent's own process"
+            match workload.layout {
+                Layout::Sidecar => "pod or task, beside the agent",
+                Layout::Entrypoint => "agent's container",
+                Layout::Embedded => "agent's own process",
             },
             gate.listen.port()
+        );
+    }
+    if !config.processes.is_empty() && platforms_rendered {
+        let programs: Vec<&str> = config
+            .processes
+            .iter()
+            .filter_map(|p| p.command.first().map(String::as_str))
+            .collect();
+        eprintln!(
+            "note: [[processes]] run in the container that runs vitals: {} must be in {}",
+            programs.join(", "),
+            match workload.layout {
+                Layout::Sidecar => format!("the vitals image ({}); the image scripts/build-image builds holds vitals alone, so build one with them, or render --layout entrypoint for an agent image that has them", workload.vitals_image),
+                Layout::Entrypoint | Layout::Embedded => format!("the agent's image ({})", workload.image),
+            }
+        );
+    }
+    if workload.layout == Layout::Entrypoint && platforms_rendered {
+        eprintln!(
+            "note: entrypoint layout: the agent's image ({}) must hold vitals at {}; vitals runs `{}` as its supervised process `agent`, holds its SIGTERM for drain.delay and exits with its status",
+            workload.image,
+            workload.vitals_path,
+            workload.agent_command.join(" ")
         );
     }
     if workload.layout == Layout::Embedded && platforms_rendered {

@@ -120,7 +120,7 @@ impl HealthSpec {
                 fix: format!("listen on 0.0.0.0:{} (or [::]:{})", self.port, self.port),
             });
         }
-        if workload.layout == Layout::Sidecar && workload.agent_port == self.port {
+        if workload.layout != Layout::Embedded && workload.agent_port == self.port {
             refusals.push(Refusal {
                 platform: "every platform",
                 field: "agent port".into(),
@@ -165,6 +165,9 @@ pub enum Layout {
     Sidecar,
     /// The agent embeds vitals (the library) and serves the probe routes itself.
     Embedded,
+    /// One container, the agent's image (which holds vitals): vitals is its entrypoint and runs
+    /// the agent as a supervised child (`vitals serve -- CMD`), with `[[processes]]` beside it.
+    Entrypoint,
 }
 
 /// The image `scripts/build-image` builds (the slim `vitals` binary in an image of its own),
@@ -194,6 +197,8 @@ pub struct Workload {
     /// container gets from the platform's secret store, never from a rendered file.
     pub secret_env: Vec<String>,
     pub layout: Layout,
+    /// The agent's command, which vitals runs in the entrypoint layout.
+    pub agent_command: Vec<String>,
 }
 
 impl Default for Workload {
@@ -208,6 +213,7 @@ impl Default for Workload {
             config_toml: None,
             secret_env: Vec::new(),
             layout: Layout::Sidecar,
+            agent_command: Vec::new(),
         }
     }
 }
@@ -216,16 +222,42 @@ impl Workload {
     /// The port traffic goes to: the agent's own in the sidecar layout, vitals' when embedded.
     pub fn traffic_port(&self, spec: &HealthSpec) -> u16 {
         match self.layout {
-            Layout::Sidecar => self.agent_port,
+            Layout::Sidecar | Layout::Entrypoint => self.agent_port,
             Layout::Embedded => spec.port,
         }
+    }
+
+    /// Whether the files deliver `health.toml` and its secrets to vitals (not when the agent
+    /// embeds vitals and configures it itself).
+    pub fn delivers_config(&self) -> bool {
+        self.layout != Layout::Embedded
+    }
+
+    /// Whether the agent and vitals are one container.
+    pub fn one_container(&self) -> bool {
+        self.layout != Layout::Sidecar
+    }
+
+    /// The arguments of `vitals` in its container: `serve`, the configuration when one is
+    /// delivered as a file at `config_path` (`file`), and the agent's command after `--` in the
+    /// entrypoint layout.
+    pub fn vitals_args(&self, file: bool) -> Vec<String> {
+        let mut args = vec!["serve".to_string()];
+        if file && self.config_toml.is_some() {
+            args.extend(["--config".into(), self.config_path.clone()]);
+        }
+        if self.layout == Layout::Entrypoint {
+            args.push("--".into());
+            args.extend(self.agent_command.iter().cloned());
+        }
+        args
     }
 
     /// The container that serves the probe routes: vitals' in the sidecar layout, else the agent's.
     pub fn probe_container(&self) -> String {
         match self.layout {
             Layout::Sidecar => "vitals".into(),
-            Layout::Embedded => self.name.clone(),
+            Layout::Embedded | Layout::Entrypoint => self.name.clone(),
         }
     }
 }
