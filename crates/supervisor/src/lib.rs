@@ -123,8 +123,16 @@ impl Supervisor {
     }
 
     /// Loads NVML for the GPU metrics, if the machine has it; says in the log either way.
+    ///
+    /// Not in a statically linked vitals (the image's): glibc's `dlopen` from a static binary
+    /// needs the very glibc it was linked with, and loading NVML that way was seen to kill
+    /// vitals with SIGFPE on a GPU machine. Such a build says so in the log instead.
     #[cfg(feature = "gpu")]
     pub fn with_gpu_metrics(mut self) -> Supervisor {
+        if cfg!(target_feature = "crt-static") {
+            tracing::info!("no GPU metrics: this vitals is statically linked and cannot load NVML; run a dynamically linked vitals (cargo install, or a release built without crt-static) for them");
+            return self;
+        }
         match gpu::Gpu::load() {
             Ok(g) => {
                 tracing::info!(gpus = g.device_count(), "NVML loaded: GPU metrics on");

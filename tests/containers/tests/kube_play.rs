@@ -342,3 +342,125 @@ async fn every_other_example_runs_with_its_config_and_secrets() {
         assert_no_restarts(&played, &[example, "vitals"], example);
     }
 }
+
+/// python-agent rendered with `--layout entrypoint`: one container from the agent's image (the
+/// stand-in with vitals beside it), whose rendered command is vitals running the agent. The
+/// ConfigMap reaches it, the rendered probes pass on vitals' port while the agent serves its
+/// own, a hung agent fails liveness (kubelet restarts the container: the agent with it), and a
+/// stop reaches the agent only after drain.delay, the container ending with the agent's status.
+#[tokio::test]
+async fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
+    let _serial = serial().await;
+    let image = entrypoint_image();
+    let files = render(
+        "python-agent",
+        "kubernetes",
+        &[
+            "--layout",
+            "entrypoint",
+            "--image",
+            image,
+            "--",
+            "/usr/local/bin/agent-standin",
+        ],
+    );
+    let (_, yaml) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
+    let all = docs(yaml);
+    let deployment = all
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap()
+        .clone();
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(containers.len(), 1, "one container");
+    let probes = probes(&deployment);
+    let mut played_docs: Vec<Value> = all.into_iter().filter(|d| d["kind"] != "Service").collect();
+    for d in played_docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
+        // The stand-in's own settings, beside what the render put there.
+        let c = &mut d["spec"]["template"]["spec"]["containers"][0];
+        for (k, v) in [
+            ("STANDIN_ROLE", "agent"),
+            ("AGENT_PORT", "8000"),
+            ("VITALS_PORT", "8080"),
+        ] {
+            let var: Value =
+                serde_yaml_ng::from_str(&format!("{{name: {k}, value: \"{v}\"}}")).unwrap();
+            match c["env"].as_sequence_mut() {
+                Some(env) => env.push(var),
+                None => c["env"] = Value::Sequence(vec![var]),
+            }
+        }
+        strip_ports(d);
+        d["spec"]["replicas"] = Value::from(1);
+    }
+    let played = Played::start(&played_docs, &[]);
+    let pod = &played.pods[0];
+    let startup = probe(&probes, "python-agent", "startupProbe");
+    let live = probe(&probes, "python-agent", "livenessProbe");
+    let ready = probe(&probes, "python-agent", "readinessProbe");
+    until(
+        &pod.ip,
+        startup,
+        startup.period * startup.failure_threshold,
+        "startup",
+        |s, _| passes(s),
+    )
+    .await;
+    assert!(passes(probe_once(&pod.ip, live).await.0));
+    assert!(passes(probe_once(&pod.ip, ready).await.0));
+    // The agent itself serves its port, and runs as vitals' supervised process.
+    assert!(passes(
+        reqwest::Client::new()
+            .get(format!("http://{}:8000/", pod.ip))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    ));
+    let status = get_text(&format!("http://{}:8080/status", pod.ip)).await;
+    assert!(
+        status.contains("\"agent\"") && status.contains("web-search"),
+        "{status}"
+    );
+
+    // Its loop hangs: liveness (which includes its heartbeat here) fails, so kubelet restarts
+    // the one container, the agent with it.
+    assert_eq!(
+        post(&format!("http://{}:8000/control/hang", pod.ip)).await,
+        200
+    );
+    until(
+        &pod.ip,
+        live,
+        Duration::from_secs(5) + live.timeout + Duration::from_secs(3),
+        "hung",
+        |s, _| !passes(s),
+    )
+    .await;
+
+    // A stop: SIGTERM to vitals (the container's process); the agent keeps serving through
+    // drain.delay (5s), then gets SIGTERM, and the container ends with its status (143).
+    let container = format!("{}-python-agent", pod.name);
+    let started = std::time::Instant::now();
+    podman_ok(&["stop", "-t", "30", &container]);
+    let took = started.elapsed();
+    let code = podman_ok(&["inspect", &container, "--format", "{{.State.ExitCode}}"]);
+    assert_eq!(
+        code,
+        "143",
+        "the agent's status (killed by SIGTERM):\n{}",
+        pod.logs("python-agent")
+    );
+    assert!(
+        took >= Duration::from_secs(5),
+        "stopped after {took:?}, before drain.delay"
+    );
+    let logs = pod.logs("python-agent");
+    assert!(
+        logs.contains("the agent") || logs.contains("stopped"),
+        "{logs}"
+    );
+}

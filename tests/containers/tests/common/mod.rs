@@ -95,6 +95,33 @@ pub fn standin_image() -> &'static str {
     })
 }
 
+/// The entrypoint layout's agent image: the stand-in agent, and the vitals binary of
+/// [`vitals_image`] beside it at /usr/local/bin/vitals.
+pub fn entrypoint_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        vitals_image();
+        let vitals = std::fs::read_dir(root().join("target/image"))
+            .expect("scripts/build-image built target/image")
+            .flatten()
+            .map(|e| e.path().join("release/vitals"))
+            .find(|p| p.exists())
+            .expect("the vitals binary scripts/build-image built");
+        let image = "vitals-entrypoint-agent:test".to_owned();
+        build_image(&[
+            "--binary",
+            env!("CARGO_BIN_EXE_agent-standin"),
+            "--program",
+            "agent-standin",
+            "--add",
+            vitals.to_str().unwrap(),
+            "--tag",
+            &image,
+        ]);
+        image
+    })
+}
+
 /// `vitals render PLATFORM` of `examples/NAME/health.toml`, run by the vitals image itself (as a
 /// CI job would with the image it deploys); the files, by name.
 pub fn render(example: &str, platform: &str, extra: &[&str]) -> Vec<(String, String)> {
