@@ -271,6 +271,16 @@ max = "400ms"
     assert_eq!(delays.len(), 3, "{delays:?}");
     let logged = v.logs().join("\n");
     assert!(logged.contains("failing"), "its stderr reaches the log");
+    let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+    assert_eq!(doc["processes"][0]["name"], "flaky", "{doc}");
+    assert_eq!(doc["processes"][0]["up"], false);
+    assert!(
+        doc["processes"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("given up after 3 restarts"),
+        "{doc}"
+    );
     assert_eq!(status(&v.url("/healthz")).await, 200);
     assert_eq!(status(&v.url("/readyz")).await, 503);
     assert_eq!(

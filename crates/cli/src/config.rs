@@ -207,7 +207,7 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
             if config.agent.startup == StartupMode::Signal {
                 out!("  /startupz also waits for the agent's POST /started");
             }
-            if config.dependencies.is_empty() {
+            if config.dependencies.is_empty() && config.processes.is_empty() {
                 out!("  no dependencies: ready as soon as it starts");
             }
             for d in &config.dependencies {
@@ -220,6 +220,32 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
                     d.timeout,
                     d.failure_threshold,
                     d.stale_after
+                );
+            }
+            for p in &config.processes {
+                out!(
+                    "  process {} ({}): {}{}, health {}, restart {}{}",
+                    p.name,
+                    if p.critical {
+                        "critical"
+                    } else {
+                        "non-critical"
+                    },
+                    p.command.join(" "),
+                    p.port
+                        .map(|port| format!(" on port {port}"))
+                        .unwrap_or_default(),
+                    match &p.health {
+                        vitals_core::config::ProcessHealth::Http { path } =>
+                            format!("GET {path} every {}", p.interval),
+                        vitals_core::config::ProcessHealth::Tcp =>
+                            format!("tcp every {}", p.interval),
+                        vitals_core::config::ProcessHealth::None => "alive".to_owned(),
+                    },
+                    p.restart.as_str(),
+                    p.give_up_after
+                        .map(|n| format!(", gives up after {n} restarts in a row"))
+                        .unwrap_or_default()
                 );
             }
             for s in &config.signals {

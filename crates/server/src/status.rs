@@ -21,8 +21,11 @@ pub(crate) struct Status<'a> {
     pub startup_pending: Vec<&'a str>,
     pub agent: AgentStatus,
     pub dependencies: Vec<DependencyStatus<'a>>,
-    /// Capabilities the agent reports (`[[signals]]`).
+    /// Capabilities the agent reports (`[[signals]]`), and the gate's.
     pub signals: Vec<SignalStatus<'a>>,
+    /// Supervised processes (`[[processes]]`, and `agent` in entrypoint mode): `reason` says
+    /// their state (starting, restarting in Ns, given up) while they are not up.
+    pub processes: Vec<SignalStatus<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,28 +134,35 @@ pub(crate) fn build<'a>(shared: &'a Shared, state: &'a Lifecycle, now: Instant) 
             },
         });
     }
-    let signals = state
-        .rules()
-        .signals
-        .iter()
-        .filter(|(_, r)| matches!(r.source, Source::Pushed | Source::Gate))
-        .map(|(id, r)| {
-            let s = signal(id);
-            let up = state.is_up(id, now);
-            SignalStatus {
-                name: &r.name,
-                critical: r.critical,
-                up,
-                last_report: at(s.last_result_at),
-                reported: s
-                    .last_outcome
-                    .as_ref()
-                    .map(|o| if o.is_success() { "up" } else { "down" }),
-                ttl_seconds: s.valid_for.map(|d| d.as_secs_f64()),
-                reason: (!up).then(|| state.down_reason(id, now)),
-            }
-        })
-        .collect();
+    let reported = |sources: &[Source]| -> Vec<SignalStatus<'_>> {
+        state
+            .rules()
+            .signals
+            .iter()
+            .filter(|(_, r)| sources.contains(&r.source))
+            .map(|(id, r)| {
+                let s = signal(id);
+                let up = state.is_up(id, now);
+                SignalStatus {
+                    name: &r.name,
+                    critical: r.critical,
+                    up,
+                    last_report: at(s.last_result_at),
+                    reported: s.last_outcome.as_ref().map(|o| {
+                        if o.is_success() {
+                            "up"
+                        } else {
+                            "down"
+                        }
+                    }),
+                    ttl_seconds: s.valid_for.map(|d| d.as_secs_f64()),
+                    reason: (!up).then(|| state.down_reason(id, now)),
+                }
+            })
+            .collect()
+    };
+    let signals = reported(&[Source::Pushed, Source::Gate]);
+    let processes = reported(&[Source::Process]);
     Status {
         phase: state.phase().as_str(),
         readiness: state.readiness(now).as_str(),
@@ -171,6 +181,7 @@ pub(crate) fn build<'a>(shared: &'a Shared, state: &'a Lifecycle, now: Instant) 
         },
         dependencies,
         signals,
+        processes,
     }
 }
 

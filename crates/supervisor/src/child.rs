@@ -22,6 +22,8 @@ pub(crate) struct Running {
     pub pid: i32,
     /// Set when its output said its address was in use.
     pub port_conflict: Arc<AtomicBool>,
+    /// The tasks forwarding its output: they end when its output closes.
+    pub forwarders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The longest output line forwarded; the rest of a longer one is dropped, so a process that
@@ -63,6 +65,7 @@ pub(crate) fn spawn(
     managed.get_or_insert_with(HashSet::new).insert(pid);
     drop(managed);
     let port_conflict = Arc::new(AtomicBool::new(false));
+    let mut forwarders = Vec::new();
     for (stream, reader) in [
         (
             "stdout",
@@ -80,18 +83,19 @@ pub(crate) fn spawn(
         ),
     ] {
         if let Some(reader) = reader {
-            tokio::spawn(forward(
+            forwarders.push(tokio::spawn(forward(
                 name.to_owned(),
                 stream,
                 reader,
                 port_conflict.clone(),
-            ));
+            )));
         }
     }
     Ok(Running {
         child,
         pid,
         port_conflict,
+        forwarders,
     })
 }
 

@@ -234,8 +234,12 @@ fn with_port(spec: &Process, port: Option<u16>) -> (Vec<String>, Vec<(String, St
     )
 }
 
-/// How often a starting process is checked: it may be ready any moment.
+/// How often a starting process is checked: it may be ready any moment. In its first second,
+/// more often: a process that restarts fast (a crash, not a model load) is back in traffic
+/// without waiting out a whole step.
 const START_CHECK_EVERY: Duration = Duration::from_millis(250);
+const START_CHECK_FAST: Duration = Duration::from_millis(50);
+const FAST_FOR: Duration = Duration::from_secs(1);
 /// How often the state is reported while it holds (the signal's staleness bound is 5 minutes).
 const REFRESH: Duration = Duration::from_secs(60);
 /// Traffic that proves a process healthy stretches health polling up to this many intervals.
@@ -408,7 +412,11 @@ async fn supervise(
                             };
                             next_check = Instant::now()
                                 + if matches!(machine.state(), State::Starting { .. }) {
-                                    START_CHECK_EVERY.min(spec.interval.std())
+                                    if started.elapsed() < FAST_FOR {
+                                        START_CHECK_FAST
+                                    } else {
+                                        START_CHECK_EVERY.min(spec.interval.std())
+                                    }
                                 } else {
                                     every
                                 };
@@ -439,8 +447,13 @@ async fn supervise(
             publish(&machine, false);
         };
 
-        // It ended. Its last lines may still be on their way: they say whether the port was taken.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // It ended. Its last lines may still be on their way (they say whether the port was
+        // taken): its output closes with it, unless a child it left holds the pipe open.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(50),
+            futures_util::future::join_all(running.forwarders.drain(..)),
+        )
+        .await;
         let now = Instant::now();
         let starting = matches!(machine.state(), State::Starting { .. });
         let conflict = running
