@@ -531,6 +531,27 @@ impl Dependency {
             Check::Exec(_) => true,
         }
     }
+
+    /// The port this dependency reaches on loopback, if it reaches one.
+    pub fn loopback_port(&self) -> Option<u16> {
+        let of = |u: &url::Url| {
+            u.host_str()
+                .filter(|h| is_loopback_host(h))
+                .and(u.port_or_known_default())
+        };
+        match &self.check {
+            Check::Http(c) => of(&c.url),
+            Check::Llm(c) => of(&c.base_url),
+            Check::Redis(c) => of(&c.url),
+            Check::Postgres(c) => of(&c.url),
+            Check::Tcp(c) => c
+                .address
+                .rsplit_once(':')
+                .filter(|(host, _)| is_loopback_host(host))
+                .and_then(|(_, port)| port.parse().ok()),
+            Check::Exec(_) => None,
+        }
+    }
 }
 
 /// What to do to check one dependency.

@@ -864,3 +864,26 @@ fn a_gate_fronts_a_known_process_with_a_port() {
         &["gate.process: processes entry \"plain\" has no port"],
     );
 }
+
+#[test]
+fn a_dependency_inside_a_processes_port_range_is_refused_with_the_way_out() {
+    let errs = errors(
+        r#"
+        [[dependencies]]
+        name = "local-llm"
+        kind = "openai"
+        base_url = "http://127.0.0.1:5805/v1"
+
+        [[processes]]
+        name = "llama"
+        command = ["llama-server", "--port", "{port}"]
+        port = "5800-5899"
+        "#,
+    );
+    assert_reported(
+        &errs,
+        &["dependencies[0]: \"local-llm\" checks 127.0.0.1:5805, inside the port range of process \"llama\" (5800-5899)"],
+    );
+    // A fixed port is fine, and so is a port outside the range.
+    parse("[[dependencies]]\nname = \"t\"\nkind = \"tcp\"\naddress = \"127.0.0.1:5900\"\n[[processes]]\nname = \"llama\"\ncommand = [\"srv\", \"{port}\"]\nport = \"5800-5899\"\n").unwrap();
+}

@@ -239,6 +239,25 @@ pub fn validate(
         .enumerate()
         .filter_map(|(i, p)| processes::process(&mut e, i, p, server.listen))
         .collect();
+    // A dependency cannot follow a process that moves within its port range: say so, and how.
+    for (i, d) in dependencies.iter().enumerate() {
+        let Some(port) = d.loopback_port() else {
+            continue;
+        };
+        for p in &processes {
+            if let Some(Ports::Range { first, last }) = p.port {
+                if (first..=last).contains(&port) {
+                    e.push(
+                        format!("dependencies[{i}]"),
+                        format!(
+                            "\"{}\" checks 127.0.0.1:{port}, inside the port range of process \"{}\" ({first}-{last}), which may run on any port of it: the check would not follow; give the process a fixed port, or check it through the gate (gate.process = \"{}\", and the dependency on gate.listen)",
+                            d.name, p.name, p.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if let Some(name) = gate.as_ref().and_then(|g| g.process.as_deref()) {
         match processes.iter().find(|p| p.name == name) {
             Some(p) if p.port.is_none() => e.push(
