@@ -13,6 +13,7 @@ mod config;
 mod drain;
 #[cfg(feature = "ecs-live")]
 mod ecs;
+mod fleet;
 mod gate;
 mod hostile;
 mod llm;

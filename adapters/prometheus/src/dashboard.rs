@@ -219,6 +219,29 @@ pub fn render() -> String {
             pos: (12, 40, 12, 8),
             extra_defaults: json!({ "min": 0 }),
         }),
+        panel(13, Panel {
+            title: "Fleet: upstream calls per minute",
+            description: "Checks of shared dependencies made against the upstream by the whole fleet (performed by the lease holder, or fallback while Redis is unreachable), per minute: one per interval however many instances, N per interval during a Redis outage. Empty without [fleet].",
+            kind: "timeseries",
+            unit: "short",
+            targets: vec![
+                target(
+                    &format!(
+                        "sum by (dependency) (rate({}{{{sel}, role=~\"performed|fallback\"}}[5m])) * 60",
+                        m::FLEET_CHECKS_TOTAL
+                    ),
+                    "{{dependency}}",
+                    "A",
+                ),
+                target(
+                    &format!("count({}{{{sel}}} == 0)", m::FLEET_CONNECTED),
+                    "instances without Redis",
+                    "B",
+                ),
+            ],
+            pos: (0, 48, 12, 8),
+            extra_defaults: json!({ "min": 0 }),
+        }),
     ];
     let dashboard = json!({
         "uid": "vitals-agents",

@@ -115,9 +115,11 @@ fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
         "vitals_process_resident_memory_bytes",
         "vitals_gpu_utilization_ratio",
         "vitals_process_gpu_memory_bytes",
+        "vitals_fleet_checks_total",
+        "vitals_fleet_connected",
     ];
     let panels = d["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), 11);
+    assert_eq!(panels.len(), 12);
     let mut used = std::collections::BTreeSet::new();
     for p in panels {
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);

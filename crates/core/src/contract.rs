@@ -66,6 +66,10 @@ pub mod metrics {
     pub const GPU_UTILIZATION: &str = "vitals_gpu_utilization_ratio";
     pub const GPU_MEMORY_USED: &str = "vitals_gpu_memory_used_bytes";
     pub const GPU_MEMORY_TOTAL: &str = "vitals_gpu_memory_total_bytes";
+    // `[fleet]`'s.
+    pub const FLEET_CHECKS_TOTAL: &str = "vitals_fleet_checks_total";
+    pub const FLEET_RESULT_AGE: &str = "vitals_fleet_result_age_seconds";
+    pub const FLEET_CONNECTED: &str = "vitals_fleet_connected";
 
     /// A counter's registered name: prometheus-client appends `_total` itself.
     pub fn counter_base(name: &str) -> &str {

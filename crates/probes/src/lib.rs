@@ -8,6 +8,8 @@
 //!   a check.
 
 pub mod checks;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 mod poller;
 
 pub use poller::{Checked, Poller, Probe};

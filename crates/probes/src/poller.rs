@@ -26,6 +26,9 @@ pub struct Checked {
     pub signal: SignalId,
     pub report: Report,
     pub latency: Duration,
+    /// How long the result stays valid, when less than the dependency's `stale_after`: a
+    /// result another instance of the fleet published some time ago.
+    pub valid_for: Option<Duration>,
 }
 
 /// Something the poller can run once: a [`Checker`], or a scripted stand-in in tests.
@@ -57,6 +60,8 @@ impl Schedule {
 #[derive(Debug)]
 pub struct Poller<P = Checker> {
     jobs: Vec<Job<P>>,
+    #[cfg(feature = "fleet")]
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 #[derive(Debug)]
@@ -65,6 +70,9 @@ struct Job<P> {
     name: String,
     schedule: Schedule,
     probe: Arc<P>,
+    /// With `[fleet]` and `shared`: how long a published result stays valid.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    stale_after: Duration,
 }
 
 impl Poller<Checker> {
@@ -99,9 +107,14 @@ impl Poller<Checker> {
                     timeout: d.timeout.std(),
                 },
                 probe: Arc::new(Checker::new(d)?),
+                stale_after: d.stale_after.std(),
             });
         }
-        Ok(Poller { jobs })
+        Ok(Poller {
+            jobs,
+            #[cfg(feature = "fleet")]
+            fleet: None,
+        })
     }
 }
 
@@ -114,11 +127,21 @@ impl<P: Probe> Poller<P> {
                 .map(|(signal, name, schedule, probe)| Job {
                     signal,
                     name,
+                    stale_after: schedule.interval * 2 + schedule.timeout,
                     schedule,
                     probe: Arc::new(probe),
                 })
                 .collect(),
+            #[cfg(feature = "fleet")]
+            fleet: None,
         }
+    }
+
+    /// Shares the checks of the fleet's shared dependencies through it.
+    #[cfg(feature = "fleet")]
+    pub fn with_fleet(mut self, fleet: Option<crate::fleet::Fleet>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -134,6 +157,16 @@ impl<P: Probe> Poller<P> {
     pub async fn run(self, results: mpsc::Sender<Checked>, cancel: CancellationToken) {
         let mut loops = JoinSet::new();
         for job in self.jobs {
+            #[cfg(feature = "fleet")]
+            if let Some(fleet) = self.fleet.as_ref().filter(|f| f.is_shared(&job.name)) {
+                loops.spawn(crate::poller::shared::shared_loop(
+                    job,
+                    fleet.clone(),
+                    results.clone(),
+                    cancel.clone(),
+                ));
+                continue;
+            }
             loops.spawn(check_loop(job, results.clone(), cancel.clone()));
         }
         drop(results);
@@ -171,7 +204,7 @@ async fn check_loop<P: Probe>(
         tracing::debug!(dependency = %job.name, outcome = report.outcome.label(), latency_ms = latency.as_millis() as u64, "check done");
         let sent = tokio::select! {
             _ = cancel.cancelled() => return,
-            sent = results.send(Checked { signal: job.signal, report, latency }) => sent,
+            sent = results.send(Checked { signal: job.signal, report, latency, valid_for: None }) => sent,
         };
         if sent.is_err() {
             return;
@@ -205,5 +238,7 @@ fn next_check(
     next.max(now)
 }
 
+#[cfg(feature = "fleet")]
+mod shared;
 #[cfg(test)]
 mod tests;

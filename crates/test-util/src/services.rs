@@ -51,7 +51,12 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     pub async fn start(target: &str) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_on("127.0.0.1:0", target).await
+    }
+
+    /// Like [`TcpProxy::start`], on `addr`: a cut proxy comes back on the same address.
+    pub async fn start_on(addr: &str, target: &str) -> TcpProxy {
+        let listener = TcpListener::bind(addr).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -159,7 +159,20 @@ impl Builder {
                 "[gate] needs the gate feature of the vitals crate, which this build left out; enable it (the vitals binary has it)".into(),
             ));
         }
+        #[cfg(feature = "fleet")]
+        let fleet =
+            vitals_probes::fleet::Fleet::new(&config).map_err(|e| Error::Fleet(e.to_string()))?;
+        #[cfg(not(feature = "fleet"))]
+        if config.fleet.is_some() {
+            return Err(Error::Fleet(
+                "[fleet] needs the fleet feature of the vitals crate, which this build left out; enable it (the vitals binary has it)".into(),
+            ));
+        }
         let (shared, inbox) = Shared::with_metrics(config.clone(), &|r| {
+            #[cfg(feature = "fleet")]
+            if let Some(f) = &fleet {
+                f.register_metrics(r);
+            }
             #[cfg(feature = "gate")]
             if let Some(g) = &gate {
                 g.gate().register_metrics(r);
@@ -179,6 +192,8 @@ impl Builder {
             s.front(process, g.gate());
         }
         let poller = Poller::new(&config, &shared.snapshot().rules().signals)?;
+        #[cfg(feature = "fleet")]
+        let poller = poller.with_fleet(fleet);
         let handle = Handle::new(shared.clone());
         let runtime = Runtime {
             shared,

@@ -97,6 +97,7 @@ fn apply_check(shared: &Shared, state: &Lifecycle, checked: Checked) -> Event {
         signal,
         report,
         latency,
+        valid_for,
     } = checked;
     let metrics = shared.metrics();
     metrics.record_check(signal, &report.outcome, latency);
@@ -109,7 +110,7 @@ fn apply_check(shared: &Shared, state: &Lifecycle, checked: Checked) -> Event {
         observation: Observation {
             outcome: report.outcome,
             latency: Some(latency),
-            ttl: None,
+            ttl: valid_for,
         },
     }
 }

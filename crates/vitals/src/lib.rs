@@ -116,6 +116,9 @@ pub enum Error {
     /// `[[processes]]` or entrypoint mode need the supervisor feature.
     #[error("{0}")]
     Supervisor(String),
+    /// `[fleet]` could not be set up, or this build has no fleet.
+    #[error("{0}")]
+    Fleet(String),
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ pub fn load(
         gate: root
             .contains_key("gate")
             .then(|| section(&root, "gate", &mut errors)),
+        fleet: root
+            .contains_key("fleet")
+            .then(|| section(&root, "fleet", &mut errors)),
         processes: table_array(
             &root,
             "processes",

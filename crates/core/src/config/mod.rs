@@ -100,6 +100,18 @@ pub struct Config {
     pub gate: Option<Gate>,
     /// `[[processes]]`: programs vitals supervises.
     pub processes: Vec<Process>,
+    /// `[fleet]`: shared checks through Redis.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`, checked.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Without a password (validation refuses one in the URL).
+    pub redis_url: url::Url,
+    pub password_env: Option<String>,
+    pub password: Option<Secret>,
+    pub key_prefix: String,
 }
 
 /// The name of the process `vitals serve -- CMD` runs (entrypoint mode); no `[[processes]]`
@@ -514,6 +526,8 @@ pub struct Dependency {
     /// A result older than this counts as failing.
     pub stale_after: Duration,
     pub check: Check,
+    /// With `[fleet]`: checked by one instance per interval, read by the others.
+    pub shared: bool,
 }
 
 impl Dependency {

@@ -21,6 +21,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "signals",
     "gate",
     "processes",
+    "fleet",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +144,9 @@ pub struct RawDependency {
     pub success_threshold: Option<u32>,
     /// A result older than this counts as a failure (default `2 × interval + timeout`).
     pub stale_after: Option<Duration>,
+    /// With `[fleet]`: one instance checks per interval and the others read its result (default
+    /// true for remote `openai` and `anthropic` dependencies, false for the rest).
+    pub shared: Option<bool>,
 
     // LLM providers.
     /// Provider base URL, such as `https://api.openai.com/v1`.
@@ -365,4 +369,17 @@ pub struct RawBackoff {
     pub max: Option<Duration>,
     /// Healthy this long, the next restart waits `initial` again.
     pub reset_after: Option<Duration>,
+}
+
+/// `[fleet]`: the instances of one deployment share their checks of shared dependencies
+/// through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// `redis://host:port/db`, without a password.
+    pub redis_url: Option<String>,
+    /// Environment variable holding Redis' password.
+    pub password_env: Option<String>,
+    /// Prefix of every key vitals writes (default `vitals`).
+    pub key_prefix: Option<String>,
 }

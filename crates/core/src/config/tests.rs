@@ -887,3 +887,75 @@ fn a_dependency_inside_a_processes_port_range_is_refused_with_the_way_out() {
     // A fixed port is fine, and so is a port outside the range.
     parse("[[dependencies]]\nname = \"t\"\nkind = \"tcp\"\naddress = \"127.0.0.1:5900\"\n[[processes]]\nname = \"llama\"\ncommand = [\"srv\", \"{port}\"]\nport = \"5800-5899\"\n").unwrap();
 }
+
+#[test]
+fn fleet_reads_and_shares_remote_llm_dependencies_by_default() {
+    let c = parse(
+        r#"
+        [fleet]
+        redis_url = "redis://redis.internal:6379/0"
+
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "https://api.openai.com/v1"
+
+        [[dependencies]]
+        name = "local"
+        kind = "openai"
+        base_url = "http://127.0.0.1:8080/v1"
+
+        [[dependencies]]
+        name = "tool"
+        kind = "http"
+        url = "https://tool.internal/health"
+
+        [[dependencies]]
+        name = "tool-shared"
+        kind = "http"
+        url = "https://tool.internal/health"
+        shared = true
+        "#,
+    )
+    .unwrap();
+    let shared: Vec<bool> = c.dependencies.iter().map(|d| d.shared).collect();
+    assert_eq!(shared, [true, false, false, true]);
+    let f = c.fleet.unwrap();
+    assert_eq!(f.key_prefix, "vitals");
+    assert!(f.password.is_none());
+}
+
+#[test]
+fn every_fleet_problem_is_reported_with_its_key_and_never_the_password() {
+    let errs = errors(
+        r#"
+        [fleet]
+        redis_url = "redis://:hunter2-secret@redis.internal:6379/0"
+        key_prefix = "has space"
+
+        [[dependencies]]
+        name = "local"
+        kind = "tcp"
+        address = "127.0.0.1:5432"
+        shared = true
+        "#,
+    );
+    assert_reported(
+        &errs,
+        &[
+            "fleet.redis_url: holds credentials; remove them from the URL",
+            "fleet.key_prefix: must be 1 to 100 characters without spaces",
+            "dependencies[0].shared: this dependency is this instance's own",
+        ],
+    );
+    assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:?}");
+    assert_reported(
+        &errors("[fleet]\nredis_url = \"rediss://r:6380\"\n"),
+        &["fleet.redis_url: rediss:// (TLS) is not supported by this build"],
+    );
+    assert_reported(&errors("[fleet]\n"), &["fleet.redis_url: missing"]);
+    assert_reported(
+        &errors("[[dependencies]]\nname = \"t\"\nkind = \"http\"\nurl = \"https://t.example/\"\nshared = true\n"),
+        &["dependencies[0].shared: needs [fleet]"],
+    );
+}

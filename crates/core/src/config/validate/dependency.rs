@@ -21,6 +21,7 @@ const COMMON_KEYS: &[&str] = &[
     "failure_threshold",
     "success_threshold",
     "stale_after",
+    "shared",
 ];
 
 fn kind_keys(kind: Kind) -> &'static [&'static str] {
@@ -197,7 +198,7 @@ pub(super) fn dependency(
     if e.0.len() > before {
         return None;
     }
-    Some(Dependency {
+    let mut dependency = Dependency {
         name,
         kind,
         critical: d.critical.unwrap_or(true),
@@ -207,5 +208,19 @@ pub(super) fn dependency(
         success_threshold,
         stale_after,
         check: check?,
-    })
+        shared: false,
+    };
+    let local = dependency.is_instance_local();
+    dependency.shared = match d.shared {
+        Some(true) if local => {
+            e.push(
+                at("shared"),
+                "this dependency is this instance's own (loopback, or an exec check): another instance's result says nothing about it; remove shared or set it to false",
+            );
+            return None;
+        }
+        Some(shared) => shared,
+        None => matches!(kind, Kind::OpenAi | Kind::Anthropic) && !local,
+    };
+    Some(dependency)
 }

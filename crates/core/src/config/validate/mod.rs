@@ -2,6 +2,7 @@
 
 mod checks;
 mod dependency;
+mod fleet;
 mod gate;
 mod processes;
 mod sections;
@@ -32,6 +33,8 @@ pub struct RawConfig {
     /// `None` without a `[gate]` table.
     pub gate: Option<RawGate>,
     pub processes: Vec<RawProcess>,
+    /// `None` without a `[fleet]` table.
+    pub fleet: Option<RawFleet>,
 }
 
 struct Errors(Vec<ConfigError>);
@@ -221,6 +224,18 @@ pub fn validate(
     }
     let gate = raw.gate.and_then(|g| gate::gate(&mut e, g, server.listen));
     let raw_names: Vec<&str> = written.iter().filter_map(|(_, n)| n.as_deref()).collect();
+    let has_fleet = raw.fleet.is_some();
+    let fleet = raw.fleet.and_then(|f| fleet::fleet(&mut e, f, env));
+    if !has_fleet {
+        for (i, d) in raw.dependencies.iter().enumerate() {
+            if d.shared == Some(true) {
+                e.push(
+                    format!("dependencies[{i}].shared"),
+                    "needs [fleet] (the Redis the instances share results through); add it, or remove shared",
+                );
+            }
+        }
+    }
     let dependencies: Vec<Dependency> = raw
         .dependencies
         .into_iter()
@@ -343,5 +358,6 @@ pub fn validate(
         signals,
         gate,
         processes,
+        fleet,
     })
 }

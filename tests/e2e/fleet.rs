@@ -1,0 +1,342 @@
+//! `[fleet]` through the binary: 1, 10 and 30 `vitals serve` processes sharing one LLM
+//! dependency through the suite's real Redis make one upstream call per interval in total; a
+//! Redis outage makes each check for itself and its return brings the sharing back; nothing
+//! secret reaches Redis; a value that is not vitals' is ignored.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use vitals_test_util::{redis_addr, TcpProxy, VitalsProcess};
+
+use crate::{bin, body, expect_status_within};
+
+/// An OpenAI-compatible stand-in that counts `GET /v1/models` and can be made to fail.
+struct CountingLlm {
+    addr: SocketAddr,
+    calls: Arc<AtomicU64>,
+    down: Arc<AtomicBool>,
+}
+
+impl CountingLlm {
+    async fn start() -> CountingLlm {
+        // A loopback dependency is the instance's own and is never shared: the stand-in
+        // listens on this machine's own address, as a remote provider would.
+        let ip = own_address();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let (c, d) = (calls.clone(), down.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (c, d) = (c.clone(), d.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (c, d) = (c.clone(), d.clone());
+                        async move {
+                            if req.uri().path().ends_with("/models") {
+                                c.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let (status, text) = if d.load(Ordering::SeqCst) {
+                                (503, r#"{"error":{"message":"overloaded"}}"#)
+                            } else {
+                                (
+                                    200,
+                                    r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#,
+                                )
+                            };
+                            let mut r = Response::new(Full::new(Bytes::from(text)));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            r.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        CountingLlm { addr, calls, down }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// This machine's address on its default route (no packet is sent: a UDP "connect" only picks
+/// the source address).
+fn own_address() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("192.0.2.1:9")
+        .expect("a default route (any non-loopback address)");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "no non-loopback address: {ip}"
+    );
+    ip
+}
+
+fn fleet_config(llm: SocketAddr, redis: &str, prefix: &str) -> String {
+    format!(
+        r#"
+[fleet]
+redis_url = "redis://{redis}/0"
+key_prefix = "{prefix}"
+
+[[dependencies]]
+name = "llm"
+kind = "openai"
+base_url = "http://{llm}/v1"
+api_key_env = "FLEET_TEST_KEY"
+interval = "2s"
+timeout = "500ms"
+"#
+    )
+}
+
+const KEY: &str = "sk-fleet-test-secret-9f8e7d";
+
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("vitals-test:{what}:{}:{nanos}", std::process::id())
+}
+
+/// Upstream calls during `intervals` whole intervals of 2 s, once every instance is ready.
+async fn calls_over(llm: &CountingLlm, intervals: u64) -> u64 {
+    // Start on a slot boundary (slots are aligned on the wall clock) plus a little.
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(2000 - ms % 2000 + 1000)).await;
+    let before = llm.calls();
+    tokio::time::sleep(Duration::from_secs(2 * intervals)).await;
+    llm.calls() - before
+}
+
+async fn metric_sum(instances: &[VitalsProcess], series: &str) -> f64 {
+    let mut sum = 0.0;
+    for v in instances {
+        let text = body(&v.url("/metrics")).await;
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    }
+    sum
+}
+
+/// 1, 10 and 30 instances: one call per interval for the whole fleet (± one at a handover),
+/// where each used to make its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_upstream_call_per_interval_whatever_the_fleet_size() {
+    let redis = redis_addr();
+    for n in [1usize, 10, 30] {
+        let llm = CountingLlm::start().await;
+        let config = fleet_config(llm.addr, &redis, &unique("size"));
+        let fleet: Vec<VitalsProcess> = (0..n)
+            .map(|_| VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]))
+            .collect();
+        for v in &fleet {
+            expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+        }
+        let calls = calls_over(&llm, 5).await;
+        assert!(
+            (4..=6).contains(&calls),
+            "{n} instances made {calls} calls in 5 intervals"
+        );
+        let performed = metric_sum(
+            &fleet,
+            r#"vitals_fleet_checks_total{dependency="llm",role="performed"}"#,
+        )
+        .await;
+        let fallback = metric_sum(
+            &fleet,
+            r#"vitals_fleet_checks_total{dependency="llm",role="fallback"}"#,
+        )
+        .await;
+        assert_eq!(fallback, 0.0);
+        assert!(
+            performed as u64 >= calls,
+            "performed {performed}, calls {calls}"
+        );
+        if n > 1 {
+            let read = metric_sum(
+                &fleet,
+                r#"vitals_fleet_checks_total{dependency="llm",role="read"}"#,
+            )
+            .await;
+            assert!(
+                read >= (n as f64 - 1.0) * 4.0,
+                "{n} instances read {read} results"
+            );
+        }
+        assert_eq!(metric_sum(&fleet, "vitals_fleet_connected").await, n as f64);
+        crate::metrics::promtool_check_metrics(&body(&fleet[0].url("/metrics")).await);
+    }
+}
+
+/// Redis goes away: each instance checks for itself (N calls an interval), says so, and stays
+/// ready; Redis comes back: one call an interval again. A performer killed mid-fleet is
+/// replaced within an interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_each_checks_for_itself_and_sharing_resumes_when_it_returns() {
+    let redis = redis_addr();
+    let proxy = TcpProxy::start(&redis).await;
+    let proxy_addr = proxy.addr().to_string();
+    let llm = CountingLlm::start().await;
+    let config = fleet_config(llm.addr, &proxy_addr, &unique("outage"));
+    let mut fleet: Vec<VitalsProcess> = (0..3)
+        .map(|_| VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]))
+        .collect();
+    for v in &fleet {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    }
+    assert!((3..=5).contains(&calls_over(&llm, 4).await));
+
+    proxy.cut().await;
+    let calls = calls_over(&llm, 4).await;
+    assert!(
+        (10..=14).contains(&calls),
+        "3 instances on their own made {calls} calls in 4 intervals"
+    );
+    for v in &fleet {
+        assert_eq!(
+            crate::status(&v.url("/readyz")).await,
+            200,
+            "Redis down is not the agent down"
+        );
+        let logs = v.logs().join("\n");
+        assert!(logs.contains("fleet: Redis unreachable"), "{logs}");
+    }
+    assert_eq!(metric_sum(&fleet, "vitals_fleet_connected").await, 0.0);
+
+    let back = TcpProxy::start_on(&proxy_addr, &redis).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = calls_over(&llm, 4).await;
+    assert!(
+        (3..=5).contains(&calls),
+        "after Redis returned: {calls} calls in 4 intervals"
+    );
+    assert_eq!(metric_sum(&fleet, "vitals_fleet_connected").await, 3.0);
+
+    // Whoever performs now goes away: the others carry on, one call an interval.
+    let mut performers = Vec::new();
+    for (i, v) in fleet.iter().enumerate() {
+        let text = body(&v.url("/metrics")).await;
+        let n: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"vitals_fleet_checks_total{dependency="llm",role="performed"}"#)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap();
+        performers.push((n, i));
+    }
+    performers.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let top = performers.last().unwrap().1;
+    let mut gone = fleet.remove(top);
+    gone.signal("KILL");
+    let _ = gone.wait_exit(Duration::from_secs(5));
+    let calls = calls_over(&llm, 4).await;
+    assert!(
+        (3..=5).contains(&calls),
+        "after the performer died: {calls} calls in 4 intervals"
+    );
+    drop(back);
+}
+
+/// What reaches Redis carries no secret (the key, here rejected by a failing upstream whose
+/// answer is echoed in the reason), and a value that is not vitals' is ignored with a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_secret_reaches_redis_and_foreign_values_are_ignored() {
+    let redis = redis_addr();
+    let llm = CountingLlm::start().await;
+    let prefix = unique("secret");
+    let config = fleet_config(llm.addr, &redis, &prefix);
+    let v = VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]);
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    llm.down.store(true, Ordering::SeqCst);
+    expect_status_within(&v.url("/readyz"), 503, Duration::from_secs(8)).await;
+
+    let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|k| k.ends_with(":result")), "{keys:?}");
+    for k in &keys {
+        let value: String = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            !value.contains(KEY) && !value.contains(&KEY[..12]),
+            "{k}: {value}"
+        );
+        assert!(!k.contains(KEY));
+        if k.ends_with(":result") {
+            let json: serde_json::Value = serde_json::from_str(&value).unwrap();
+            assert_eq!(json["ok"], false, "{value}");
+            assert!(json["reason"].as_str().unwrap().contains("503"), "{value}");
+        }
+    }
+
+    // A value that is not vitals': another instance, started while it is there, warns and
+    // never trusts it (it says "ok": the upstream is still down, and the instance says so).
+    let result_key = keys
+        .iter()
+        .find(|k| k.ends_with(":result"))
+        .unwrap()
+        .clone();
+    let foreign = r#"{"ok":true,"note":"not vitals"}"#;
+    let _: () = redis::cmd("SET")
+        .arg(&result_key)
+        .arg(foreign)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let second = VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let _: () = redis::cmd("SET")
+            .arg(&result_key)
+            .arg(foreign)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(
+        crate::status(&second.url("/readyz")).await,
+        200,
+        "a foreign 'ok' was trusted"
+    );
+    let logs = second.logs().join("\n");
+    assert!(logs.contains("not a vitals result; ignored"), "{logs}");
+    let logs = v.logs().join("\n");
+    assert!(!logs.contains(KEY));
+}
