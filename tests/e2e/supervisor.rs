@@ -356,9 +356,9 @@ fn a_missing_or_non_executable_command_exits_64_with_its_path() {
 const STANDIN_AGENT: &str = r#"
 import os, signal, subprocess, sys, time
 out = sys.argv[1]
-# An orphan: a shell that starts a short sleep and exits at once; the sleep's parent is gone,
+# An orphan: a shell that starts a 2 s sleep and exits at once; the sleep's parent is gone,
 # so it is re-parented to vitals (a subreaper), which must reap it when it ends.
-subprocess.Popen(["sh", "-c", "sleep 0.3 & exit 0"])
+subprocess.Popen(["sh", "-c", "sleep 2 & exit 0"])
 def term(*_):
     with open(out, "w") as f:
         f.write(repr(time.time()))
@@ -369,6 +369,24 @@ print("agent up", flush=True)
 while True:
     time.sleep(0.05)
 "#;
+
+/// The children of `pid`: (pid, command name, state).
+fn children_of(pid: u32) -> Vec<(u32, String, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let (child, comm) = head.split_once(" (")?;
+            let mut f = rest.split_whitespace();
+            let state = f.next()?.to_owned();
+            let ppid: u32 = f.next()?.parse().ok()?;
+            let child: u32 = child.trim().parse().ok()?;
+            (ppid == pid).then(|| (child, comm.to_owned(), state))
+        })
+        .collect()
+}
 
 /// Zombie children of `pid`.
 fn zombies_of(pid: u32) -> Vec<String> {
@@ -411,13 +429,33 @@ async fn entrypoint_mode_drains_then_forwards_sigterm_and_exits_with_the_agents_
         Duration::from_secs(1),
     )
     .await;
-    // The orphan (sleep 0.3) ended after its parent: reaped, not left a zombie.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Its output reaches the log.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !v.logs().join("\n").contains("agent up") {
+        assert!(
+            Instant::now() < deadline,
+            "no 'agent up' in {:#?}",
+            v.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The orphan (a sleep whose parent shell exited at once) is re-parented to vitals, the
+    // subreaper, not to the machine's init...
+    let orphan = children_of(v.pid())
+        .into_iter()
+        .find(|(_, comm, _)| comm == "sleep")
+        .unwrap_or_else(|| panic!("no orphaned sleep under vitals: {:?}", children_of(v.pid())));
+    // ...and once it ends, nobody else waits for it: the reaper takes it once it has lingered a
+    // second as a zombie.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(orphan.0 as i32) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !zombies_of(v.pid()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(zombies_of(v.pid()), Vec::<String>::new());
-    assert!(
-        v.logs().join("\n").contains("agent up"),
-        "its output reaches the log"
-    );
 
     let sent = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
