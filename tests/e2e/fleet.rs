@@ -25,6 +25,9 @@ struct CountingLlm {
     down: Arc<AtomicBool>,
 }
 
+/// The key the stand-in refuses with 401, as a provider refuses a revoked key.
+const REVOKED: &str = "sk-revoked-key-0000";
+
 impl CountingLlm {
     async fn start() -> CountingLlm {
         // A loopback dependency is the instance's own and is never shared: the stand-in
@@ -48,7 +51,13 @@ impl CountingLlm {
                             if req.uri().path().ends_with("/models") {
                                 c.fetch_add(1, Ordering::SeqCst);
                             }
-                            let (status, text) = if d.load(Ordering::SeqCst) {
+                            let revoked = req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v.to_str().unwrap_or("").contains(REVOKED));
+                            let (status, text) = if revoked {
+                                (401, r#"{"error":{"message":"invalid api key"}}"#)
+                            } else if d.load(Ordering::SeqCst) {
                                 (503, r#"{"error":{"message":"overloaded"}}"#)
                             } else {
                                 (
@@ -226,6 +235,12 @@ async fn without_redis_each_checks_for_itself_and_sharing_resumes_when_it_return
         );
         let logs = v.logs().join("\n");
         assert!(logs.contains("fleet: Redis unreachable"), "{logs}");
+        let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+        assert_eq!(doc["fleet"]["connected"], false, "{doc}");
+        assert_eq!(
+            doc["fleet"]["dependencies"][0]["last_role"], "fallback",
+            "{doc}"
+        );
     }
     assert_eq!(metric_sum(&fleet, "vitals_fleet_connected").await, 0.0);
 
@@ -288,11 +303,20 @@ async fn nothing_secret_reaches_redis_and_foreign_values_are_ignored() {
         .unwrap();
     assert!(keys.iter().any(|k| k.ends_with(":result")), "{keys:?}");
     for k in &keys {
-        let value: String = redis::cmd("GET")
-            .arg(k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let value: String = if k.ends_with(":views") {
+            let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(k)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            format!("{all:?}")
+        } else {
+            redis::cmd("GET")
+                .arg(k)
+                .query_async(&mut conn)
+                .await
+                .unwrap()
+        };
         assert!(
             !value.contains(KEY) && !value.contains(&KEY[..12]),
             "{k}: {value}"
@@ -339,4 +363,109 @@ async fn nothing_secret_reaches_redis_and_foreign_values_are_ignored() {
     assert!(logs.contains("not a vitals result; ignored"), "{logs}");
     let logs = v.logs().join("\n");
     assert!(!logs.contains(KEY));
+}
+
+fn view_config(llm: SocketAddr, redis: &str, prefix: &str, outage: &str) -> String {
+    format!(
+        "{}fleet_outage = \"{outage}\"\n",
+        fleet_config(llm, redis, prefix)
+    )
+}
+
+/// The two readiness answers a fleet gives: an outage every instance sees degrades with
+/// fleet_outage = "degraded" (in traffic, nothing replaced) and fails readiness with the
+/// default; one instance whose own key is revoked fails alone, /readyz?scope=instance included
+/// (a replacement may not have its problem), while the others stay ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
+    let redis = redis_addr();
+    let llm = CountingLlm::start().await;
+    let degraded_cfg = view_config(llm.addr, &redis, &unique("wide-degraded"), "degraded");
+    let strict_cfg = view_config(llm.addr, &redis, &unique("wide-strict"), "not-ready");
+    let degraded: Vec<VitalsProcess> = (0..3)
+        .map(|_| VitalsProcess::start(&bin(), &degraded_cfg, &[("FLEET_TEST_KEY", KEY)]))
+        .collect();
+    let strict: Vec<VitalsProcess> = (0..3)
+        .map(|_| VitalsProcess::start(&bin(), &strict_cfg, &[("FLEET_TEST_KEY", KEY)]))
+        .collect();
+    for v in degraded.iter().chain(&strict) {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    }
+    llm.down.store(true, Ordering::SeqCst);
+    for v in &degraded {
+        let why = crate::expect_body_within(
+            &v.url("/readyz?verbose"),
+            "fleet-wide",
+            Duration::from_secs(12),
+        )
+        .await;
+        assert!(why.contains("503"), "{why}");
+        let r = crate::client().get(v.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "a fleet-wide outage degrades");
+        assert_eq!(r.headers()["x-agent-mode"], "degraded");
+    }
+    for v in &strict {
+        crate::expect_body_within(
+            &v.url("/readyz?verbose"),
+            "fleet-wide",
+            Duration::from_secs(12),
+        )
+        .await;
+        assert_eq!(
+            crate::status(&v.url("/readyz")).await,
+            503,
+            "the default: not ready"
+        );
+    }
+    llm.down.store(false, Ordering::SeqCst);
+    for v in degraded.iter().chain(&strict) {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(12)).await;
+    }
+    drop((degraded, strict));
+
+    // One instance's key is revoked: it alone goes not ready, for every scope.
+    let cfg = view_config(llm.addr, &redis, &unique("local"), "degraded");
+    let good: Vec<VitalsProcess> = (0..2)
+        .map(|_| VitalsProcess::start(&bin(), &cfg, &[("FLEET_TEST_KEY", KEY)]))
+        .collect();
+    let broken = VitalsProcess::start(&bin(), &cfg, &[("FLEET_TEST_KEY", REVOKED)]);
+    // It learns of its own path when it next checks for itself (holding the lease): within a
+    // few intervals.
+    let why = crate::expect_body_within(
+        &broken.url("/readyz?verbose"),
+        "this instance only",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(why.contains("401"), "{why}");
+    assert_eq!(crate::status(&broken.url("/readyz")).await, 503);
+    assert_eq!(
+        crate::status(&broken.url("/readyz?scope=instance")).await,
+        503
+    );
+    for v in &good {
+        assert_eq!(
+            crate::status(&v.url("/readyz")).await,
+            200,
+            "{}",
+            body(&v.url("/readyz?verbose")).await
+        );
+    }
+    // And it stays so while the others' results say up (its own fresh result wins).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        crate::status(&broken.url("/readyz")).await,
+        503,
+        "{}",
+        body(&broken.url("/readyz?verbose")).await
+    );
+    for v in &good {
+        assert_eq!(
+            crate::status(&v.url("/readyz")).await,
+            200,
+            "{}\n{}",
+            body(&v.url("/readyz?verbose")).await,
+            body(&v.url("/status")).await
+        );
+    }
 }

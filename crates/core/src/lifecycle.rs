@@ -83,6 +83,9 @@ impl Rules {
             failure_threshold: d.failure_threshold,
             success_threshold: d.success_threshold,
             stale_after: d.stale_after.std(),
+            fleet_outage_degrades: d.shared
+                && config.fleet.is_some()
+                && d.fleet_outage == crate::config::FleetOutage::Degraded,
         });
         let pushed = config.signals.iter().map(|s| SignalRules {
             name: s.name.clone(),
@@ -93,6 +96,7 @@ impl Rules {
             failure_threshold: 1,
             success_threshold: 1,
             stale_after: s.ttl.std(),
+            fleet_outage_degrades: false,
         });
         // The gate's circuit, reported by the gate as it changes (and refreshed while it holds,
         // so it never goes stale).
@@ -109,6 +113,7 @@ impl Rules {
                 failure_threshold: 1,
                 success_threshold: 1,
                 stale_after: GATE_STALE_AFTER,
+                fleet_outage_degrades: false,
             })
         });
         // Supervised processes, reported by the supervisor on every change of state.
@@ -121,6 +126,7 @@ impl Rules {
             failure_threshold: 1,
             success_threshold: 1,
             stale_after: PROCESS_STALE_AFTER,
+            fleet_outage_degrades: false,
         });
         for rules in dependencies.chain(pushed).chain(gate).chain(processes) {
             // Validation already refused duplicate names.
@@ -287,6 +293,8 @@ pub struct SignalState {
     /// How long the last result stays valid: the signal's staleness bound, or the ttl the last
     /// report carried.
     pub valid_for: Option<Duration>,
+    /// What the fleet knew of the last result.
+    pub spread: Spread,
 }
 
 impl SignalState {
@@ -309,16 +317,33 @@ impl SignalState {
             }
         }
         self.last_result_at = Some(now);
+        self.spread = observation.spread;
         self.last_outcome = Some(observation.outcome);
         self.last_latency = observation.latency;
         self.valid_for = Some(observation.ttl.unwrap_or(rules.stale_after));
     }
 }
 
+/// What the fleet knows of a shared dependency's failure (`[fleet]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spread {
+    /// Not shared, or the fleet cannot tell.
+    #[default]
+    Unknown,
+    /// Every instance that checked it lately sees it down: a provider outage. With
+    /// `fleet_outage = "degraded"` it degrades instead of failing readiness.
+    FleetWide,
+    /// Other instances see it up: this instance's own path fails. It counts for
+    /// `/readyz?scope=instance` too: a new instance may not have the problem.
+    Local,
+}
+
 /// One result for one signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub outcome: Outcome,
+    /// What the fleet knows of a failure (shared dependencies only).
+    pub spread: Spread,
     /// How long the check took; `None` for a pushed report.
     pub latency: Option<Duration>,
     /// How long this result stays valid, when the source says (a pushed report's `ttl`).
@@ -353,6 +378,7 @@ impl Observation {
         };
         Observation {
             outcome,
+            spread: Spread::Unknown,
             latency: None,
             ttl,
         }
@@ -629,7 +655,13 @@ impl Lifecycle {
             (None, _) | (_, None) if pushed => "no report yet".into(),
             (None, _) | (_, None) => "no result yet".into(),
             (Some(o), Some(at)) => match o.reason() {
-                Some(r) => r,
+                Some(r) => match state.spread {
+                    Spread::FleetWide => format!(
+                        "{r} (fleet-wide: every instance that checked it lately sees it down)"
+                    ),
+                    Spread::Local => format!("{r} (this instance only: other instances see it up)"),
+                    Spread::Unknown => r,
+                },
                 None if state.up => {
                     let age = crate::Duration::from(now.saturating_duration_since(at));
                     if pushed {
@@ -661,7 +693,11 @@ impl Lifecycle {
                 let mut degraded = false;
                 for (id, rules) in self.rules.signals.iter() {
                     if !self.is_up(id, now) {
-                        if rules.critical && scope.counts(rules) {
+                        let spread = self.signals[id.index()].spread;
+                        let critical = rules.critical
+                            && !(rules.fleet_outage_degrades && spread == Spread::FleetWide);
+                        let counts = scope.counts(rules) || spread == Spread::Local;
+                        if critical && counts {
                             return Readiness::NotReady;
                         }
                         degraded = true;

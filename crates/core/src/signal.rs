@@ -85,6 +85,8 @@ pub struct SignalRules {
     /// A result older than this counts as down (a pushed signal's `ttl`; a report may carry its
     /// own).
     pub stale_after: Duration,
+    /// `fleet_outage = "degraded"`: down for the whole fleet, it degrades instead of failing.
+    pub fleet_outage_degrades: bool,
 }
 
 /// Every signal of a runtime, in a fixed order: dependencies first (in file order), then pushed

@@ -29,9 +29,59 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use vitals_core::config::{Check, Dependency};
 use vitals_core::contract::metrics as names;
-use vitals_core::lifecycle::Outcome;
+use vitals_core::lifecycle::{Outcome, Spread};
 
 use crate::checks::Report;
+
+/// How many instances check a failed result for themselves, to tell a fleet-wide outage from
+/// one instance's broken path: at most this many extra calls an interval during an outage.
+pub const CONFIRMERS: u64 = 2;
+
+/// One instance's own latest result of a shared dependency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub instance: String,
+    pub at_ms: u64,
+    pub up: bool,
+}
+
+/// What the fleet's views say of this instance's own failed result: local when another
+/// instance sees it up, fleet-wide when others see it down too.
+pub fn spread_of_own(instance: &str, views: &[View]) -> Spread {
+    let others = views.iter().filter(|v| v.instance != instance);
+    let (mut up, mut down) = (false, false);
+    for v in others {
+        if v.up {
+            up = true;
+        } else {
+            down = true;
+        }
+    }
+    match (up, down) {
+        (true, _) => Spread::Local,
+        (false, true) => Spread::FleetWide,
+        (false, false) => Spread::Unknown,
+    }
+}
+
+/// What the fleet's views say of a failed result this instance only read: `Ok(at)` when an
+/// instance saw it up lately (the failure is the performer's own), else the failure's spread:
+/// fleet-wide when at least two instances see it down.
+pub fn verdict_of_read(views: &[View]) -> Result<u64, Spread> {
+    if let Some(at) = views.iter().filter(|v| v.up).map(|v| v.at_ms).max() {
+        return Ok(at);
+    }
+    let down: std::collections::HashSet<&str> = views
+        .iter()
+        .filter(|v| !v.up)
+        .map(|v| v.instance.as_str())
+        .collect();
+    Err(if down.len() >= 2 {
+        Spread::FleetWide
+    } else {
+        Spread::Unknown
+    })
+}
 
 /// How long one Redis command may take before the instance checks for itself.
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -116,7 +166,7 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -129,6 +179,8 @@ struct Counts {
     performed: AtomicU64,
     read: AtomicU64,
     fallback: AtomicU64,
+    /// The last role: 0 none yet, 1 performed, 2 read, 3 fallback.
+    last: std::sync::atomic::AtomicU8,
     /// The published time of the result last used (ms since the epoch; 0: none yet).
     result_at_ms: AtomicU64,
 }
@@ -218,6 +270,35 @@ impl Fleet {
 
     pub(crate) fn is_shared(&self, name: &str) -> bool {
         self.shared(name).is_some()
+    }
+
+    /// `/status`'s `fleet` section: whether Redis answers, this instance's identity, and per
+    /// shared dependency what it did last, how often, and the age of the result it used.
+    pub fn status(&self) -> serde_json::Value {
+        let inner = &self.inner;
+        let now = now_ms();
+        serde_json::json!({
+            "connected": inner.connected.load(Ordering::Relaxed),
+            "mode": if inner.connected.load(Ordering::Relaxed) { "shared" } else { "fallback: checking shared dependencies itself" },
+            "instance": inner.instance,
+            "dependencies": inner.shared.iter().map(|s| {
+                let at = s.counts.result_at_ms.load(Ordering::Relaxed);
+                serde_json::json!({
+                    "name": s.name,
+                    "key": s.key,
+                    "last_role": match s.counts.last.load(Ordering::Relaxed) {
+                        1 => Some("performed"),
+                        2 => Some("read"),
+                        3 => Some("fallback"),
+                        _ => None,
+                    },
+                    "performed": s.counts.performed.load(Ordering::Relaxed),
+                    "read": s.counts.read.load(Ordering::Relaxed),
+                    "fallback": s.counts.fallback.load(Ordering::Relaxed),
+                    "result_age_seconds": (at > 0).then(|| now.saturating_sub(at) as f64 / 1000.0),
+                })
+            }).collect::<Vec<_>>(),
+        })
     }
 
     /// Registers `vitals_fleet_*` into `registry`.
@@ -319,6 +400,69 @@ impl Fleet {
         }))
     }
 
+    /// Publishes this instance's own result of `name` in the fleet's view of it.
+    pub(crate) async fn publish_view(&self, name: &str, at_ms: u64, ok: bool, keep: Duration) {
+        let Some(key) = self.key(name) else { return };
+        let mut set = redis::cmd("HSET");
+        set.arg(format!("{key}:views"))
+            .arg(&self.inner.instance)
+            .arg(format!("{at_ms} {}", u8::from(ok)));
+        if self.command::<()>(set).await.is_ok() {
+            let mut expire = redis::cmd("PEXPIRE");
+            expire
+                .arg(format!("{key}:views"))
+                .arg(keep.as_millis().max(1) as u64);
+            let _ = self.command::<()>(expire).await;
+        }
+    }
+
+    /// The fleet's views of `name` no older than `fresh`: (instance, published at, up).
+    pub(crate) async fn views(&self, name: &str, fresh: Duration) -> Result<Vec<View>, String> {
+        let key = self.key(name).ok_or("not shared")?;
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(format!("{key}:views"));
+        let all: std::collections::HashMap<String, String> = self.command(cmd).await?;
+        let now = now_ms();
+        let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
+        Ok(all
+            .into_iter()
+            .filter_map(|(instance, value)| {
+                let (at, up) = value.split_once(' ')?;
+                let at: u64 = at.parse().ok()?;
+                let up = match up {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                };
+                (now.saturating_sub(at) < fresh_ms).then(|| View {
+                    instance: clean(&instance),
+                    at_ms: at,
+                    up,
+                })
+            })
+            .collect())
+    }
+
+    /// One of at most [`CONFIRMERS`] own checks of the failed result published at `at_ms`.
+    pub(crate) async fn confirm(
+        &self,
+        name: &str,
+        at_ms: u64,
+        hold: Duration,
+    ) -> Result<bool, String> {
+        let key = self.key(name).ok_or("not shared")?;
+        let confirm = format!("{key}:confirm:{at_ms}");
+        let mut incr = redis::cmd("INCR");
+        incr.arg(&confirm);
+        let n: u64 = self.command(incr).await?;
+        if n == 1 {
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(&confirm).arg(hold.as_millis().max(1) as u64);
+            let _ = self.command::<()>(expire).await;
+        }
+        Ok(n <= CONFIRMERS)
+    }
+
     pub(crate) fn count(&self, name: &str, role: Role, result_at_ms: Option<u64>) {
         let Some(s) = self.shared(name) else { return };
         let counter = match role {
@@ -327,6 +471,14 @@ impl Fleet {
             Role::Fallback => &s.counts.fallback,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        s.counts.last.store(
+            match role {
+                Role::Performed => 1,
+                Role::Read => 2,
+                Role::Fallback => 3,
+            },
+            Ordering::Relaxed,
+        );
         if let Some(at) = result_at_ms {
             s.counts.result_at_ms.store(at, Ordering::Relaxed);
         }
@@ -520,6 +672,37 @@ mod tests {
         };
         let (_, _, left) = report_of(&ahead, Duration::from_secs(65)).unwrap();
         assert_eq!(left, Duration::from_secs(65));
+    }
+
+    #[test]
+    fn the_views_tell_a_fleet_outage_from_one_broken_path() {
+        let view = |i: &str, up: bool| View {
+            instance: i.into(),
+            at_ms: 1000,
+            up,
+        };
+        // My check failed; another instance sees it up: my path.
+        assert_eq!(
+            spread_of_own("a", &[view("a", false), view("b", true)]),
+            Spread::Local
+        );
+        // Others see it down too: the fleet's.
+        assert_eq!(
+            spread_of_own("a", &[view("a", false), view("b", false), view("c", false)]),
+            Spread::FleetWide
+        );
+        // Nobody else checked lately: cannot tell.
+        assert_eq!(spread_of_own("a", &[view("a", false)]), Spread::Unknown);
+        // A reader of a failed result: someone sees it up, so it is the performer's path.
+        assert_eq!(
+            verdict_of_read(&[view("p", false), view("c", true)]),
+            Ok(1000)
+        );
+        assert_eq!(
+            verdict_of_read(&[view("p", false), view("c", false)]),
+            Err(Spread::FleetWide)
+        );
+        assert_eq!(verdict_of_read(&[view("p", false)]), Err(Spread::Unknown));
     }
 
     #[test]

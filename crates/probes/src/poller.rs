@@ -29,6 +29,8 @@ pub struct Checked {
     /// How long the result stays valid, when less than the dependency's `stale_after`: a
     /// result another instance of the fleet published some time ago.
     pub valid_for: Option<Duration>,
+    /// What the fleet knows of a failure of a shared dependency.
+    pub spread: vitals_core::lifecycle::Spread,
 }
 
 /// Something the poller can run once: a [`Checker`], or a scripted stand-in in tests.
@@ -204,7 +206,7 @@ async fn check_loop<P: Probe>(
         tracing::debug!(dependency = %job.name, outcome = report.outcome.label(), latency_ms = latency.as_millis() as u64, "check done");
         let sent = tokio::select! {
             _ = cancel.cancelled() => return,
-            sent = results.send(Checked { signal: job.signal, report, latency, valid_for: None }) => sent,
+            sent = results.send(Checked { signal: job.signal, report, latency, valid_for: None, spread: Default::default() }) => sent,
         };
         if sent.is_err() {
             return;

@@ -62,7 +62,21 @@ struct Inner {
     refused: std::sync::atomic::AtomicU64,
     /// One `/metrics` encoding at a time; the others wait here, off the runtime's workers.
     scrapes: tokio::sync::Semaphore,
+    /// `/status`'s `fleet` section, from the part of the runtime that shares checks.
+    fleet_status: std::sync::OnceLock<Section>,
 }
+
+/// A [`StatusSection`], with a `Debug` that says only whether it is set.
+struct Section(StatusSection);
+
+impl std::fmt::Debug for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Section")
+    }
+}
+
+/// A section of `/status` a part of the runtime provides, read at each request.
+pub type StatusSection = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Shared {
     /// A new state for `config`, born now, and the inbox its driver reads.
@@ -92,6 +106,7 @@ impl Shared {
                 drain: CancellationToken::new(),
                 refused: Default::default(),
                 scrapes: tokio::sync::Semaphore::new(1),
+                fleet_status: std::sync::OnceLock::new(),
             }),
         };
         (
@@ -109,6 +124,15 @@ impl Shared {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Sets `/status`'s `fleet` section (once; later calls are ignored).
+    pub fn set_fleet_status(&self, section: StatusSection) {
+        let _ = self.inner.fleet_status.set(Section(section));
+    }
+
+    pub(crate) fn fleet_status(&self) -> Option<serde_json::Value> {
+        self.inner.fleet_status.get().map(|f| (f.0)())
     }
 
     /// The latest published state.

@@ -26,6 +26,9 @@ pub(crate) struct Status<'a> {
     /// Supervised processes (`[[processes]]`, and `agent` in entrypoint mode): `reason` says
     /// their state (starting, restarting in Ns, given up) while they are not up.
     pub processes: Vec<SignalStatus<'a>>,
+    /// `[fleet]`: whether Redis answers, and what this instance did for each shared dependency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -182,6 +185,7 @@ pub(crate) fn build<'a>(shared: &'a Shared, state: &'a Lifecycle, now: Instant) 
         dependencies,
         signals,
         processes,
+        fleet: shared.fleet_status(),
     }
 }
 

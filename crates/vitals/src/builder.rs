@@ -193,6 +193,11 @@ impl Builder {
         }
         let poller = Poller::new(&config, &shared.snapshot().rules().signals)?;
         #[cfg(feature = "fleet")]
+        if let Some(f) = &fleet {
+            let f = f.clone();
+            shared.set_fleet_status(Box::new(move || f.status()));
+        }
+        #[cfg(feature = "fleet")]
         let poller = poller.with_fleet(fleet);
         let handle = Handle::new(shared.clone());
         let runtime = Runtime {

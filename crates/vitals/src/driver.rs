@@ -98,6 +98,7 @@ fn apply_check(shared: &Shared, state: &Lifecycle, checked: Checked) -> Event {
         report,
         latency,
         valid_for,
+        spread,
     } = checked;
     let metrics = shared.metrics();
     metrics.record_check(signal, &report.outcome, latency);
@@ -109,6 +110,7 @@ fn apply_check(shared: &Shared, state: &Lifecycle, checked: Checked) -> Event {
         signal,
         observation: Observation {
             outcome: report.outcome,
+            spread,
             latency: Some(latency),
             ttl: valid_for,
         },

@@ -101,7 +101,22 @@ async fn python_agent_starts_is_watched_and_stays_in_traffic_when_degraded() {
         // The ConfigMap reached vitals: /status runs the example's own configuration.
         let status = get_text(&format!("http://{}:8080/status", pod.ip)).await;
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-        assert_eq!(status["agent"]["heartbeat"], "required", "{status}");
+        assert_eq!(
+            status["agent"]["heartbeat"],
+            "required",
+            "{status}\n{}\n{}",
+            pod.logs("vitals"),
+            podman(&[
+                "inspect",
+                &format!("{}-vitals", pod.name),
+                "--format",
+                "{{.Config.Cmd}} {{.Mounts}}"
+            ])
+            .stdout
+            .iter()
+            .map(|b| *b as char)
+            .collect::<String>()
+        );
         assert_eq!(status["signals"][0]["name"], "web-search", "{status}");
     }
 

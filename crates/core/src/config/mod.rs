@@ -528,6 +528,18 @@ pub struct Dependency {
     pub check: Check,
     /// With `[fleet]`: checked by one instance per interval, read by the others.
     pub shared: bool,
+    /// With `shared`: what an outage the whole fleet sees does to readiness.
+    pub fleet_outage: FleetOutage,
+}
+
+/// `dependencies[].fleet_outage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FleetOutage {
+    /// Not ready, as a local outage (the default).
+    #[default]
+    NotReady,
+    /// Degraded: in traffic, not replaced; a provider outage cannot be fixed by draining.
+    Degraded,
 }
 
 impl Dependency {

@@ -147,6 +147,9 @@ pub struct RawDependency {
     /// With `[fleet]`: one instance checks per interval and the others read its result (default
     /// true for remote `openai` and `anthropic` dependencies, false for the rest).
     pub shared: Option<bool>,
+    /// With `shared`: what an outage every instance sees does to readiness: `"not-ready"`
+    /// (default) or `"degraded"` (the fleet stays in traffic and is not replaced).
+    pub fleet_outage: Option<String>,
 
     // LLM providers.
     /// Provider base URL, such as `https://api.openai.com/v1`.

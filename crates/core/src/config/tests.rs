@@ -959,3 +959,25 @@ fn every_fleet_problem_is_reported_with_its_key_and_never_the_password() {
         &["dependencies[0].shared: needs [fleet]"],
     );
 }
+
+#[test]
+fn fleet_outage_applies_to_shared_dependencies_only() {
+    let fleet = "[fleet]\nredis_url = \"redis://r:6379\"\n";
+    let c = parse(&format!(
+        "{fleet}[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.example.com/v1\"\nfleet_outage = \"degraded\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.dependencies[0].fleet_outage, FleetOutage::Degraded);
+    assert_reported(
+        &errors(&format!(
+            "{fleet}[[dependencies]]\nname = \"t\"\nkind = \"http\"\nurl = \"https://t.example/\"\nfleet_outage = \"degraded\"\n"
+        )),
+        &["dependencies[0].fleet_outage: applies to a shared dependency only"],
+    );
+    assert_reported(
+        &errors(&format!(
+            "{fleet}[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.example.com/v1\"\nfleet_outage = \"ignore\"\n"
+        )),
+        &["dependencies[0].fleet_outage: \"ignore\" is not a choice"],
+    );
+}

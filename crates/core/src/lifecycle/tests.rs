@@ -38,6 +38,7 @@ fn rules(signals: Vec<(Source, bool, u32, u32, Duration)>, require: Vec<usize>) 
                 failure_threshold: f,
                 success_threshold: s,
                 stale_after: stale,
+                fleet_outage_degrades: false,
             })
             .unwrap();
     }
@@ -68,6 +69,7 @@ fn observed(signal: SignalId, ok: bool, ttl: Option<Duration>) -> Event {
                     reason: "connection refused".into(),
                 }
             },
+            spread: Spread::Unknown,
             latency: Some(Duration::from_millis(3)),
             ttl,
         },
@@ -143,6 +145,7 @@ fn the_instance_scope_counts_only_local_critical_signals() {
                 failure_threshold: 1,
                 success_threshold: 1,
                 stale_after: 65 * SEC,
+                fleet_outage_degrades: false,
             })
             .unwrap();
     }
@@ -539,4 +542,79 @@ fn a_reported_reason_is_made_safe_to_show_and_never_empty() {
         (up.outcome, up.ttl, up.latency),
         (Outcome::Success, Some(5 * SEC), None)
     );
+}
+
+/// `[fleet]`: a shared critical dependency down for the whole fleet degrades where
+/// `fleet_outage = "degraded"` says so (and fails readiness where it does not); down for this
+/// instance only, it fails readiness for `scope=instance` too.
+#[test]
+fn the_fleets_spread_decides_what_a_shared_outage_does() {
+    let t0 = Instant::now();
+    let mut registry = Registry::new();
+    // s0 tolerates a fleet-wide outage, s1 does not.
+    for (name, degrades) in [("s0", true), ("s1", false)] {
+        registry
+            .register(SignalRules {
+                name: name.into(),
+                source: Source::Dependency(Kind::OpenAi),
+                critical: true,
+                instance_local: false,
+                failure_threshold: 1,
+                success_threshold: 1,
+                stale_after: 65 * SEC,
+                fleet_outage_degrades: degrades,
+            })
+            .unwrap();
+    }
+    let rules = Rules {
+        signals: registry,
+        ..Rules::default()
+    };
+    let down = |spread: Spread| Observation {
+        outcome: Outcome::Failed {
+            reason: "HTTP 503".into(),
+        },
+        spread,
+        latency: Some(Duration::from_millis(3)),
+        ttl: None,
+    };
+    let s = Lifecycle::new(rules, t0)
+        .checked(0, true, t0)
+        .checked(1, true, t0);
+    let on = |s: Lifecycle, i: usize, spread: Spread| {
+        let id = sid(&s, i);
+        s.transition(
+            Event::Observed {
+                signal: id,
+                observation: down(spread),
+            },
+            t0,
+        )
+    };
+    let s = on(s, 0, Spread::FleetWide);
+    assert_eq!(
+        s.readiness(t0),
+        Readiness::Degraded,
+        "fleet-wide, tolerated"
+    );
+    assert!(s.down_reason(sid(&s, 0), t0).contains("fleet-wide"));
+    let s = on(s, 1, Spread::FleetWide);
+    assert_eq!(
+        s.readiness(t0),
+        Readiness::NotReady,
+        "fleet-wide, not tolerated"
+    );
+    assert_eq!(s.readiness_in(Scope::Instance, t0), Readiness::Degraded);
+    let s = s.checked(1, true, t0);
+    let s = on(s, 0, Spread::Local);
+    assert_eq!(
+        s.readiness(t0),
+        Readiness::NotReady,
+        "this instance's own path"
+    );
+    assert_eq!(s.readiness_in(Scope::Instance, t0), Readiness::NotReady);
+    assert!(s.down_reason(sid(&s, 0), t0).contains("this instance only"));
+    let s = on(s, 0, Spread::Unknown);
+    assert_eq!(s.readiness(t0), Readiness::NotReady);
+    assert_eq!(s.readiness_in(Scope::Instance, t0), Readiness::Degraded);
 }

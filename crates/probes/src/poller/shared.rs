@@ -1,18 +1,41 @@
 //! The check loop of a shared dependency (see [`crate::fleet`]).
+//!
+//! Each slot an instance either performs (it got the lease), or reads the performer's result.
+//! Every check an instance makes itself is also published in the fleet's *view* of the
+//! dependency, so a failure can be placed:
+//! - a reader of a failed result that has no fresh result of its own tries to be one of
+//!   [`crate::fleet::CONFIRMERS`] instances that check for themselves; the others wait for their
+//!   views. Someone sees it up: the failure is the performer's own, and the reader is fine.
+//!   Everyone who checked sees it down: the outage is fleet-wide.
+//! - an instance whose own last check failed while the fleet's result says up checks for itself
+//!   each interval (its view only), so its broken path stays visible until it heals.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vitals_core::lifecycle::Outcome;
+use vitals_core::lifecycle::{Outcome, Spread};
 
 use super::{Checked, Job, Probe};
 use crate::checks::Report;
-use crate::fleet::{report_of, until_next_slot, Fleet, Role};
+use crate::fleet::{
+    report_of, spread_of_own, until_next_slot, verdict_of_read, Fleet, Published, Role,
+};
 
 /// How long after the lease a reader waits for the performer's result, beyond the check's own
 /// timeout.
 const READ_MARGIN: Duration = Duration::from_millis(300);
+
+struct Loop<'a, P> {
+    job: &'a Job<P>,
+    fleet: &'a Fleet,
+    results: &'a mpsc::Sender<Checked>,
+    cancel: &'a CancellationToken,
+    /// Whether this instance's own last check succeeded.
+    own_ok: Option<bool>,
+    /// The published time of the last shared result taken: read again, it says nothing new.
+    last_at: u64,
+}
 
 pub(crate) async fn shared_loop<P: Probe>(
     job: Job<P>,
@@ -20,21 +43,24 @@ pub(crate) async fn shared_loop<P: Probe>(
     results: mpsc::Sender<Checked>,
     cancel: CancellationToken,
 ) {
+    let mut l = Loop {
+        job: &job,
+        fleet: &fleet,
+        results: &results,
+        cancel: &cancel,
+        own_ok: None,
+        last_at: 0,
+    };
     let interval = job.schedule.interval;
     // The lease ends before the next slot, so the next slot's first asker gets it.
     let hold = interval.mul_f64(0.9);
     // At start: a fresh result of the fleet's, if there is one, before the first slot.
     if let Ok(Some(p)) = fleet.read(&job.name).await {
-        if let Some((report, latency, left)) = report_of(&p, job.stale_after) {
-            fleet.count(&job.name, Role::Read, Some(p.at_ms));
-            if !send(&results, &job, report, latency, Some(left), &cancel).await {
-                return;
-            }
+        if p.ok && !l.take(&p, Spread::Unknown).await {
+            return;
         }
     }
     let mut first = true;
-    // The published time of the last result taken: the same result read again says nothing new.
-    let mut last_at = 0;
     loop {
         if !first {
             // A little spread, so a fleet does not hit Redis in one millisecond.
@@ -50,37 +76,9 @@ pub(crate) async fn shared_loop<P: Probe>(
             l = fleet.lease(&job.name, hold) => l,
         };
         let sent = match lease {
-            Ok(true) => {
-                let (report, latency) = check(&job, &cancel).await;
-                let published = fleet.published(&report, latency);
-                fleet.publish(&job.name, &published, job.stale_after).await;
-                fleet.count(&job.name, Role::Performed, Some(published.at_ms));
-                last_at = published.at_ms;
-                send(&results, &job, report, latency, None, &cancel).await
-            }
-            Ok(false) => {
-                let wait = (job.schedule.timeout + READ_MARGIN).min(interval / 2);
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                match fleet.read(&job.name).await {
-                    Ok(Some(p)) if p.at_ms == last_at => true,
-                    Ok(Some(p)) => match report_of(&p, job.stale_after) {
-                        Some((report, latency, left)) => {
-                            last_at = p.at_ms;
-                            fleet.count(&job.name, Role::Read, Some(p.at_ms));
-                            send(&results, &job, report, latency, Some(left), &cancel).await
-                        }
-                        // Stale: nothing new to say; the last result expires as a local one would.
-                        None => true,
-                    },
-                    // No result yet (the performer is slow, or died): the lease moves on next slot.
-                    Ok(None) => true,
-                    Err(_) => fallback(&job, &fleet, &results, &cancel).await,
-                }
-            }
-            Err(_) => fallback(&job, &fleet, &results, &cancel).await,
+            Ok(true) => l.perform(Role::Performed).await,
+            Ok(false) => l.read(hold).await,
+            Err(_) => l.fallback().await,
         };
         if !sent {
             return;
@@ -88,16 +86,161 @@ pub(crate) async fn shared_loop<P: Probe>(
     }
 }
 
-/// Redis is unreachable: this instance checks for itself, on its own slot.
-async fn fallback<P: Probe>(
-    job: &Job<P>,
-    fleet: &Fleet,
-    results: &mpsc::Sender<Checked>,
-    cancel: &CancellationToken,
-) -> bool {
-    let (report, latency) = check(job, cancel).await;
-    fleet.count(&job.name, Role::Fallback, None);
-    send(results, job, report, latency, None, cancel).await
+impl<P: Probe> Loop<'_, P> {
+    fn stale_after(&self) -> Duration {
+        self.job.stale_after
+    }
+
+    /// Checks, publishes the result (and this instance's view), and reports it.
+    async fn perform(&mut self, role: Role) -> bool {
+        let (report, latency) = check(self.job, self.cancel).await;
+        let published = self.fleet.published(&report, latency);
+        let ok = published.ok;
+        if role == Role::Performed {
+            self.fleet
+                .publish(&self.job.name, &published, self.stale_after())
+                .await;
+            self.last_at = published.at_ms;
+        }
+        self.fleet
+            .publish_view(&self.job.name, published.at_ms, ok, self.stale_after() * 4)
+            .await;
+        self.fleet
+            .count(&self.job.name, role, Some(published.at_ms));
+        self.own_ok = Some(published.ok);
+        let spread = if ok {
+            Spread::Unknown
+        } else {
+            match self.fleet.views(&self.job.name, self.stale_after()).await {
+                Ok(views) => spread_of_own(self.fleet.instance(), &views),
+                Err(_) => Spread::Unknown,
+            }
+        };
+        self.send(report, latency, None, spread).await
+    }
+
+    /// Redis is unreachable: this instance checks for itself, on its own slot.
+    async fn fallback(&mut self) -> bool {
+        let (report, latency) = check(self.job, self.cancel).await;
+        self.fleet.count(&self.job.name, Role::Fallback, None);
+        self.send(report, latency, None, Spread::Unknown).await
+    }
+
+    /// Checks for itself without taking the fleet's place: its view only. An instance whose own
+    /// last check failed while the fleet's result says up keeps checking for itself each
+    /// interval, so its broken path stays visible (at one call an interval per such instance).
+    async fn verify(&mut self) -> bool {
+        let (report, latency) = check(self.job, self.cancel).await;
+        let published = self.fleet.published(&report, latency);
+        self.fleet
+            .publish_view(
+                &self.job.name,
+                published.at_ms,
+                published.ok,
+                self.stale_after() * 4,
+            )
+            .await;
+        self.fleet
+            .count(&self.job.name, Role::Performed, Some(published.at_ms));
+        let spread = if published.ok {
+            Spread::Unknown
+        } else {
+            match self.fleet.views(&self.job.name, self.stale_after()).await {
+                Ok(views) => spread_of_own(self.fleet.instance(), &views),
+                Err(_) => Spread::Unknown,
+            }
+        };
+        self.own_ok = Some(published.ok);
+        self.send(report, latency, None, spread).await
+    }
+
+    /// Not the lease holder: waits for the performer's result and uses it, or checks for itself
+    /// when its own last check failed, or when the result failed and it is one of the
+    /// confirmers; the others place a failure by the fleet's views.
+    async fn read(&mut self, hold: Duration) -> bool {
+        let interval = self.job.schedule.interval;
+        let wait = (self.job.schedule.timeout + READ_MARGIN).min(interval / 2);
+        tokio::select! {
+            () = self.cancel.cancelled() => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let p = match self.fleet.read(&self.job.name).await {
+            Err(_) => return self.fallback().await,
+            // No result yet (the performer is slow, or died): the lease moves on next slot.
+            Ok(None) => return true,
+            Ok(Some(p)) if p.at_ms == self.last_at => return true,
+            Ok(Some(p)) => p,
+        };
+        if report_of(&p, self.stale_after()).is_none() {
+            // Stale: nothing new; the last result expires as a local one would.
+            return true;
+        }
+        let own_failed = self.own_ok == Some(false);
+        if p.ok {
+            if own_failed {
+                self.last_at = p.at_ms;
+                return self.verify().await;
+            }
+            return self.take(&p, Spread::Unknown).await;
+        }
+        // A failure: is it the fleet's, or the performer's path?
+        match self.fleet.confirm(&self.job.name, p.at_ms, hold).await {
+            Ok(true) => {
+                self.last_at = p.at_ms;
+                return self.perform(Role::Performed).await;
+            }
+            Ok(false) => {}
+            Err(_) => return self.fallback().await,
+        }
+        tokio::select! {
+            () = self.cancel.cancelled() => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match self.fleet.views(&self.job.name, self.stale_after()).await {
+            // Someone saw it up lately: the failure is the performer's own.
+            Ok(views) => match verdict_of_read(&views) {
+                Ok(up_at) => {
+                    let up = Published {
+                        at_ms: up_at,
+                        ok: true,
+                        reason: None,
+                        ..p.clone()
+                    };
+                    self.take(&up, Spread::Unknown).await
+                }
+                Err(spread) => self.take(&p, spread).await,
+            },
+            Err(_) => self.take(&p, Spread::Unknown).await,
+        }
+    }
+
+    /// Reports a published result as this instance's, valid for what is left of it.
+    async fn take(&mut self, p: &Published, spread: Spread) -> bool {
+        let Some((report, latency, left)) = report_of(p, self.stale_after()) else {
+            return true;
+        };
+        self.last_at = p.at_ms;
+        self.fleet.count(&self.job.name, Role::Read, Some(p.at_ms));
+        let spread = if report.outcome.is_success() {
+            Spread::Unknown
+        } else {
+            spread
+        };
+        self.send(report, latency, Some(left), spread).await
+    }
+
+    async fn send(
+        &self,
+        report: Report,
+        latency: Duration,
+        valid_for: Option<Duration>,
+        spread: Spread,
+    ) -> bool {
+        tokio::select! {
+            () = self.cancel.cancelled() => false,
+            sent = self.results.send(Checked { signal: self.job.signal, report, latency, valid_for, spread }) => sent.is_ok(),
+        }
+    }
 }
 
 async fn check<P: Probe>(job: &Job<P>, cancel: &CancellationToken) -> (Report, Duration) {
@@ -111,18 +254,4 @@ async fn check<P: Probe>(job: &Job<P>, cancel: &CancellationToken) -> (Report, D
         },
     };
     (report, started.elapsed())
-}
-
-async fn send<P>(
-    results: &mpsc::Sender<Checked>,
-    job: &Job<P>,
-    report: Report,
-    latency: Duration,
-    valid_for: Option<Duration>,
-    cancel: &CancellationToken,
-) -> bool {
-    tokio::select! {
-        () = cancel.cancelled() => false,
-        sent = results.send(Checked { signal: job.signal, report, latency, valid_for }) => sent.is_ok(),
-    }
 }

@@ -45,6 +45,7 @@ fn id() -> SignalId {
         failure_threshold: 1,
         success_threshold: 1,
         stale_after: SEC,
+        fleet_outage_degrades: false,
     })
     .unwrap()
 }

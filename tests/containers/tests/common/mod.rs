@@ -322,6 +322,9 @@ impl PlayedPod {
 pub struct Played {
     file: tempfile::NamedTempFile,
     secrets: Vec<String>,
+    /// The volumes podman makes for the ConfigMaps (named after them): removed before and after,
+    /// so no play ever mounts what an earlier one left.
+    volumes: Vec<String>,
     pub pods: Vec<PlayedPod>,
 }
 
@@ -353,9 +356,18 @@ impl Played {
         let path = file.path().to_str().unwrap().to_owned();
         // A previous run killed half-way may have left the same pods.
         let _ = podman(&["kube", "down", &path]);
+        let volumes: Vec<String> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ConfigMap")
+            .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        for v in &volumes {
+            let _ = podman(&["volume", "rm", "-f", v]);
+        }
         let mut played = Played {
             file,
             secrets: names,
+            volumes,
             pods: Vec::new(),
         };
         let out = podman(&["kube", "play", &path]);
@@ -407,6 +419,9 @@ impl Played {
 impl Drop for Played {
     fn drop(&mut self) {
         let _ = podman(&["kube", "down", self.file.path().to_str().unwrap()]);
+        for v in &self.volumes {
+            let _ = podman(&["volume", "rm", "-f", v]);
+        }
         for s in &self.secrets {
             let _ = podman(&["secret", "rm", s]);
         }

@@ -22,6 +22,7 @@ const COMMON_KEYS: &[&str] = &[
     "success_threshold",
     "stale_after",
     "shared",
+    "fleet_outage",
 ];
 
 fn kind_keys(kind: Kind) -> &'static [&'static str] {
@@ -209,6 +210,7 @@ pub(super) fn dependency(
         stale_after,
         check: check?,
         shared: false,
+        fleet_outage: FleetOutage::NotReady,
     };
     let local = dependency.is_instance_local();
     dependency.shared = match d.shared {
@@ -221,6 +223,24 @@ pub(super) fn dependency(
         }
         Some(shared) => shared,
         None => matches!(kind, Kind::OpenAi | Kind::Anthropic) && !local,
+    };
+    dependency.fleet_outage = match d.fleet_outage.as_deref() {
+        None | Some("not-ready") => FleetOutage::NotReady,
+        Some("degraded") if !dependency.shared => {
+            e.push(
+                at("fleet_outage"),
+                "applies to a shared dependency only (the fleet must see the outage); set shared = true, or remove it",
+            );
+            return None;
+        }
+        Some("degraded") => FleetOutage::Degraded,
+        Some(other) => {
+            e.push(
+                at("fleet_outage"),
+                format!("\"{other}\" is not a choice; use \"not-ready\" or \"degraded\""),
+            );
+            return None;
+        }
     };
     Some(dependency)
 }
