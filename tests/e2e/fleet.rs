@@ -469,3 +469,98 @@ async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
         );
     }
 }
+
+/// libfaketime, which the fleet tests preload to skew one instance's wall clock
+/// (scripts/setup-test-deps installs it: apt-get install faketime).
+fn faketime_lib() -> String {
+    let lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(lib).exists(),
+        "{lib} missing: install it with apt-get install faketime (scripts/setup-test-deps does)"
+    );
+    lib.to_owned()
+}
+
+/// Instances whose wall clocks disagree by more than a second still make one call an interval
+/// (the lease expires on Redis' clock, not theirs) and stay ready on each other's results.
+#[tokio::test(flavor = "multi_thread")]
+async fn clocks_a_second_apart_still_share_one_call_per_interval() {
+    let redis = redis_addr();
+    let llm = CountingLlm::start().await;
+    let lib = faketime_lib();
+    let prefix = unique("skew");
+    let config = format!(
+        "{}stale_after = \"10s\"\n",
+        fleet_config(llm.addr, &redis, &prefix)
+    );
+    let fleet: Vec<VitalsProcess> = ["+1s", "+0", "-0.7s"]
+        .iter()
+        .map(|skew| {
+            VitalsProcess::start(
+                &bin(),
+                &config,
+                &[
+                    ("FLEET_TEST_KEY", KEY),
+                    ("LD_PRELOAD", lib.as_str()),
+                    ("FAKETIME", skew),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ],
+            )
+        })
+        .collect();
+    for v in &fleet {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    }
+    let calls = calls_over(&llm, 5).await;
+    assert!(
+        (4..=6).contains(&calls),
+        "skewed clocks: {calls} calls in 5 intervals"
+    );
+    for v in &fleet {
+        assert_eq!(
+            crate::status(&v.url("/readyz")).await,
+            200,
+            "{}",
+            body(&v.url("/readyz?verbose")).await
+        );
+        let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+        let age = doc["fleet"]["dependencies"][0]["result_age_seconds"]
+            .as_f64()
+            .unwrap();
+        assert!(age < 5.0, "result age {age} s: {doc}");
+    }
+    // The skew was real: each instance logs SIGUSR1 (ignored) with its own clock.
+    let mut skews = Vec::new();
+    for v in &fleet {
+        let before = v.logs().len();
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        v.signal("USR1");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let line = loop {
+            if let Some(l) = v.logs()[before..].iter().find(|l| l.contains("SIGUSR1")) {
+                break l.clone();
+            }
+            assert!(Instant::now() < deadline, "no SIGUSR1 line");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let stamp = humantime::parse_rfc3339(json["timestamp"].as_str().unwrap())
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        skews.push(stamp - real);
+    }
+    assert!(
+        skews[0] > 0.7
+            && skews[0] < 1.5
+            && skews[1].abs() < 0.4
+            && skews[2] < -0.4
+            && skews[2] > -1.2,
+        "skews {skews:?}"
+    );
+    let _ = prefix;
+}
