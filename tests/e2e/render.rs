@@ -618,3 +618,27 @@ fn the_entrypoint_layout_takes_the_agents_command_after_the_double_dash() {
         text(&out.stderr)
     );
 }
+
+/// A configuration with `[fleet]` renders as any other, with a note on Redis and what is shared.
+#[test]
+fn a_fleet_configuration_renders_with_a_note_on_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[fleet]\nredis_url = \"redis://redis.internal:6379/0\"\npassword_env = \"REDIS_PASSWORD\"\n\n[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\napi_key_env = \"OPENAI_API_KEY\"\nfleet_outage = \"degraded\"\n",
+    );
+    let out = vitals(&["render", "ecs", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("every replica must reach Redis at redis://redis.internal:6379/0 (password from REDIS_PASSWORD")
+            && stderr.contains("llm are checked once an interval"),
+        "{stderr}"
+    );
+    // The password's variable is a secret the task definition takes from Secrets Manager.
+    assert!(
+        text(&out.stdout).contains("REDIS_PASSWORD"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -315,6 +315,28 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             }
         );
     }
+    if let (Some(fleet), true) = (&config.fleet, platforms_rendered) {
+        let shared: Vec<&str> = config
+            .dependencies
+            .iter()
+            .filter(|d| d.shared)
+            .map(|d| d.name.as_str())
+            .collect();
+        eprintln!(
+            "note: [fleet]: every replica must reach Redis at {}{}; {} checked once an interval for the whole deployment. Where readiness replaces instances (ECS' scope=instance), a task whose own path to a shared dependency fails is replaced, and an outage the whole fleet sees only degrades",
+            fleet.redis_url,
+            fleet
+                .password_env
+                .as_deref()
+                .map(|v| format!(" (password from {v}, delivered as the other secrets)"))
+                .unwrap_or_default(),
+            if shared.is_empty() {
+                "no dependency is shared, so nothing is".to_owned()
+            } else {
+                format!("{} are", shared.join(", "))
+            }
+        );
+    }
     if workload.layout == Layout::Entrypoint && platforms_rendered {
         eprintln!(
             "note: entrypoint layout: the agent's image ({}) must hold vitals at {}; vitals runs `{}` as its supervised process `agent`, holds its SIGTERM for drain.delay and exits with its status",

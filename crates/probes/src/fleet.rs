@@ -424,23 +424,35 @@ impl Fleet {
         let all: std::collections::HashMap<String, String> = self.command(cmd).await?;
         let now = now_ms();
         let fresh_ms = u64::try_from(fresh.as_millis()).unwrap_or(u64::MAX);
-        Ok(all
-            .into_iter()
-            .filter_map(|(instance, value)| {
-                let (at, up) = value.split_once(' ')?;
-                let at: u64 = at.parse().ok()?;
+        let mut views = Vec::new();
+        // Instances gone long ago (each start has its own identity) leave entries behind: pruned
+        // here, so the hash does not grow with every restart of the fleet.
+        let mut gone = Vec::new();
+        for (instance, value) in all {
+            let parsed = value.split_once(' ').and_then(|(at, up)| {
                 let up = match up {
                     "1" => true,
                     "0" => false,
                     _ => return None,
                 };
-                (now.saturating_sub(at) < fresh_ms).then(|| View {
+                Some((at.parse::<u64>().ok()?, up))
+            });
+            match parsed {
+                Some((at, up)) if now.saturating_sub(at) < fresh_ms => views.push(View {
                     instance: clean(&instance),
                     at_ms: at,
                     up,
-                })
-            })
-            .collect())
+                }),
+                Some((at, _)) if now.saturating_sub(at) < fresh_ms.saturating_mul(10) => {}
+                _ => gone.push(instance),
+            }
+        }
+        if !gone.is_empty() {
+            let mut del = redis::cmd("HDEL");
+            del.arg(format!("{key}:views")).arg(gone);
+            let _ = self.command::<()>(del).await;
+        }
+        Ok(views)
     }
 
     /// One of at most [`CONFIRMERS`] own checks of the failed result published at `at_ms`.
