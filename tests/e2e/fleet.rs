@@ -144,11 +144,7 @@ async fn calls_over(llm: &CountingLlm, intervals: u64) -> u64 {
 async fn metric_sum(instances: &[VitalsProcess], series: &str) -> f64 {
     let mut sum = 0.0;
     for v in instances {
-        let text = body(&v.url("/metrics")).await;
-        sum += text
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        sum += crate::metric(v, series).await;
     }
     sum
 }
@@ -256,16 +252,11 @@ async fn without_redis_each_checks_for_itself_and_sharing_resumes_when_it_return
     // Whoever performs now goes away: the others carry on, one call an interval.
     let mut performers = Vec::new();
     for (i, v) in fleet.iter().enumerate() {
-        let text = body(&v.url("/metrics")).await;
-        let n: f64 = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"vitals_fleet_checks_total{dependency="llm",role="performed"}"#)?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap();
+        let n = crate::metric(
+            v,
+            r#"vitals_fleet_checks_total{dependency="llm",role="performed"}"#,
+        )
+        .await;
         performers.push((n, i));
     }
     performers.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -70,6 +70,15 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// The value of one series (name and labels, as exposed) in `v`'s `/metrics`; fails the test
+/// when it is not there.
+pub async fn metric(v: &vitals_test_util::VitalsProcess, series: &str) -> f64 {
+    let text = body(&v.url("/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
 /// Status of `GET url`.
 pub async fn status(url: &str) -> u16 {
     client()

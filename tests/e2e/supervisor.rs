@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vitals_test_util::{llm_python, tiny_model, VitalsProcess};
 
-use crate::{bin, body, client, expect_body_within, expect_status_within, status};
+use crate::{bin, body, client, expect_body_within, expect_status_within, metric, status};
 
 /// Every `started` log line of process `name`: (pid, port).
 fn starts(v: &VitalsProcess, name: &str) -> Vec<(i32, Option<u16>)> {
@@ -59,13 +59,6 @@ fn alive(pid: i32) -> bool {
             .trim_start()
             .starts_with('Z')
     })
-}
-
-async fn metric(v: &VitalsProcess, series: &str) -> f64 {
-    let text = body(&v.url("/metrics")).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 /// Two ports in a row that are free now, the first held by a listener the caller keeps.

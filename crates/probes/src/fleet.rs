@@ -220,13 +220,11 @@ impl Fleet {
         let Some(f) = &config.fleet else {
             return Ok(None);
         };
-        let mut info = redis::IntoConnectionInfo::into_connection_info(f.redis_url.as_str())
-            .map_err(|e| FleetError(e.to_string()))?;
-        if let Some(p) = &f.password {
-            let settings = info.redis_settings().clone().set_password(p.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info).map_err(|e| FleetError(e.to_string()))?;
+        let client = crate::checks::redis::client(f.redis_url.as_str(), f.password.as_ref())
+            .map_err(|e| match e {
+                crate::checks::redis::ClientError::Url(e)
+                | crate::checks::redis::ClientError::Open(e) => FleetError(e.to_string()),
+            })?;
         let shared = config
             .dependencies
             .iter()

@@ -185,7 +185,7 @@ async fn check_loop<P: Probe>(
     results: mpsc::Sender<Checked>,
     cancel: CancellationToken,
 ) {
-    let Schedule { interval, timeout } = job.schedule;
+    let interval = job.schedule.interval;
     let offset = job.schedule.max_offset().mul_f64(fastrand::f64());
     let mut next = Instant::now() + offset;
     loop {
@@ -193,15 +193,10 @@ async fn check_loop<P: Probe>(
             _ = cancel.cancelled() => return,
             _ = sleep_until(next) => {}
         }
-        let started = Instant::now();
-        let report = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(timeout, job.probe.check()) => match r {
-                Ok(report) => report,
-                Err(_) => Report::from(Outcome::TimedOut { after: timeout }),
-            },
+        let Some((report, latency)) = check_once(&job, &cancel).await else {
+            return;
         };
-        let latency = started.elapsed();
+        let finished = Instant::now();
         let retry_after = report.retry_after;
         tracing::debug!(dependency = %job.name, outcome = report.outcome.label(), latency_ms = latency.as_millis() as u64, "check done");
         let sent = tokio::select! {
@@ -211,17 +206,29 @@ async fn check_loop<P: Probe>(
         if sent.is_err() {
             return;
         }
-        next = next_check(
-            next,
-            interval,
-            started + latency,
-            retry_after,
-            Instant::now(),
-        );
+        next = next_check(next, interval, finished, retry_after, Instant::now());
         if let Some(pause) = retry_after {
             tracing::info!(dependency = %job.name, pause_s = pause.as_secs(), "provider asked to retry later; next probe delayed");
         }
     }
+}
+
+/// Runs `job`'s check once, bounded by its timeout (a check that overruns is a timeout): the
+/// report and how long it took, or `None` when `cancel` fired first.
+async fn check_once<P: Probe>(
+    job: &Job<P>,
+    cancel: &CancellationToken,
+) -> Option<(Report, Duration)> {
+    let started = Instant::now();
+    let timeout = job.schedule.timeout;
+    let report = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        r = tokio::time::timeout(timeout, job.probe.check()) => match r {
+            Ok(report) => report,
+            Err(_) => Report::from(Outcome::TimedOut { after: timeout }),
+        },
+    };
+    Some((report, started.elapsed()))
 }
 
 /// When the next check starts: one interval after the slot of the last, unless the provider asked

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vitals_core::config::{Ports, Process, ProcessHealth, PORT_PLACEHOLDER};
+use vitals_core::config::{Ports, Process, PORT_PLACEHOLDER};
 
 use machine::{Action, Exit, Health, Machine, Reason, Rules, State};
 
@@ -547,9 +547,4 @@ fn count_restart(m: &Managed, machine: &Machine) {
         }
         _ => {}
     }
-}
-
-/// Whether `health` needs a port (for messages and renders).
-pub fn health_uses_port(health: &ProcessHealth) -> bool {
-    !matches!(health, ProcessHealth::None)
 }

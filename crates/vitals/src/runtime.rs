@@ -184,12 +184,7 @@ impl Runtime {
                 if let Some(s) = &supervisor {
                     s.stop().await;
                 }
-                root.cancel();
-                if let Some(server) = server {
-                    server.abort();
-                }
-                tasks.close();
-                let _ = tokio::time::timeout(FINAL_JOIN, tasks.wait()).await;
+                stop_tasks(&root, server, &tasks).await;
                 return Ok(Exit { cause: DrainCause::AgentExited, code: exit_code(exit) });
             }
         };
@@ -246,19 +241,29 @@ impl Runtime {
         }
         handle.stopping_token().cancel();
         let _ = shared.apply(Event::DrainFinished, FINAL_JOIN).await;
-        root.cancel();
-        if let Some(server) = server {
-            server.abort();
-        }
-        tasks.close();
-        if tokio::time::timeout(FINAL_JOIN, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("a task did not stop when cancelled; exiting without it");
-        }
+        stop_tasks(&root, server, &tasks).await;
         tracing::info!("drained");
         Ok(Exit { cause, code })
+    }
+}
+
+/// The last step of every way out: cancels the tree, stops the listener, and waits
+/// [`FINAL_JOIN`] for the tasks.
+async fn stop_tasks(
+    root: &CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+    tasks: &TaskTracker,
+) {
+    root.cancel();
+    if let Some(server) = server {
+        server.abort();
+    }
+    tasks.close();
+    if tokio::time::timeout(FINAL_JOIN, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("a task did not stop when cancelled; exiting without it");
     }
 }
 

@@ -15,7 +15,7 @@ mod llm;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 #[cfg(feature = "tcp")]
 mod tcp;
 

@@ -4,6 +4,7 @@
 use redis::Value;
 use vitals_core::config::RedisCheck;
 use vitals_core::lifecycle::Outcome;
+use vitals_core::Secret;
 
 use super::{failed, scrubbed, BuildError};
 
@@ -13,22 +14,36 @@ pub struct RedisChecker {
     check: RedisCheck,
 }
 
+/// Why a Redis client could not be made: its URL, or opening it.
+#[derive(Debug)]
+pub(crate) enum ClientError {
+    Url(redis::RedisError),
+    Open(redis::RedisError),
+}
+
+/// A client for `url` with `password` (kept out of the URL, where logs and errors would show it).
+pub(crate) fn client(url: &str, password: Option<&Secret>) -> Result<redis::Client, ClientError> {
+    let mut info =
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(ClientError::Url)?;
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p.expose());
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info).map_err(ClientError::Open)
+}
+
 impl RedisChecker {
     pub fn new(name: &str, check: &RedisCheck) -> Result<Self, BuildError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(check.url.as_str())
-            .map_err(|e| BuildError {
+        let client = client(check.url.as_str(), check.password.as_ref()).map_err(|e| {
+            let (key, reason) = match e {
+                ClientError::Url(e) => ("url", format!("redis url: {e}")),
+                ClientError::Open(e) => ("", e.to_string()),
+            };
+            BuildError {
                 name: name.to_owned(),
-                key: "url",
-                reason: format!("redis url: {e}"),
-            })?;
-        if let Some(p) = &check.password {
-            let settings = info.redis_settings().clone().set_password(p.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info).map_err(|e| BuildError {
-            name: name.to_owned(),
-            key: "",
-            reason: e.to_string(),
+                key,
+                reason,
+            }
         })?;
         Ok(RedisChecker {
             client,

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vitals_core::lifecycle::{Outcome, Spread};
+use vitals_core::lifecycle::Spread;
 
-use super::{Checked, Job, Probe};
+use super::{check_once, Checked, Job, Probe};
 use crate::checks::Report;
 use crate::fleet::{
     report_of, spread_of_own, until_next_slot, verdict_of_read, Fleet, Published, Role,
@@ -93,7 +93,9 @@ impl<P: Probe> Loop<'_, P> {
 
     /// Checks, publishes the result (and this instance's view), and reports it.
     async fn perform(&mut self, role: Role) -> bool {
-        let (report, latency) = check(self.job, self.cancel).await;
+        let Some((report, latency)) = check_once(self.job, self.cancel).await else {
+            return false;
+        };
         let published = self.fleet.published(&report, latency);
         let ok = published.ok;
         if role == Role::Performed {
@@ -121,7 +123,9 @@ impl<P: Probe> Loop<'_, P> {
 
     /// Redis is unreachable: this instance checks for itself, on its own slot.
     async fn fallback(&mut self) -> bool {
-        let (report, latency) = check(self.job, self.cancel).await;
+        let Some((report, latency)) = check_once(self.job, self.cancel).await else {
+            return false;
+        };
         self.fleet.count(&self.job.name, Role::Fallback, None);
         self.send(report, latency, None, Spread::Unknown).await
     }
@@ -130,7 +134,9 @@ impl<P: Probe> Loop<'_, P> {
     /// last check failed while the fleet's result says up keeps checking for itself each
     /// interval, so its broken path stays visible (at one call an interval per such instance).
     async fn verify(&mut self) -> bool {
-        let (report, latency) = check(self.job, self.cancel).await;
+        let Some((report, latency)) = check_once(self.job, self.cancel).await else {
+            return false;
+        };
         let published = self.fleet.published(&report, latency);
         self.fleet
             .publish_view(
@@ -241,17 +247,4 @@ impl<P: Probe> Loop<'_, P> {
             sent = self.results.send(Checked { signal: self.job.signal, report, latency, valid_for, spread }) => sent.is_ok(),
         }
     }
-}
-
-async fn check<P: Probe>(job: &Job<P>, cancel: &CancellationToken) -> (Report, Duration) {
-    let started = tokio::time::Instant::now();
-    let timeout = job.schedule.timeout;
-    let report = tokio::select! {
-        () = cancel.cancelled() => Report::from(Outcome::TimedOut { after: timeout }),
-        r = tokio::time::timeout(timeout, job.probe.check()) => match r {
-            Ok(report) => report,
-            Err(_) => Report::from(Outcome::TimedOut { after: timeout }),
-        },
-    };
-    (report, started.elapsed())
 }
