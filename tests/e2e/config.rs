@@ -279,3 +279,34 @@ fn a_bad_vitals_config_toml_names_its_source_and_key() {
         "{stderr}"
     );
 }
+
+/// A `ca_file` that is not there, or holds no certificate, is found by `validate` (and `serve`),
+/// under its key, for the fleet and for a Redis check alike.
+#[test]
+fn a_ca_file_that_cannot_be_used_is_refused_under_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-cert.pem");
+    std::fs::write(&not_pem, "just some text\n").unwrap();
+    let toml = format!(
+        r#"
+        [fleet]
+        redis_url = "rediss://redis.internal:6380/0"
+        ca_file = "/nonexistent/fleet-ca.pem"
+        [[dependencies]]
+        name = "cache"
+        kind = "redis"
+        url = "rediss://cache.internal:6380/0"
+        ca_file = "{}"
+        "#,
+        not_pem.display()
+    );
+    let (code, _, stderr) = validate(&toml, &[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    for want in [
+        "fleet.ca_file: cannot read /nonexistent/fleet-ca.pem",
+        "dependencies[0].ca_file: ",
+        "holds no PEM certificate",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+}

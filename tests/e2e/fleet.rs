@@ -555,3 +555,130 @@ async fn clocks_a_second_apart_still_share_one_call_per_interval() {
     );
     let _ = prefix;
 }
+
+/// `rediss://` with a private CA and a password: the fleet shares over TLS as over plain TCP
+/// (one call an interval for three instances), and the Redis password shows nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_shares_through_a_tls_redis_with_a_private_ca() {
+    let tls = vitals_test_util::TlsRedis::start();
+    let llm = CountingLlm::start().await;
+    let config = fleet_config(llm.addr, &tls.addr, &unique("tls")).replace(
+        "redis_url = \"redis://",
+        &format!(
+            "password_env = \"FLEET_REDIS_PASSWORD\"\nca_file = \"{}\"\nredis_url = \"rediss://",
+            tls.ca_file.display()
+        ),
+    );
+    assert!(config.contains("rediss://"), "{config}");
+    let env = [
+        ("FLEET_TEST_KEY", KEY),
+        ("FLEET_REDIS_PASSWORD", tls.password),
+    ];
+    let fleet: Vec<VitalsProcess> = (0..3)
+        .map(|_| VitalsProcess::start(&bin(), &config, &env))
+        .collect();
+    for v in &fleet {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    }
+    let calls = calls_over(&llm, 4).await;
+    assert!(
+        (3..=5).contains(&calls),
+        "3 instances over TLS made {calls} calls in 4 intervals"
+    );
+    assert_eq!(metric_sum(&fleet, "vitals_fleet_connected").await, 3.0);
+    let read = metric_sum(
+        &fleet,
+        r#"vitals_fleet_checks_total{dependency="llm",role="read"}"#,
+    )
+    .await;
+    assert!(read >= 6.0, "the others read the shared result: {read}");
+    for v in &fleet {
+        let status = body(&v.url("/status")).await;
+        let metrics = body(&v.url("/metrics")).await;
+        let logs = v.logs().join("\n");
+        for text in [&status, &metrics, &logs] {
+            assert!(!text.contains(tls.password), "{text}");
+            assert!(!text.contains(KEY), "{text}");
+        }
+    }
+}
+
+/// `max_probes_per_hour` is the fleet's: every call is counted in Redis per hour, and once the
+/// hour has no room beyond the performer's slots, an outage costs one call an interval (no
+/// confirmations) instead of three, and recovery still brings every instance back.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_hours_budget_spent_an_outage_costs_one_call_an_interval() {
+    let redis = redis_addr();
+    let llm = CountingLlm::start().await;
+    let prefix = unique("budget");
+    // 1800 an hour fits the 2 s interval exactly.
+    let config = format!(
+        "{}max_probes_per_hour = 1800\n",
+        fleet_config(llm.addr, &redis, &prefix)
+    );
+    let fleet: Vec<VitalsProcess> = (0..3)
+        .map(|_| VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]))
+        .collect();
+    for v in &fleet {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    }
+    let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let spent_keys = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let prefix = prefix.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*:spent:*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys
+        }
+    };
+    let keys = spent_keys(&mut conn).await;
+    assert!(!keys.is_empty(), "the fleet counts its calls in Redis");
+    let counted: u64 = redis::cmd("GET")
+        .arg(&keys[keys.len() - 1])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(counted >= 1, "{counted}");
+
+    // Spend the hour (and the next, should the test cross it).
+    let key = keys[0].rsplit_once(':').unwrap().0.to_owned();
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        / 3_600_000;
+    for h in [hour, hour + 1] {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{key}:{h}"))
+            .arg(1800)
+            .arg("EX")
+            .arg(7200)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    llm.down.store(true, Ordering::SeqCst);
+    for v in &fleet {
+        expect_status_within(&v.url("/readyz"), 503, Duration::from_secs(12)).await;
+    }
+    let calls = calls_over(&llm, 4).await;
+    assert!(
+        (3..=5).contains(&calls),
+        "an outage on a spent budget made {calls} calls in 4 intervals"
+    );
+    assert!(
+        fleet
+            .iter()
+            .any(|v| v.logs().join("\n").contains("probe budget has no room")),
+        "someone says why it does not confirm"
+    );
+    llm.down.store(false, Ordering::SeqCst);
+    for v in &fleet {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(12)).await;
+    }
+}

@@ -641,4 +641,19 @@ fn a_fleet_configuration_renders_with_a_note_on_redis() {
         "{}",
         text(&out.stdout)
     );
+    // rediss:// with a private CA: the CA file is the container's to have (and render, for
+    // another machine, does not look for it here).
+    let cfg = config(
+        dir.path(),
+        "[fleet]\nredis_url = \"rediss://redis.internal:6380/0\"\nca_file = \"/etc/vitals/redis-ca.pem\"\n",
+    );
+    let out = vitals(&["render", "kubernetes", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the CA files /etc/vitals/redis-ca.pem are read in the container that runs vitals"
+        ),
+        "{stderr}"
+    );
 }

@@ -203,3 +203,92 @@ async fn exec_exit_zero_is_healthy_and_a_failure_says_why() {
         "{body}"
     );
 }
+
+/// `rediss://`: a Redis that speaks TLS only, with a password. Trusted through `ca_file`, the
+/// check passes; with the bundled public roots alone, the private CA is not trusted and the
+/// check says so; the password appears nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_verifies_the_server_against_the_ca_it_is_given() {
+    let tls = vitals_test_util::TlsRedis::start();
+    let config = format!(
+        r#"
+        [[dependencies]]
+        name = "trusted"
+        kind = "redis"
+        url = "rediss://{addr}/0"
+        password_env = "TLS_REDIS_PASSWORD"
+        ca_file = "{ca}"
+        interval = "2s"
+        timeout = "1500ms"
+        [[dependencies]]
+        name = "public-roots"
+        kind = "redis"
+        url = "rediss://{addr}/0"
+        password_env = "TLS_REDIS_PASSWORD"
+        critical = false
+        interval = "2s"
+        timeout = "1500ms"
+        [[dependencies]]
+        name = "plain-server"
+        kind = "redis"
+        url = "rediss://{plain}/0"
+        critical = false
+        interval = "2s"
+        timeout = "1s"
+        "#,
+        addr = tls.addr,
+        ca = tls.ca_file.display(),
+        plain = redis_addr(),
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[("TLS_REDIS_PASSWORD", tls.password)]);
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = crate::body(&v.url("/readyz?verbose")).await;
+        if [
+            "[+]trusted ok",
+            "[-]public-roots failed",
+            "[-]plain-server failed",
+        ]
+        .iter()
+        .all(|want| body.contains(want))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(body.contains("[+]trusted ok"), "{body}");
+    assert!(body.contains("[-]plain-server failed"), "{body}");
+    assert!(
+        body.contains("[-]public-roots failed (non-critical): cannot connect:"),
+        "{body}"
+    );
+    let reason = body
+        .lines()
+        .find(|l| l.contains("public-roots"))
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        reason.contains("certificate") || reason.contains("issuer"),
+        "the reason names the certificate: {reason}"
+    );
+    assert!(body.contains("readyz check passed (degraded)"), "{body}");
+    // Wrong password: refused, and the refusal does not echo it.
+    drop(v);
+    let v = VitalsProcess::start(
+        &bin(),
+        &config,
+        &[("TLS_REDIS_PASSWORD", "wrong-password-77aa")],
+    );
+    let body = expect_body_within(
+        &v.url("/readyz?verbose"),
+        "[-]trusted failed",
+        Duration::from_secs(10),
+    )
+    .await;
+    let status = crate::body(&v.url("/status")).await;
+    let logs = v.logs().join("\n");
+    for text in [&body, &status, &logs] {
+        assert!(!text.contains(tls.password), "{text}");
+        assert!(!text.contains("wrong-password"), "{text}");
+    }
+}

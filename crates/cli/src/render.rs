@@ -337,6 +337,22 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             }
         );
     }
+    let ca_files: Vec<String> = config
+        .fleet
+        .iter()
+        .filter_map(|f| f.ca_file.as_ref())
+        .chain(config.dependencies.iter().filter_map(|d| match &d.check {
+            vitals_core::config::Check::Redis(r) => r.ca_file.as_ref(),
+            _ => None,
+        }))
+        .map(|p| p.display().to_string())
+        .collect();
+    if !ca_files.is_empty() && platforms_rendered {
+        eprintln!(
+            "note: the CA files {} are read in the container that runs vitals, at start; the files rendered do not deliver them: mount them there (Kubernetes: a Secret or ConfigMap volume; Nomad: a template; ECS and Cloud Run: a volume, or an image that holds them)",
+            ca_files.join(", ")
+        );
+    }
     if workload.layout == Layout::Entrypoint && platforms_rendered {
         eprintln!(
             "note: entrypoint layout: the agent's image ({}) must hold vitals at {}; vitals runs `{}` as its supervised process `agent`, holds its SIGTERM for drain.delay and exits with its status",

@@ -190,6 +190,8 @@ struct Shared {
     name: String,
     key: String,
     counts: Counts,
+    /// The hour (since the epoch) in which running out of budget was last logged.
+    budget_told: AtomicU64,
 }
 
 /// The fleet of one runtime: its Redis, its identity, and its shared dependencies.
@@ -211,8 +213,12 @@ struct Inner {
 
 /// Why the fleet could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("fleet.redis_url: {0}")]
-pub struct FleetError(String);
+#[error("{key}: {reason}")]
+pub struct FleetError {
+    /// The key of `[fleet]` at fault (`fleet.redis_url`, `fleet.ca_file`).
+    pub key: &'static str,
+    pub reason: String,
+}
 
 impl Fleet {
     /// The fleet `config` asks for, for its shared dependencies; `None` without `[fleet]`.
@@ -220,11 +226,22 @@ impl Fleet {
         let Some(f) = &config.fleet else {
             return Ok(None);
         };
-        let client = crate::checks::redis::client(f.redis_url.as_str(), f.password.as_ref())
-            .map_err(|e| match e {
-                crate::checks::redis::ClientError::Url(e)
-                | crate::checks::redis::ClientError::Open(e) => FleetError(e.to_string()),
-            })?;
+        use crate::checks::redis::{client, ClientError};
+        let client = client(
+            f.redis_url.as_str(),
+            f.password.as_ref(),
+            f.ca_file.as_deref(),
+        )
+        .map_err(|e| match e {
+            ClientError::Url(e) | ClientError::Open(e) => FleetError {
+                key: "fleet.redis_url",
+                reason: e.to_string(),
+            },
+            ClientError::Ca(reason) => FleetError {
+                key: "fleet.ca_file",
+                reason,
+            },
+        })?;
         let shared = config
             .dependencies
             .iter()
@@ -233,6 +250,7 @@ impl Fleet {
                 name: d.name.clone(),
                 key: format!("{}:{}:{:016x}", f.key_prefix, d.name, fnv(&identity(d))),
                 counts: Counts::default(),
+                budget_told: AtomicU64::new(u64::MAX),
             })
             .collect();
         Ok(Some(Fleet {
@@ -473,6 +491,49 @@ impl Fleet {
         Ok(n <= CONFIRMERS)
     }
 
+    /// Spends one call of `name`'s fleet-wide `max_probes_per_hour` (`budget`), counted in Redis
+    /// per wall-clock hour. The performer's call always counts and is always made (its interval
+    /// already fits the budget). An `extra` call (a confirmation of a failure, an instance
+    /// re-checking its own path) is made only while the hour has room for it and for every
+    /// performer slot still to come in the hour: `Ok(false)` says to do without it.
+    pub(crate) async fn spend(
+        &self,
+        name: &str,
+        budget: u32,
+        interval: Duration,
+        extra: bool,
+    ) -> Result<bool, String> {
+        let key = self.key(name).ok_or("not shared")?;
+        let now = now_ms();
+        let hour = now / HOUR_MS;
+        let reserve = if extra {
+            performer_slots_left(now, interval)
+        } else {
+            0
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SPEND)
+            .arg(1)
+            .arg(format!("{key}:spent:{hour}"))
+            .arg(u8::from(extra))
+            .arg(reserve)
+            .arg(2 * HOUR_MS)
+            .arg(budget);
+        let allowed: i64 = self.command(cmd).await?;
+        if allowed == 0 {
+            if let Some(s) = self.shared(name) {
+                if s.budget_told.swap(hour, Ordering::Relaxed) != hour {
+                    tracing::info!(
+                        dependency = name,
+                        max_probes_per_hour = budget,
+                        "fleet: the hour's probe budget has no room for extra checks; failures go unconfirmed and instances do not re-check their own path until the next hour"
+                    );
+                }
+            }
+        }
+        Ok(allowed == 1)
+    }
+
     pub(crate) fn count(&self, name: &str, role: Role, result_at_ms: Option<u64>) {
         let Some(s) = self.shared(name) else { return };
         let counter = match role {
@@ -526,6 +587,34 @@ pub(crate) fn report_of(
         Duration::from_millis(p.latency_ms),
         left,
     ))
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Counts a call in the hour's counter; an extra call (ARGV[1] = 1) is taken back and refused
+/// when it and the performer slots still to come (ARGV[2]) would pass the budget (ARGV[4]).
+const SPEND: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[1] == '1' and n + tonumber(ARGV[2]) > tonumber(ARGV[4]) then
+  redis.call('DECR', KEYS[1])
+  return 0
+end
+return 1
+";
+
+/// How many slots of `interval` start after `now_ms` and before the end of its wall-clock hour.
+pub(crate) fn performer_slots_left(now_ms: u64, interval: Duration) -> u64 {
+    let slot = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let hour_end = (now_ms / HOUR_MS + 1) * HOUR_MS;
+    let next = (now_ms / slot + 1) * slot;
+    if next >= hour_end {
+        0
+    } else {
+        (hour_end - next).div_ceil(slot)
+    }
 }
 
 /// Milliseconds until the next multiple of `interval` on the wall clock.
@@ -652,6 +741,24 @@ mod tests {
         let p = Published::parse(odd).unwrap();
         assert_eq!(p.reason.as_deref(), Some("a [31mred line"));
         assert_eq!(p.latency_ms, 3_600_000);
+    }
+
+    #[test]
+    fn the_budget_reserves_every_performer_slot_left_in_the_hour() {
+        let hour = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
+        let m = Duration::from_secs(60);
+        // At the hour's start, the 59 slots after this one.
+        assert_eq!(performer_slots_left(hour, m), 59);
+        assert_eq!(performer_slots_left(hour + 59_999, m), 59);
+        assert_eq!(performer_slots_left(hour + 60_000, m), 58);
+        // In the last slot, none.
+        assert_eq!(performer_slots_left(hour + HOUR_MS - 1, m), 0);
+        // An interval that does not divide the hour: slots starting before its end count.
+        let seven = Duration::from_secs(7 * 60);
+        assert_eq!(performer_slots_left(hour, seven), 8);
+        // An hour-long interval leaves none; a longer one too.
+        assert_eq!(performer_slots_left(hour + 5, Duration::from_secs(3600)), 0);
+        assert_eq!(performer_slots_left(hour + 5, Duration::from_secs(7200)), 0);
     }
 
     #[test]

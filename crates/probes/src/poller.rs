@@ -75,6 +75,9 @@ struct Job<P> {
     /// With `[fleet]` and `shared`: how long a published result stays valid.
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     stale_after: Duration,
+    /// `max_probes_per_hour`: with `[fleet]`, the whole fleet's budget.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    budget: Option<u32>,
 }
 
 impl Poller<Checker> {
@@ -88,7 +91,9 @@ impl Poller<Checker> {
                 key: "name",
                 reason: "it has no signal in the registry".into(),
             })?;
+            let mut budget = None;
             if let Check::Llm(c) = &d.check {
+                budget = c.max_probes_per_hour;
                 if let (Some(budget), Some(requested)) =
                     (c.max_probes_per_hour, c.requested_interval)
                 {
@@ -110,6 +115,7 @@ impl Poller<Checker> {
                 },
                 probe: Arc::new(Checker::new(d)?),
                 stale_after: d.stale_after.std(),
+                budget,
             });
         }
         Ok(Poller {
@@ -130,6 +136,7 @@ impl<P: Probe> Poller<P> {
                     signal,
                     name,
                     stale_after: schedule.interval * 2 + schedule.timeout,
+                    budget: None,
                     schedule,
                     probe: Arc::new(probe),
                 })

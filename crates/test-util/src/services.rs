@@ -324,3 +324,124 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis of the test's own that speaks TLS only (`rediss://`), with a certificate from a CA
+/// made on the spot, and a password. Stopped when dropped.
+#[derive(Debug)]
+pub struct TlsRedis {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The PEM file of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+    /// The password Redis requires.
+    pub password: &'static str,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    pub const PASSWORD: &'static str = "tls-redis-secret-5a7c";
+
+    pub fn start() -> TlsRedis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl: {e}; install it with {SETUP}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            d.join("leaf.ext"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write leaf.ext");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=vitals test CA"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+        openssl(&ca);
+        let mut csr = vec!["req", "-subj", "/CN=localhost"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&csr);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port"])
+            .arg(port.to_string())
+            .args([
+                "--tls-cert-file",
+                "server.crt",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"])
+            .args([
+                "--requirepass",
+                Self::PASSWORD,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server: {e}; install it with {SETUP}"));
+        let addr = format!("127.0.0.1:{port}");
+        let sock: SocketAddr = addr.parse().expect("addr");
+        let mut tries = 0;
+        while TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_err() {
+            tries += 1;
+            assert!(tries < 200, "the TLS Redis did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsRedis {
+            addr,
+            ca_file: d.join("ca.crt"),
+            password: Self::PASSWORD,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

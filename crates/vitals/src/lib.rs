@@ -53,11 +53,12 @@ pub use vitals_core::lifecycle::{Lifecycle, Liveness, Readiness};
 pub use vitals_probes::checks::BuildError;
 pub use vitals_server::{now, Busy, PeerAddr, Routes, Snapshot};
 
-/// Builds every dependency's client, as [`Builder::build`] will, and reports each one that
-/// cannot be built under its key (`dependencies[2].url: ...`): what `vitals validate` accepts,
-/// `vitals serve` then runs. Nothing is connected to; no task starts.
+/// Builds every dependency's client (and the fleet's Redis client), as [`Builder::build`] will,
+/// and reports each one that cannot be built under its key (`dependencies[2].url: ...`): what
+/// `vitals validate` accepts, `vitals serve` then runs. Nothing is connected to; no task starts.
 pub fn check_clients(config: &Config) -> Result<(), ConfigErrors> {
-    let errors: Vec<ConfigError> = config
+    #[allow(unused_mut)]
+    let mut errors: Vec<ConfigError> = config
         .dependencies
         .iter()
         .enumerate()
@@ -73,6 +74,13 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigErrors> {
             ))
         })
         .collect();
+    #[cfg(feature = "fleet")]
+    if let Err(e) = vitals_probes::fleet::Fleet::new(config) {
+        errors.push(ConfigError::new(
+            e.key,
+            format!("{}; fix the value", e.reason),
+        ));
+    }
     if errors.is_empty() {
         Ok(())
     } else {

@@ -107,10 +107,12 @@ pub struct Config {
 /// `[fleet]`, checked.
 #[derive(Debug, Clone)]
 pub struct Fleet {
-    /// Without a password (validation refuses one in the URL).
+    /// `redis://` or `rediss://`, without a password (validation refuses one in the URL).
     pub redis_url: url::Url,
     pub password_env: Option<String>,
     pub password: Option<Secret>,
+    /// With `rediss://`: the certificate authorities to trust instead of the bundled roots.
+    pub ca_file: Option<std::path::PathBuf>,
     pub key_prefix: String,
 }
 
@@ -699,6 +701,8 @@ pub struct RedisCheck {
     /// The command and its arguments.
     pub command: Vec<String>,
     pub expect: Option<Expect>,
+    /// With `rediss://`: the certificate authorities to trust instead of the bundled roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]

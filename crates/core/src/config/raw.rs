@@ -185,6 +185,9 @@ pub struct RawDependency {
     /// Redis: the command, such as `"EXISTS doc:42"` or `["GET", "key with spaces"]`.
     /// Exec: the program and its arguments, as a list (no shell).
     pub command: Option<StringOrList>,
+    /// Redis with `rediss://`: a PEM file of the certificate authorities to trust instead of the
+    /// bundled public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     /// PostgreSQL: the query to run, such as `SELECT 1 FROM items WHERE id = 42`.
     pub query: Option<String>,
     /// PostgreSQL: how many rows the query must return.
@@ -379,10 +382,13 @@ pub struct RawBackoff {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFleet {
-    /// `redis://host:port/db`, without a password.
+    /// `redis://host:port/db` or `rediss://` (TLS), without a password.
     pub redis_url: Option<String>,
     /// Environment variable holding Redis' password.
     pub password_env: Option<String>,
+    /// With `rediss://`: a PEM file of the certificate authorities to trust instead of the
+    /// bundled public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Prefix of every key vitals writes (default `vitals`).
     pub key_prefix: Option<String>,
 }

@@ -950,8 +950,12 @@ fn every_fleet_problem_is_reported_with_its_key_and_never_the_password() {
     );
     assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:?}");
     assert_reported(
-        &errors("[fleet]\nredis_url = \"rediss://r:6380\"\n"),
-        &["fleet.redis_url: rediss:// (TLS) is not supported by this build"],
+        &errors("[fleet]\nredis_url = \"http://r:6380\"\n"),
+        &["fleet.redis_url: the scheme is \"http\"; use redis://, or rediss:// for TLS"],
+    );
+    assert_reported(
+        &errors("[fleet]\nredis_url = \"redis://r:6379\"\nca_file = \"/etc/ca.pem\"\n"),
+        &["fleet.ca_file: is used only with TLS; make the URL rediss://"],
     );
     assert_reported(&errors("[fleet]\n"), &["fleet.redis_url: missing"]);
     assert_reported(
@@ -979,5 +983,45 @@ fn fleet_outage_applies_to_shared_dependencies_only() {
             "{fleet}[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.example.com/v1\"\nfleet_outage = \"ignore\"\n"
         )),
         &["dependencies[0].fleet_outage: \"ignore\" is not a choice"],
+    );
+}
+
+#[test]
+fn rediss_takes_a_private_ca_for_the_fleet_and_for_redis_checks() {
+    let c = parse(
+        r#"
+        [fleet]
+        redis_url = "rediss://redis.internal:6380/0"
+        ca_file = "/etc/vitals/redis-ca.pem"
+
+        [[dependencies]]
+        name = "cache"
+        kind = "redis"
+        url = "rediss://cache.internal:6380/0"
+        ca_file = "/etc/vitals/cache-ca.pem"
+        "#,
+    )
+    .unwrap();
+    let f = c.fleet.as_ref().unwrap();
+    assert_eq!(f.redis_url.scheme(), "rediss");
+    assert_eq!(
+        f.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/vitals/redis-ca.pem"))
+    );
+    let Check::Redis(r) = &c.dependencies[0].check else {
+        panic!("a redis check")
+    };
+    assert_eq!(
+        r.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/vitals/cache-ca.pem"))
+    );
+    // Without TLS there is no certificate to check; another kind takes no ca_file.
+    assert_reported(
+        &errors("[[dependencies]]\nname = \"c\"\nkind = \"redis\"\nurl = \"redis://c:6379\"\nca_file = \"/ca.pem\"\n"),
+        &["dependencies[0].ca_file: is used only with TLS; make the URL rediss://, or remove ca_file"],
+    );
+    assert_reported(
+        &errors("[[dependencies]]\nname = \"p\"\nkind = \"postgres\"\nurl = \"postgres://u@p/db\"\nca_file = \"/ca.pem\"\n"),
+        &["dependencies[0].ca_file: is not used by kind \"postgres\""],
     );
 }

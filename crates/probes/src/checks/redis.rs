@@ -1,6 +1,8 @@
 //! `kind = "redis"`: a read command (default `PING`) whose reply must match `expect`: a
 //! known-key lookup that exercises the store, not just its port.
 
+use std::path::Path;
+
 use redis::Value;
 use vitals_core::config::RedisCheck;
 use vitals_core::lifecycle::Outcome;
@@ -14,29 +16,84 @@ pub struct RedisChecker {
     check: RedisCheck,
 }
 
-/// Why a Redis client could not be made: its URL, or opening it.
+/// Why a Redis client could not be made: its URL, its CA file, or opening it.
 #[derive(Debug)]
 pub(crate) enum ClientError {
     Url(redis::RedisError),
+    Ca(String),
     Open(redis::RedisError),
 }
 
-/// A client for `url` with `password` (kept out of the URL, where logs and errors would show it).
-pub(crate) fn client(url: &str, password: Option<&Secret>) -> Result<redis::Client, ClientError> {
+/// A client for `url` with `password` (kept out of the URL, where logs and errors would show
+/// it). `rediss://` verifies the server's certificate against `ca_file`'s authorities, or else
+/// the bundled public roots (the same as HTTPS checks use, so an image without a system store
+/// still works).
+pub(crate) fn client(
+    url: &str,
+    password: Option<&Secret>,
+    ca_file: Option<&Path>,
+) -> Result<redis::Client, ClientError> {
     let mut info =
         redis::IntoConnectionInfo::into_connection_info(url).map_err(ClientError::Url)?;
     if let Some(p) = password {
         let settings = info.redis_settings().clone().set_password(p.expose());
         info = info.set_redis_settings(settings);
     }
-    redis::Client::open(info).map_err(ClientError::Open)
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    if tls {
+        // rustls picks no provider when more than one is linked in (an agent may link another):
+        // choose ring, unless the program already chose.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match ca_file {
+        Some(path) if tls => {
+            let pem = read_ca(path).map_err(ClientError::Ca)?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| ClientError::Ca(format!("{}: {e}", path.display())))
+        }
+        _ => redis::Client::open(info).map_err(ClientError::Open),
+    }
 }
+
+/// The PEM text of a CA file, checked to hold at least one certificate.
+fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}; give the path of a PEM file of the certificate authorities to trust",
+            path.display()
+        )
+    })?;
+    if !pem
+        .windows(CERT_BEGIN.len())
+        .any(|w| w == CERT_BEGIN.as_bytes())
+    {
+        return Err(format!(
+            "{} holds no PEM certificate (no \"{CERT_BEGIN}\" line); give the CA's certificate in PEM",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
+
+const CERT_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 
 impl RedisChecker {
     pub fn new(name: &str, check: &RedisCheck) -> Result<Self, BuildError> {
-        let client = client(check.url.as_str(), check.password.as_ref()).map_err(|e| {
+        let client = client(
+            check.url.as_str(),
+            check.password.as_ref(),
+            check.ca_file.as_deref(),
+        )
+        .map_err(|e| {
             let (key, reason) = match e {
                 ClientError::Url(e) => ("url", format!("redis url: {e}")),
+                ClientError::Ca(reason) => ("ca_file", reason),
                 ClientError::Open(e) => ("", e.to_string()),
             };
             BuildError {

@@ -9,6 +9,9 @@
 //!   Everyone who checked sees it down: the outage is fleet-wide.
 //! - an instance whose own last check failed while the fleet's result says up checks for itself
 //!   each interval (its view only), so its broken path stays visible until it heals.
+//!
+//! With `max_probes_per_hour`, both kinds of extra call spend from the fleet's hourly budget
+//! in Redis and are skipped when it has no room left beyond the performer's slots.
 
 use std::time::Duration;
 
@@ -76,7 +79,10 @@ pub(crate) async fn shared_loop<P: Probe>(
             l = fleet.lease(&job.name, hold) => l,
         };
         let sent = match lease {
-            Ok(true) => l.perform(Role::Performed).await,
+            Ok(true) => {
+                l.spend(false).await;
+                l.perform(Role::Performed).await
+            }
             Ok(false) => l.read(hold).await,
             Err(_) => l.fallback().await,
         };
@@ -89,6 +95,19 @@ pub(crate) async fn shared_loop<P: Probe>(
 impl<P: Probe> Loop<'_, P> {
     fn stale_after(&self) -> Duration {
         self.job.stale_after
+    }
+
+    /// Whether the fleet's budget (`max_probes_per_hour`) lets this instance make a call:
+    /// always for the performer's (counted), for an extra one only while the hour has room.
+    /// Without a budget, or without an answer from Redis, nothing stops it.
+    async fn spend(&self, extra: bool) -> bool {
+        let Some(budget) = self.job.budget else {
+            return true;
+        };
+        self.fleet
+            .spend(&self.job.name, budget, self.job.schedule.interval, extra)
+            .await
+            .unwrap_or(true)
     }
 
     /// Checks, publishes the result (and this instance's view), and reports it.
@@ -183,7 +202,9 @@ impl<P: Probe> Loop<'_, P> {
         }
         let own_failed = self.own_ok == Some(false);
         if p.ok {
-            if own_failed {
+            // Re-checking its own path is an extra call: with no room in the fleet's budget, the
+            // fleet's result stands in until this instance next holds the lease.
+            if own_failed && self.spend(true).await {
                 self.last_at = p.at_ms;
                 return self.verify().await;
             }
@@ -191,11 +212,11 @@ impl<P: Probe> Loop<'_, P> {
         }
         // A failure: is it the fleet's, or the performer's path?
         match self.fleet.confirm(&self.job.name, p.at_ms, hold).await {
-            Ok(true) => {
+            Ok(true) if self.spend(true).await => {
                 self.last_at = p.at_ms;
                 return self.perform(Role::Performed).await;
             }
-            Ok(false) => {}
+            Ok(_) => {}
             Err(_) => return self.fallback().await,
         }
         tokio::select! {

@@ -377,11 +377,14 @@ pub(super) fn redis_check(
         );
     }
     let expect = expect(e, &at("expect"), d.expect.as_deref());
+    let url = url?;
+    let ca_file = ca_file(e, &at("ca_file"), &url, d.ca_file.as_ref());
     Some(RedisCheck {
-        url: url?,
+        url,
         password,
         command,
         expect,
+        ca_file,
     })
 }
 
@@ -463,4 +466,30 @@ pub(super) fn tcp_check(e: &mut Errors, i: usize, d: &RawDependency) -> Option<T
     Some(TcpCheck {
         address: address.to_owned(),
     })
+}
+
+/// `ca_file`: only with `rediss://` (a plain connection has no certificate to check), and a
+/// path (whether the file is there and holds certificates is checked where vitals runs).
+pub(super) fn ca_file(
+    e: &mut Errors,
+    key: &str,
+    url: &url::Url,
+    path: Option<&std::path::PathBuf>,
+) -> Option<std::path::PathBuf> {
+    let path = path?;
+    if url.scheme() != "rediss" {
+        e.push(
+            key,
+            "is used only with TLS; make the URL rediss://, or remove ca_file",
+        );
+        return None;
+    }
+    if path.as_os_str().is_empty() {
+        e.push(
+            key,
+            "is empty; give the path of a PEM file of the certificate authorities to trust",
+        );
+        return None;
+    }
+    Some(path.clone())
 }

@@ -61,7 +61,7 @@ fn kind_keys(kind: Kind) -> &'static [&'static str] {
             "headers_env",
         ],
         Kind::Tcp => &["address"],
-        Kind::Redis => &["url", "password_env", "command", "expect"],
+        Kind::Redis => &["url", "password_env", "command", "expect", "ca_file"],
         Kind::Postgres => &["url", "password_env", "query", "expect_rows"],
         Kind::Exec => &["command"],
     }

@@ -34,17 +34,13 @@ pub(super) fn fleet(
                 );
                 None
             }
-            Ok(u) if u.scheme() == "rediss" => {
+            Ok(u) if u.scheme() != "redis" && u.scheme() != "rediss" => {
                 e.push(
                     "fleet.redis_url",
-                    "rediss:// (TLS) is not supported by this build; use redis:// on a private network, or a TLS tunnel beside vitals",
-                );
-                None
-            }
-            Ok(u) if u.scheme() != "redis" => {
-                e.push(
-                    "fleet.redis_url",
-                    format!("the scheme is \"{}\"; use redis://", u.scheme()),
+                    format!(
+                        "the scheme is \"{}\"; use redis://, or rediss:// for TLS",
+                        u.scheme()
+                    ),
                 );
                 None
             }
@@ -74,6 +70,9 @@ pub(super) fn fleet(
             "must be 1 to 100 characters without spaces, such as \"vitals:checkout-agent\"",
         );
     }
+    let ca_file = redis_url
+        .as_ref()
+        .and_then(|u| super::checks::ca_file(e, "fleet.ca_file", u, raw.ca_file.as_ref()));
     if e.0.len() > before {
         return None;
     }
@@ -81,6 +80,7 @@ pub(super) fn fleet(
         redis_url: redis_url?,
         password_env: raw.password_env,
         password,
+        ca_file,
         key_prefix,
     })
 }
