@@ -657,3 +657,70 @@ fn a_fleet_configuration_renders_with_a_note_on_redis() {
         "{stderr}"
     );
 }
+
+/// Two services sharing a Redis must not share results or a budget: without `key_prefix` in the
+/// file, every platform's render gives vitals `VITALS_FLEET__KEY_PREFIX=vitals:NAME`, and vitals
+/// run with it keys its results so. A prefix the file sets is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_rendered_service_gets_its_own_fleet_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = "[fleet]\nredis_url = \"redis://redis.internal:6379/0\"\n\n[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://api.openai.com/v1\"\n";
+    let cfg = config(dir.path(), fleet);
+    let out = dir.path().join("out");
+    let r = vitals(&[
+        "render",
+        "all",
+        "--config",
+        &cfg,
+        "--name",
+        "checkout",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stderr).contains("under keys vitals:checkout:"),
+        "{}",
+        text(&r.stderr)
+    );
+    for platform in ["kubernetes", "nomad", "ecs", "cloudrun"] {
+        let mut all = String::new();
+        for f in std::fs::read_dir(out.join(platform)).unwrap() {
+            all.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+        }
+        assert!(
+            all.contains("VITALS_FLEET__KEY_PREFIX") && all.contains("vitals:checkout"),
+            "{platform}: {all}"
+        );
+    }
+    // What the variable does to a running vitals.
+    let v = vitals_test_util::VitalsProcess::start(
+        &crate::bin(),
+        fleet.replace("redis.internal:6379", "127.0.0.1:9").as_str(),
+        &[("VITALS_FLEET__KEY_PREFIX", "vitals:checkout")],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&crate::body(&v.url("/status")).await).unwrap();
+    let key = doc["fleet"]["dependencies"][0]["key"].as_str().unwrap();
+    assert!(key.starts_with("vitals:checkout:llm:"), "{doc}");
+
+    let own = config(
+        dir.path(),
+        &fleet.replace("[fleet]\n", "[fleet]\nkey_prefix = \"team-a\"\n"),
+    );
+    let r = vitals(&[
+        "render",
+        "kubernetes",
+        "--config",
+        &own,
+        "--name",
+        "checkout",
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    assert!(!text(&r.stdout).contains("VITALS_FLEET__KEY_PREFIX"));
+    assert!(
+        text(&r.stderr).contains("under keys team-a:"),
+        "{}",
+        text(&r.stderr)
+    );
+}

@@ -124,6 +124,13 @@ fn vitals_env(workload: &Workload) -> Vec<EnvVar> {
             value_from: None,
         });
     }
+    for (name, value) in &workload.vitals_env {
+        env.push(EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            value_from: None,
+        });
+    }
     for var in &workload.secret_env {
         env.push(EnvVar {
             name: var.clone(),

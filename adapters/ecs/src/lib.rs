@@ -321,9 +321,19 @@ pub fn render(spec: &HealthSpec, workload: &Workload) -> Result<Rendered, Refusa
         // ECS mounts no files: the configuration travels as text in VITALS_CONFIG_TOML, and
         // each secret comes from Secrets Manager (through the task's execution role).
         probe_container["command"] = json!(workload.vitals_args(false));
-        if let Some(toml) = &workload.config_toml {
-            probe_container["environment"] =
-                json!([{ "name": vitals_core::contract::CONFIG_TOML_ENV, "value": toml }]);
+        let mut environment: Vec<serde_json::Value> = workload
+            .config_toml
+            .iter()
+            .map(|toml| json!({ "name": vitals_core::contract::CONFIG_TOML_ENV, "value": toml }))
+            .collect();
+        environment.extend(
+            workload
+                .vitals_env
+                .iter()
+                .map(|(name, value)| json!({ "name": name, "value": value })),
+        );
+        if !environment.is_empty() {
+            probe_container["environment"] = json!(environment);
         }
         if !workload.secret_env.is_empty() {
             probe_container["secrets"] = workload

@@ -385,10 +385,13 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
             "set drain.grace to the time in-flight work needs",
         );
     }
-    let env: Vec<EnvVar> = workload
-        .secret_env
-        .iter()
-        .map(|var| EnvVar {
+    let plain = workload.vitals_env.iter().map(|(name, value)| EnvVar {
+        name: name.clone(),
+        value: Some(value.clone()),
+        ..Default::default()
+    });
+    let env: Vec<EnvVar> = plain
+        .chain(workload.secret_env.iter().map(|var| EnvVar {
             name: var.clone(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
@@ -399,7 +402,7 @@ fn pod_spec(spec: &HealthSpec, workload: &Workload, limits: &mut Limits) -> PodS
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
         .collect();
     let configured = workload.config_toml.is_some();
     let config_mount = configured.then(|| {

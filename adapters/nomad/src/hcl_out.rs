@@ -81,6 +81,13 @@ fn task(t: &Task) -> Block {
         );
     }
     b = b.add_block(config.build());
+    if !t.env.is_empty() {
+        b = b.add_block(
+            Block::builder("env")
+                .add_attributes(t.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .build(),
+        );
+    }
     for tpl in &t.templates {
         let mut block = Block::builder("template")
             .add_attribute(("destination", tpl.destination.as_str()))

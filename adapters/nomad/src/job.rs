@@ -53,6 +53,8 @@ pub struct Task {
     /// A `lifecycle { hook = "prestart", sidecar = true }` task: runs for the allocation's life.
     pub sidecar: bool,
     pub stop: Stop,
+    /// Plain environment variables (`env { }`); secrets come through templates.
+    pub env: Vec<(String, String)>,
     pub templates: Vec<Template>,
     pub services: Vec<Service>,
 }
@@ -272,6 +274,14 @@ fn task_json(t: &Task) -> Value {
     });
     if t.sidecar {
         task["Lifecycle"] = json!({ "Hook": "prestart", "Sidecar": true });
+    }
+    if !t.env.is_empty() {
+        task["Env"] = t
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
     }
     if !t.templates.is_empty() {
         task["Templates"] = t.templates.iter().map(template_json).collect();

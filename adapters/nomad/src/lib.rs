@@ -252,6 +252,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
             ports: vec![PORT_LABEL.into()],
             sidecar: false,
             stop,
+            env: Vec::new(),
             templates: Vec::new(),
             services: vec![Service {
                 name: workload.name.clone(),
@@ -279,6 +280,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
             ports: vec![AGENT_PORT_LABEL.into(), PORT_LABEL.into()],
             sidecar: false,
             stop,
+            env: workload.vitals_env.clone(),
             templates,
             services: vec![Service {
                 name: workload.name.clone(),
@@ -321,6 +323,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
                 ports: Vec::new(),
                 sidecar: false,
                 stop: stop.clone(),
+                env: Vec::new(),
                 templates: Vec::new(),
                 services: vec![Service {
                     name: workload.name.clone(),
@@ -337,6 +340,7 @@ fn build(spec: &HealthSpec, workload: &Workload, provider: Provider) -> Job {
                 ports: Vec::new(),
                 sidecar: true,
                 stop,
+                env: workload.vitals_env.clone(),
                 templates,
                 services: vec![Service {
                     name: format!("{}-vitals", workload.name),

@@ -232,6 +232,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             LayoutArg::Entrypoint => Layout::Entrypoint,
         },
         agent_command: args.agent_command.clone(),
+        vitals_env: fleet_env(&config, &args.name),
     };
     match (workload.layout, workload.agent_command.is_empty()) {
         (Layout::Entrypoint, true) => {
@@ -323,7 +324,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             .map(|d| d.name.as_str())
             .collect();
         eprintln!(
-            "note: [fleet]: every replica must reach Redis at {}{}; {} checked once an interval for the whole deployment. Where readiness replaces instances (ECS' scope=instance), a task whose own path to a shared dependency fails is replaced, and an outage the whole fleet sees only degrades",
+            "note: [fleet]: every replica must reach Redis at {}{}; {} checked once an interval for the whole deployment, under keys {}. Where readiness replaces instances (ECS' scope=instance), a task whose own path to a shared dependency fails is replaced, and an outage the whole fleet sees only degrades",
             fleet.redis_url,
             fleet
                 .password_env
@@ -334,6 +335,10 @@ pub fn run(args: &RenderArgs) -> ExitCode {
                 "no dependency is shared, so nothing is".to_owned()
             } else {
                 format!("{} are", shared.join(", "))
+            },
+            match workload.vitals_env.iter().find(|(k, _)| k == vitals_core::config::FLEET_KEY_PREFIX_ENV) {
+                Some((k, v)) if workload.delivers_config() => format!("{v}:… ({k} in the rendered environment: this service's own; set fleet.key_prefix to choose)"),
+                _ => format!("{}:…", fleet.key_prefix),
             }
         );
     }
@@ -473,4 +478,17 @@ fn stage_and_swap(
         }
     }
     Ok(())
+}
+
+/// With `[fleet]` and no `key_prefix` in the file: `vitals:NAME`, so that two services sharing
+/// a Redis (and checking the same provider) never share results or a budget. Not when the agent
+/// embeds vitals: it brings its own configuration.
+fn fleet_env(config: &vitals_core::Config, name: &str) -> Vec<(String, String)> {
+    match &config.fleet {
+        Some(f) if !f.key_prefix_set => vec![(
+            vitals_core::config::FLEET_KEY_PREFIX_ENV.to_owned(),
+            format!("{}:{name}", vitals_core::config::DEFAULT_KEY_PREFIX),
+        )],
+        _ => Vec::new(),
+    }
 }

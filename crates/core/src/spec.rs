@@ -199,6 +199,9 @@ pub struct Workload {
     pub layout: Layout,
     /// The agent's command, which vitals runs in the entrypoint layout.
     pub agent_command: Vec<String>,
+    /// Plain (not secret) environment variables of the process that runs vitals, such as
+    /// `VITALS_FLEET__KEY_PREFIX` when `[fleet]` leaves its prefix to the service's name.
+    pub vitals_env: Vec<(String, String)>,
 }
 
 impl Default for Workload {
@@ -214,6 +217,7 @@ impl Default for Workload {
             secret_env: Vec::new(),
             layout: Layout::Sidecar,
             agent_command: Vec::new(),
+            vitals_env: Vec::new(),
         }
     }
 }

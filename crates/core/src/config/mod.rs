@@ -114,7 +114,17 @@ pub struct Fleet {
     /// With `rediss://`: the certificate authorities to trust instead of the bundled roots.
     pub ca_file: Option<std::path::PathBuf>,
     pub key_prefix: String,
+    /// Whether the configuration set `key_prefix` (else it is [`DEFAULT_KEY_PREFIX`], and a
+    /// render gives each service its own).
+    pub key_prefix_set: bool,
 }
+
+/// `fleet.key_prefix` when nothing sets it; renders set `vitals:NAME` instead (through
+/// [`FLEET_KEY_PREFIX_ENV`]), so two services sharing a Redis never share results or budgets.
+pub const DEFAULT_KEY_PREFIX: &str = "vitals";
+
+/// The variable that sets `fleet.key_prefix` (the `VITALS_<SECTION>__<KEY>` form).
+pub const FLEET_KEY_PREFIX_ENV: &str = "VITALS_FLEET__KEY_PREFIX";
 
 /// The name of the process `vitals serve -- CMD` runs (entrypoint mode); no `[[processes]]`
 /// entry may take it.

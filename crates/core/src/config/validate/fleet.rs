@@ -58,7 +58,10 @@ pub(super) fn fleet(
         .password_env
         .as_deref()
         .and_then(|var| e.env_secret("fleet.password_env", var, env));
-    let key_prefix = raw.key_prefix.unwrap_or_else(|| "vitals".to_owned());
+    let key_prefix_set = raw.key_prefix.is_some();
+    let key_prefix = raw
+        .key_prefix
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
     if key_prefix.is_empty()
         || key_prefix.len() > 100
         || key_prefix
@@ -82,5 +85,6 @@ pub(super) fn fleet(
         password,
         ca_file,
         key_prefix,
+        key_prefix_set,
     })
 }
