@@ -339,7 +339,7 @@ impl Gate {
         self.inner.port.store(port, Ordering::Relaxed);
     }
 
-    /// The upstream URL for `path`, on the port it runs on now.
+    /// The upstream URL for `path`, on the port it runs on now (for messages).
     fn upstream_url(&self, path: &str) -> url::Url {
         let options = &self.inner.options;
         let mut url = options.upstream.clone();
@@ -352,6 +352,11 @@ impl Gate {
             }
         }
         url
+    }
+
+    /// The port the upstream runs on now: 0 for the URL's.
+    fn port(&self) -> u16 {
+        self.inner.port.load(Ordering::Relaxed)
     }
 
     /// What the gate has seen of the upstream's traffic (see [`Traffic`]).
@@ -397,9 +402,13 @@ impl Gate {
         let url = self.upstream_url("/props");
         let answer = tokio::time::timeout(
             self.inner.options.request_timeout,
-            self.inner
-                .client
-                .send(Method::GET, &url, HeaderMap::new(), Bytes::new()),
+            self.inner.client.send(
+                Method::GET,
+                &http::uri::PathAndQuery::from_static("/props"),
+                self.port(),
+                HeaderMap::new(),
+                Bytes::new(),
+            ),
         )
         .await
         .map_err(|_| format!("GET {url} did not answer"))?
@@ -522,8 +531,12 @@ impl Gate {
         trial: bool,
     ) -> Response<Body> {
         let options = &self.inner.options;
-        let mut url = self.upstream_url(parts.uri.path());
-        url.set_query(parts.uri.query());
+        let target = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let port = self.port();
         let mut headers = parts.headers;
         strip(&mut headers);
         let sent = Instant::now();
@@ -537,10 +550,13 @@ impl Gate {
         let mut attempt = 0u32;
         // Each attempt holds the same slot: retries never raise the upstream's concurrency.
         let answer = loop {
-            let request =
-                self.inner
-                    .client
-                    .send(parts.method.clone(), &url, headers.clone(), body.clone());
+            let request = self.inner.client.send(
+                parts.method.clone(),
+                &target,
+                port,
+                headers.clone(),
+                body.clone(),
+            );
             let got = match tokio::time::timeout_at(deadline, request).await {
                 Err(_) => Got::Timeout,
                 Ok(Err(e)) => Got::Failed(e),
@@ -815,8 +831,12 @@ fn outcome_of(shed: Shed) -> Outcome {
 }
 
 fn strip(headers: &mut HeaderMap) {
-    for h in &NOT_FORWARDED {
-        headers.remove(h);
+    // Most messages carry none of them: one pass over the few names present, and removals only
+    // for what is there.
+    if headers.keys().any(|k| NOT_FORWARDED.contains(k)) {
+        for h in &NOT_FORWARDED {
+            headers.remove(h);
+        }
     }
 }
 

@@ -1,26 +1,35 @@
-//! The connection to the upstream: hyper's own client for `http://` (the usual case: a model
-//! server beside the agent, where every microsecond of the proxy shows), reqwest with rustls for
-//! `https://` (a hosted API).
+//! The connection to the upstream: hyper's own HTTP/1.1 connections in a pool of the gate's for
+//! `http://` (the usual case: a model server beside the agent, where every microsecond of the
+//! proxy shows), reqwest with rustls for `https://` (a hosted API).
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
 
 use crate::{Body, Slot};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Client {
-    Plain(Box<hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>>),
-    Tls(reqwest::Client),
+    Plain(Arc<Plain>),
+    Tls(Box<Tls>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Tls {
+    client: reqwest::Client,
+    base: url::Url,
 }
 
 /// Why no answer came.
@@ -55,54 +64,42 @@ impl Answer {
 impl Client {
     pub fn new(upstream: &url::Url, connect_timeout: Duration) -> Result<Client, String> {
         if upstream.scheme() == "http" {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(connect_timeout));
-            Ok(Client::Plain(Box::new(
-                hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
-            )))
+            Plain::new(upstream, connect_timeout).map(|p| Client::Plain(Arc::new(p)))
         } else {
             reqwest::Client::builder()
                 .no_proxy()
                 .connect_timeout(connect_timeout)
                 .build()
-                .map(Client::Tls)
+                .map(|client| {
+                    Client::Tls(Box::new(Tls {
+                        client,
+                        base: upstream.clone(),
+                    }))
+                })
                 .map_err(|e| e.to_string())
         }
     }
 
+    /// Sends `method` `target` (the client's path and query, appended to the upstream's base)
+    /// to the upstream, on `port` when it moved (0: the URL's).
     pub async fn send(
         &self,
         method: Method,
-        url: &url::Url,
+        target: &PathAndQuery,
+        port: u16,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Answer, SendError> {
         match self {
-            Client::Plain(client) => {
-                let mut request = Request::builder()
-                    .method(method)
-                    .uri(url.as_str())
-                    .body(Full::new(body))
-                    .map_err(|e| SendError {
-                        connect: false,
-                        detail: e.to_string(),
-                    })?;
-                *request.headers_mut() = headers;
-                let response = client.request(request).await.map_err(|e| SendError {
-                    connect: e.is_connect(),
-                    detail: e.to_string(),
-                })?;
-                let (parts, body) = response.into_parts();
-                Ok(Answer {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: BoxBody::new(body.map_err(std::io::Error::other)),
-                })
-            }
-            Client::Tls(client) => {
-                let response = client
-                    .request(method, url.clone())
+            Client::Plain(plain) => plain.send(method, target, port, headers, body).await,
+            Client::Tls(tls) => {
+                let mut url = tls.base.clone();
+                let base = tls.base.path().trim_end_matches('/');
+                url.set_path(&format!("{base}{}", target.path()));
+                url.set_query(target.query());
+                let response = tls
+                    .client
+                    .request(method, url)
                     .headers(headers)
                     .body(body)
                     .send()
@@ -122,6 +119,234 @@ impl Client {
                 })
             }
         }
+    }
+}
+
+/// How long a kept-alive connection may sit unused before it is closed rather than reused.
+const IDLE_FOR: Duration = Duration::from_secs(60);
+/// At most this many idle connections are kept.
+const MAX_IDLE: usize = 1024;
+
+/// `http://` upstreams (the usual case: a model server beside the agent, where every
+/// microsecond of the proxy shows): hyper's HTTP/1.1 connections, kept alive in a last-in
+/// first-out pool. A connection goes back to the pool when its answer has been read to the end;
+/// an answer dropped before its end (the client went away) closes its connection, which is
+/// how the upstream learns the request is cancelled. The gate's admission bounds how many are
+/// in use at once.
+#[derive(Debug)]
+pub(crate) struct Plain {
+    /// The host to connect to (an IPv6 address without brackets).
+    host: String,
+    port: u16,
+    /// `host[:port]` for the `Host` header, at the URL's port.
+    host_header: HeaderValue,
+    /// The URL's path without its trailing `/`; empty for none.
+    base_path: String,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    port: u16,
+    since: Instant,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Plain {
+    fn new(upstream: &url::Url, connect_timeout: Duration) -> Result<Plain, String> {
+        let host = match upstream.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(format!("{upstream} names no host")),
+        };
+        let port = upstream.port_or_known_default().unwrap_or(80);
+        let authority = upstream
+            .host_str()
+            .map(|h| match upstream.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+            .unwrap_or_default();
+        let host_header = HeaderValue::from_str(&authority)
+            .map_err(|_| format!("{upstream}: the host cannot be a Host header"))?;
+        Ok(Plain {
+            host,
+            port,
+            host_header,
+            base_path: upstream.path().trim_end_matches('/').to_owned(),
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle connection to `port` that is still open.
+    fn checkout(&self, port: u16) -> Option<SendRequest<Full<Bytes>>> {
+        let now = Instant::now();
+        let mut idle = self.idle();
+        while let Some(i) = idle.pop() {
+            if i.port == port && !i.sender.is_closed() && now.duration_since(i.since) < IDLE_FOR {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, port: u16, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            port,
+            since: Instant::now(),
+            sender,
+        });
+    }
+
+    async fn connect(&self, port: u16) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        let failed = |detail: String| SendError {
+            connect: true,
+            detail,
+        };
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((self.host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| failed(format!("connecting to {}:{port} timed out", self.host)))?
+        .map_err(|e| failed(format!("connecting to {}:{port}: {e}", self.host)))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        method: Method,
+        target: &PathAndQuery,
+        port: u16,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, SendError> {
+        let port = if port == 0 { self.port } else { port };
+        let uri = if self.base_path.is_empty() {
+            Uri::from(target.clone())
+        } else {
+            let joined = match target.query() {
+                Some(q) => format!("{}{}?{q}", self.base_path, target.path()),
+                None => format!("{}{}", self.base_path, target.path()),
+            };
+            Uri::try_from(joined).map_err(|e| SendError {
+                connect: false,
+                detail: e.to_string(),
+            })?
+        };
+        let host = if port == self.port {
+            self.host_header.clone()
+        } else {
+            HeaderValue::from_str(&format!("{}:{port}", self.host))
+                .unwrap_or_else(|_| self.host_header.clone())
+        };
+        headers.insert(header::HOST, host);
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        // A pooled connection the upstream closed meanwhile takes the request back unsent: then
+        // it goes on a fresh connection.
+        let mut pooled = self.checkout(port);
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(s) => s,
+                None => self.connect(port).await?,
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    pooled = self.checkout(port);
+                    continue;
+                }
+                return Err(SendError {
+                    connect: true,
+                    detail: "the upstream closed the connection at once".into(),
+                });
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    return Ok(Answer {
+                        status: parts.status,
+                        headers: parts.headers,
+                        body: BoxBody::new(Returning {
+                            body,
+                            back: Some((self.clone(), port, sender)),
+                        }),
+                    });
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        pooled = self.checkout(port);
+                    }
+                    _ => {
+                        let error = e.into_error();
+                        return Err(SendError {
+                            connect: false,
+                            detail: error.to_string(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// An upstream answer's body that puts its connection back in the pool once read to the end.
+struct Returning {
+    body: hyper::body::Incoming,
+    back: Option<(Arc<Plain>, u16, SendRequest<Full<Bytes>>)>,
+}
+
+impl http_body::Body for Returning {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some((pool, port, sender)) = self.back.take() {
+                    pool.put_back(port, sender);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled.map_err(std::io::Error::other)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

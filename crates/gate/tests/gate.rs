@@ -726,3 +726,80 @@ async fn a_malformed_request_gets_400_from_the_gate() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
 }
+
+/// The gate's own connection pool: one kept-alive connection serves sequential requests, each
+/// with the upstream's `Host` and the URL's base path before the client's path and query; when
+/// the upstream closes its idle connections, the next requests go on a fresh one, none failing.
+#[tokio::test]
+async fn connections_are_reused_and_replaced_when_the_upstream_closes_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let close_all = Arc::new(tokio::sync::Notify::new());
+    let (a, s, c) = (accepted.clone(), seen.clone(), close_all.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let (s, c) = (s.clone(), c.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let host = req.headers()["host"].to_str().unwrap().to_owned();
+                    s.lock().unwrap().push((req.uri().to_string(), host));
+                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("{}")))) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                // The upstream closes every idle connection when told (as a server's idle
+                // timeout does).
+                tokio::select! {
+                    _ = conn => {}
+                    () = c.notified() => {}
+                }
+            });
+        }
+    });
+    let (gate_url, _gate) = start_gate(
+        &format!("http://{addr}/base/"),
+        4,
+        4,
+        Duration::from_secs(5),
+    )
+    .await;
+    let c = client();
+    for _ in 0..20 {
+        let r = c
+            .get(format!("{gate_url}/v1/models?x=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection, kept alive"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 20);
+        assert!(
+            seen.iter()
+                .all(|(uri, host)| uri == "/base/v1/models?x=1" && *host == addr.to_string()),
+            "{seen:?}"
+        );
+    }
+    close_all.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let r = c.get(format!("{gate_url}/v1/models")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "a closed idle connection is replaced, not a 502"
+        );
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
