@@ -2,6 +2,7 @@
 //! `http://` (the usual case: a model server beside the agent, where every microsecond of the
 //! proxy shows), reqwest with rustls for `https://` (a hosted API).
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -150,7 +151,34 @@ pub(crate) struct Plain {
 struct Idle {
     port: u16,
     since: Instant,
+    conn: Conn,
+}
+
+/// One HTTP/1.1 connection: the handle that sends on it, and the state machine that reads and
+/// writes it. The connection is driven by whoever uses it (the request's own task), not by a
+/// task of its own: no hop between tasks for each request and each answer.
+#[derive(Debug)]
+struct Conn {
     sender: SendRequest<Full<Bytes>>,
+    driver: Driver,
+}
+
+type Driver = hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+
+impl Conn {
+    /// Drives the connection: `false` once it is closed (or failed) and must be dropped.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        Pin::new(&mut self.driver)
+            .poll_without_shutdown(cx)
+            .is_pending()
+    }
+
+    /// Whether an idle connection is still open: what arrived on it meanwhile (the upstream's
+    /// close) is read now.
+    fn is_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.drive(&mut cx) && !self.sender.is_closed()
+    }
 }
 
 impl Plain {
@@ -185,19 +213,18 @@ impl Plain {
     }
 
     /// The most recently used idle connection to `port` that is still open.
-    fn checkout(&self, port: u16) -> Option<SendRequest<Full<Bytes>>> {
+    fn checkout(&self, port: u16) -> Option<Conn> {
         let now = Instant::now();
-        let mut idle = self.idle();
-        while let Some(i) = idle.pop() {
-            if i.port == port && !i.sender.is_closed() && now.duration_since(i.since) < IDLE_FOR {
-                return Some(i.sender);
+        loop {
+            let mut i = self.idle().pop()?;
+            if i.port == port && now.duration_since(i.since) < IDLE_FOR && i.conn.is_open() {
+                return Some(i.conn);
             }
         }
-        None
     }
 
-    fn put_back(&self, port: u16, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
+    fn put_back(&self, port: u16, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = self.idle();
@@ -207,11 +234,11 @@ impl Plain {
         idle.push(Idle {
             port,
             since: Instant::now(),
-            sender,
+            conn,
         });
     }
 
-    async fn connect(&self, port: u16) -> Result<SendRequest<Full<Bytes>>, SendError> {
+    async fn connect(&self, port: u16) -> Result<Conn, SendError> {
         let failed = |detail: String| SendError {
             connect: true,
             detail,
@@ -224,13 +251,10 @@ impl Plain {
         .map_err(|_| failed(format!("connecting to {}:{port} timed out", self.host)))?
         .map_err(|e| failed(format!("connecting to {}:{port}: {e}", self.host)))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+        Ok(Conn { sender, driver })
     }
 
     async fn send(
@@ -270,21 +294,26 @@ impl Plain {
         let mut pooled = self.checkout(port);
         loop {
             let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
-                Some(s) => s,
+            let mut conn = Some(match pooled.take() {
+                Some(c) => c,
                 None => self.connect(port).await?,
-            };
-            if sender.ready().await.is_err() {
-                if reused {
-                    pooled = self.checkout(port);
-                    continue;
+            });
+            let sent = conn
+                .as_mut()
+                .map(|c| c.sender.try_send_request(request))
+                .expect("set above");
+            let mut sent = std::pin::pin!(sent);
+            // The request's task drives its connection until the answer's head arrives. A
+            // connection that ends is dropped, which fails what it held: the request comes back
+            // unsent, or fails.
+            let got = std::future::poll_fn(|cx| {
+                if conn.as_mut().is_some_and(|c| !c.drive(cx)) {
+                    conn = None;
                 }
-                return Err(SendError {
-                    connect: true,
-                    detail: "the upstream closed the connection at once".into(),
-                });
-            }
-            match sender.try_send_request(request).await {
+                sent.as_mut().poll(cx)
+            })
+            .await;
+            match got {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
                     return Ok(Answer {
@@ -292,7 +321,7 @@ impl Plain {
                         headers: parts.headers,
                         body: BoxBody::new(Returning {
                             body,
-                            back: Some((self.clone(), port, sender)),
+                            back: conn.map(|c| (self.clone(), port, c)),
                         }),
                     });
                 }
@@ -314,10 +343,12 @@ impl Plain {
     }
 }
 
-/// An upstream answer's body that puts its connection back in the pool once read to the end.
+/// An upstream answer's body, driving its connection as it is read, that puts the connection
+/// back in the pool once read to the end (and closes it when dropped before).
 struct Returning {
     body: hyper::body::Incoming,
-    back: Option<(Arc<Plain>, u16, SendRequest<Full<Bytes>>)>,
+    /// The pool, the port and the connection, until the end of the answer.
+    back: Option<(Arc<Plain>, u16, Conn)>,
 }
 
 impl http_body::Body for Returning {
@@ -328,14 +359,19 @@ impl http_body::Body for Returning {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let this = &mut *self;
+        if this.back.as_mut().is_some_and(|(_, _, c)| !c.drive(cx)) {
+            // Ended: what it read is in the body; what it did not, the body reports.
+            this.back = None;
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                if let Some((pool, port, sender)) = self.back.take() {
-                    pool.put_back(port, sender);
+                if let Some((pool, port, conn)) = this.back.take() {
+                    pool.put_back(port, conn);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.back = None,
+            Poll::Ready(Some(Err(_))) => this.back = None,
             _ => {}
         }
         polled.map_err(std::io::Error::other)
