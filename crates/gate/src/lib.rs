@@ -313,7 +313,14 @@ impl Gate {
             let mut b = self.breaker();
             let before = b.state(now);
             b.record(now, trial, result);
-            (before, b.state(now), b.reason().to_owned())
+            let after = b.state(now);
+            // The reason is copied only for a change of state: not on every request.
+            let reason = if before == after {
+                String::new()
+            } else {
+                b.reason().to_owned()
+            };
+            (before, after, reason)
         };
         if before != after {
             if after == CircuitState::Open {
@@ -550,11 +557,17 @@ impl Gate {
         let mut attempt = 0u32;
         // Each attempt holds the same slot: retries never raise the upstream's concurrency.
         let answer = loop {
+            // The last attempt this request may make takes the headers; one before it, a copy.
+            let attempt_headers = if attempt < options.retry.attempts {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
             let request = self.inner.client.send(
                 parts.method.clone(),
                 &target,
                 port,
-                headers.clone(),
+                attempt_headers,
                 body.clone(),
             );
             let got = match tokio::time::timeout_at(deadline, request).await {
