@@ -394,6 +394,20 @@ async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
         let r = crate::client().get(v.url("/readyz")).send().await.unwrap();
         assert_eq!(r.status(), 200, "a fleet-wide outage degrades");
         assert_eq!(r.headers()["x-agent-mode"], "degraded");
+        // The fleet's view, in /status and as a metric.
+        let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+        assert_eq!(
+            doc["fleet"]["dependencies"][0]["outage"], "fleet-wide",
+            "{doc}"
+        );
+        assert_eq!(
+            crate::metric(
+                v,
+                r#"vitals_fleet_outage{dependency="llm",scope="fleet-wide"}"#
+            )
+            .await,
+            1.0
+        );
     }
     for v in &strict {
         crate::expect_body_within(
@@ -430,6 +444,19 @@ async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
     .await;
     assert!(why.contains("401"), "{why}");
     assert_eq!(crate::status(&broken.url("/readyz")).await, 503);
+    let doc: serde_json::Value = serde_json::from_str(&body(&broken.url("/status")).await).unwrap();
+    assert_eq!(
+        doc["fleet"]["dependencies"][0]["outage"], "this-instance",
+        "{doc}"
+    );
+    assert_eq!(
+        crate::metric(
+            &broken,
+            r#"vitals_fleet_outage{dependency="llm",scope="this-instance"}"#
+        )
+        .await,
+        1.0
+    );
     assert_eq!(
         crate::status(&broken.url("/readyz?scope=instance")).await,
         503

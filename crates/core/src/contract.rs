@@ -70,6 +70,9 @@ pub mod metrics {
     pub const FLEET_CHECKS_TOTAL: &str = "vitals_fleet_checks_total";
     pub const FLEET_RESULT_AGE: &str = "vitals_fleet_result_age_seconds";
     pub const FLEET_CONNECTED: &str = "vitals_fleet_connected";
+    /// 1 for the place of a shared dependency's failure this instance last took (`scope`:
+    /// `fleet-wide`, `this-instance`, `unplaced`); 0 for the others and while it is up.
+    pub const FLEET_OUTAGE: &str = "vitals_fleet_outage";
 
     /// A counter's registered name: prometheus-client appends `_total` itself.
     pub fn counter_base(name: &str) -> &str {

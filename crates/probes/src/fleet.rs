@@ -183,6 +183,51 @@ struct Counts {
     last: std::sync::atomic::AtomicU8,
     /// The published time of the result last used (ms since the epoch; 0: none yet).
     result_at_ms: AtomicU64,
+    /// Where the last result taken places a failure: see [`Outage`].
+    outage: std::sync::atomic::AtomicU8,
+}
+
+/// Where the fleet's view places the failure of a shared dependency this instance last took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Up (or nothing taken yet).
+    None = 0,
+    /// Down, and the views could not place it (too few instances checked lately, or Redis gone).
+    Unplaced = 1,
+    /// Down for this instance while others see it up: its own path.
+    ThisInstance = 2,
+    /// Down for everyone who checked lately.
+    FleetWide = 3,
+}
+
+impl Outage {
+    pub fn of(ok: bool, spread: Spread) -> Outage {
+        match (ok, spread) {
+            (true, _) => Outage::None,
+            (false, Spread::Unknown) => Outage::Unplaced,
+            (false, Spread::Local) => Outage::ThisInstance,
+            (false, Spread::FleetWide) => Outage::FleetWide,
+        }
+    }
+
+    fn from_u8(v: u8) -> Outage {
+        match v {
+            1 => Outage::Unplaced,
+            2 => Outage::ThisInstance,
+            3 => Outage::FleetWide,
+            _ => Outage::None,
+        }
+    }
+
+    /// The `scope` label; `None` while up.
+    pub fn scope(self) -> Option<&'static str> {
+        match self {
+            Outage::None => None,
+            Outage::Unplaced => Some("unplaced"),
+            Outage::ThisInstance => Some("this-instance"),
+            Outage::FleetWide => Some("fleet-wide"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -312,6 +357,7 @@ impl Fleet {
                     "read": s.counts.read.load(Ordering::Relaxed),
                     "fallback": s.counts.fallback.load(Ordering::Relaxed),
                     "result_age_seconds": (at > 0).then(|| now.saturating_sub(at) as f64 / 1000.0),
+                    "outage": Outage::from_u8(s.counts.outage.load(Ordering::Relaxed)).scope(),
                 })
             }).collect::<Vec<_>>(),
         })
@@ -534,6 +580,13 @@ impl Fleet {
         Ok(allowed == 1)
     }
 
+    /// Notes where the result this instance just took places a failure.
+    pub(crate) fn note_outage(&self, name: &str, outage: Outage) {
+        if let Some(s) = self.shared(name) {
+            s.counts.outage.store(outage as u8, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn count(&self, name: &str, role: Role, result_at_ms: Option<u64>) {
         let Some(s) = self.shared(name) else { return };
         let counter = match role {
@@ -699,6 +752,21 @@ impl Collector for FleetCollector {
             if at > 0 {
                 ConstGauge::new(now.saturating_sub(at) as f64 / 1000.0)
                     .encode(e.encode_family(&[("dependency", s.name.as_str())])?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            names::FLEET_OUTAGE,
+            "1 for where the fleet's view places this instance's last failure of a shared dependency: fleet-wide (everyone who checked sees it down), this-instance (others see it up), unplaced (too few checked lately); 0 for the other scopes and while it is up",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &inner.shared {
+            let now_at = Outage::from_u8(s.counts.outage.load(Ordering::Relaxed));
+            for o in [Outage::FleetWide, Outage::ThisInstance, Outage::Unplaced] {
+                ConstGauge::new(i64::from(o == now_at)).encode(e.encode_family(&[
+                    ("dependency", s.name.as_str()),
+                    ("scope", o.scope().unwrap_or_default()),
+                ])?)?;
             }
         }
         let e = encoder.encode_descriptor(

@@ -263,6 +263,10 @@ impl<P: Probe> Loop<'_, P> {
         valid_for: Option<Duration>,
         spread: Spread,
     ) -> bool {
+        self.fleet.note_outage(
+            &self.job.name,
+            crate::fleet::Outage::of(report.outcome.is_success(), spread),
+        );
         tokio::select! {
             () = self.cancel.cancelled() => false,
             sent = self.results.send(Checked { signal: self.job.signal, report, latency, valid_for, spread }) => sent.is_ok(),
