@@ -184,6 +184,10 @@ impl Runtime {
                 if let Some(s) = &supervisor {
                     s.stop().await;
                 }
+                // As at the end of any drain: an embedder's stopping() completes, and the state
+                // says drained.
+                handle.stopping_token().cancel();
+                let _ = shared.apply(Event::DrainFinished, FINAL_JOIN).await;
                 stop_tasks(&root, server, &tasks).await;
                 return Ok(Exit { cause: DrainCause::AgentExited, code: exit_code(exit) });
             }

@@ -296,3 +296,30 @@ mod fuzz {
         }
     }
 }
+
+/// An agent run with `Builder::entrypoint` that exits by itself ends the runtime as a drain does:
+/// an embedder's `stopping()` completes, the state reaches Drained, and the exit carries the
+/// agent's status.
+#[cfg(feature = "supervisor")]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_exits_by_itself_ends_the_runtime_as_a_drain_does() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (runtime, handle) = Builder::new()
+        .entrypoint(vec!["sh".into(), "-c".into(), "sleep 0.3; exit 5".into()])
+        .listener(listener)
+        .build()
+        .unwrap();
+    let run = tokio::spawn(runtime.run());
+    tokio::time::timeout(Duration::from_secs(20), handle.stopping())
+        .await
+        .expect("stopping() completes when the agent exits");
+    let exit = run.await.unwrap().unwrap();
+    assert_eq!(
+        exit,
+        Exit {
+            cause: DrainCause::AgentExited,
+            code: 5
+        }
+    );
+    assert!(handle.snapshot().phase() == vitals_core::lifecycle::Phase::Drained);
+}

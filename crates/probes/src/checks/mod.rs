@@ -205,6 +205,8 @@ pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
+// Used by the HTTP and LLM kinds' tests only.
+#[allow(dead_code)]
 /// No part of `secret` (six characters in a row), as written or as Rust or JSON would escape it,
 /// appears in `text`.
 pub(crate) fn assert_no_part_of(secret: &str, text: &str) {
