@@ -141,6 +141,27 @@ async fn calls_over(llm: &CountingLlm, intervals: u64) -> u64 {
     llm.calls() - before
 }
 
+/// `n` instances of `config` with `env`, each ready.
+async fn ready_fleet(n: usize, config: &str, env: &[(&str, &str)]) -> Vec<VitalsProcess> {
+    let fleet: Vec<VitalsProcess> = (0..n)
+        .map(|_| VitalsProcess::start(&bin(), config, env))
+        .collect();
+    all_ready(&fleet).await;
+    fleet
+}
+
+/// Waits until every instance answers `/readyz` 200.
+async fn all_ready(fleet: &[VitalsProcess]) {
+    for v in fleet {
+        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
+    }
+}
+
+/// An instance's `/status`.
+async fn status_doc(v: &VitalsProcess) -> serde_json::Value {
+    serde_json::from_str(&body(&v.url("/status")).await).unwrap()
+}
+
 async fn metric_sum(instances: &[VitalsProcess], series: &str) -> f64 {
     let mut sum = 0.0;
     for v in instances {
@@ -157,12 +178,7 @@ async fn one_upstream_call_per_interval_whatever_the_fleet_size() {
     for n in [1usize, 10, 30] {
         let llm = CountingLlm::start().await;
         let config = fleet_config(llm.addr, &redis, &unique("size"));
-        let fleet: Vec<VitalsProcess> = (0..n)
-            .map(|_| VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]))
-            .collect();
-        for v in &fleet {
-            expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
-        }
+        let fleet = ready_fleet(n, &config, &[("FLEET_TEST_KEY", KEY)]).await;
         let calls = calls_over(&llm, 5).await;
         assert!(
             (4..=6).contains(&calls),
@@ -209,12 +225,7 @@ async fn without_redis_each_checks_for_itself_and_sharing_resumes_when_it_return
     let proxy_addr = proxy.addr().to_string();
     let llm = CountingLlm::start().await;
     let config = fleet_config(llm.addr, &proxy_addr, &unique("outage"));
-    let mut fleet: Vec<VitalsProcess> = (0..3)
-        .map(|_| VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]))
-        .collect();
-    for v in &fleet {
-        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
-    }
+    let mut fleet = ready_fleet(3, &config, &[("FLEET_TEST_KEY", KEY)]).await;
     assert!((3..=5).contains(&calls_over(&llm, 4).await));
 
     proxy.cut().await;
@@ -231,7 +242,7 @@ async fn without_redis_each_checks_for_itself_and_sharing_resumes_when_it_return
         );
         let logs = v.logs().join("\n");
         assert!(logs.contains("fleet: Redis unreachable"), "{logs}");
-        let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+        let doc = status_doc(v).await;
         assert_eq!(doc["fleet"]["connected"], false, "{doc}");
         assert_eq!(
             doc["fleet"]["dependencies"][0]["last_role"], "fallback",
@@ -373,15 +384,8 @@ async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
     let llm = CountingLlm::start().await;
     let degraded_cfg = view_config(llm.addr, &redis, &unique("wide-degraded"), "degraded");
     let strict_cfg = view_config(llm.addr, &redis, &unique("wide-strict"), "not-ready");
-    let degraded: Vec<VitalsProcess> = (0..3)
-        .map(|_| VitalsProcess::start(&bin(), &degraded_cfg, &[("FLEET_TEST_KEY", KEY)]))
-        .collect();
-    let strict: Vec<VitalsProcess> = (0..3)
-        .map(|_| VitalsProcess::start(&bin(), &strict_cfg, &[("FLEET_TEST_KEY", KEY)]))
-        .collect();
-    for v in degraded.iter().chain(&strict) {
-        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
-    }
+    let degraded = ready_fleet(3, &degraded_cfg, &[("FLEET_TEST_KEY", KEY)]).await;
+    let strict = ready_fleet(3, &strict_cfg, &[("FLEET_TEST_KEY", KEY)]).await;
     llm.down.store(true, Ordering::SeqCst);
     for v in &degraded {
         let why = crate::expect_body_within(
@@ -395,7 +399,7 @@ async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
         assert_eq!(r.status(), 200, "a fleet-wide outage degrades");
         assert_eq!(r.headers()["x-agent-mode"], "degraded");
         // The fleet's view, in /status and as a metric.
-        let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+        let doc = status_doc(v).await;
         assert_eq!(
             doc["fleet"]["dependencies"][0]["outage"], "fleet-wide",
             "{doc}"
@@ -444,7 +448,7 @@ async fn a_fleet_wide_outage_and_one_broken_path_get_different_answers() {
     .await;
     assert!(why.contains("401"), "{why}");
     assert_eq!(crate::status(&broken.url("/readyz")).await, 503);
-    let doc: serde_json::Value = serde_json::from_str(&body(&broken.url("/status")).await).unwrap();
+    let doc = status_doc(&broken).await;
     assert_eq!(
         doc["fleet"]["dependencies"][0]["outage"], "this-instance",
         "{doc}"
@@ -526,9 +530,7 @@ async fn clocks_a_second_apart_still_share_one_call_per_interval() {
             )
         })
         .collect();
-    for v in &fleet {
-        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
-    }
+    all_ready(&fleet).await;
     let calls = calls_over(&llm, 5).await;
     assert!(
         (4..=6).contains(&calls),
@@ -541,7 +543,7 @@ async fn clocks_a_second_apart_still_share_one_call_per_interval() {
             "{}",
             body(&v.url("/readyz?verbose")).await
         );
-        let doc: serde_json::Value = serde_json::from_str(&body(&v.url("/status")).await).unwrap();
+        let doc = status_doc(v).await;
         let age = doc["fleet"]["dependencies"][0]["result_age_seconds"]
             .as_f64()
             .unwrap();
@@ -601,12 +603,7 @@ async fn a_fleet_shares_through_a_tls_redis_with_a_private_ca() {
         ("FLEET_TEST_KEY", KEY),
         ("FLEET_REDIS_PASSWORD", tls.password),
     ];
-    let fleet: Vec<VitalsProcess> = (0..3)
-        .map(|_| VitalsProcess::start(&bin(), &config, &env))
-        .collect();
-    for v in &fleet {
-        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
-    }
+    let fleet = ready_fleet(3, &config, &env).await;
     let calls = calls_over(&llm, 4).await;
     assert!(
         (3..=5).contains(&calls),
@@ -643,12 +640,7 @@ async fn with_the_hours_budget_spent_an_outage_costs_one_call_an_interval() {
         "{}max_probes_per_hour = 1800\n",
         fleet_config(llm.addr, &redis, &prefix)
     );
-    let fleet: Vec<VitalsProcess> = (0..3)
-        .map(|_| VitalsProcess::start(&bin(), &config, &[("FLEET_TEST_KEY", KEY)]))
-        .collect();
-    for v in &fleet {
-        expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(15)).await;
-    }
+    let fleet = ready_fleet(3, &config, &[("FLEET_TEST_KEY", KEY)]).await;
     let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let spent_keys = |conn: &mut redis::aio::MultiplexedConnection| {

@@ -110,6 +110,20 @@ pub async fn expect_status_within(url: &str, want: u16, within: Duration) -> Dur
 
 /// Polls `url` until its body contains `want`, failing after `within`.
 pub async fn expect_body_within(url: &str, want: &str, within: Duration) -> String {
+    expect_body_where(url, &format!("{want:?}"), within, |body| {
+        body.contains(want)
+    })
+    .await
+}
+
+/// Polls `url` until `holds` is true of its body (`what` names it in the failure), failing
+/// after `within`.
+pub async fn expect_body_where(
+    url: &str,
+    what: &str,
+    within: Duration,
+    holds: impl Fn(&str) -> bool,
+) -> String {
     let start = Instant::now();
     loop {
         let body = client()
@@ -120,12 +134,12 @@ pub async fn expect_body_within(url: &str, want: &str, within: Duration) -> Stri
             .text()
             .await
             .unwrap();
-        if body.contains(want) {
+        if holds(&body) {
             return body;
         }
         assert!(
             start.elapsed() <= within,
-            "{url} never said {want:?} within {within:?}; last:\n{body}"
+            "{url} never said {what} within {within:?}; last:\n{body}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

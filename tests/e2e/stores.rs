@@ -241,19 +241,18 @@ async fn rediss_verifies_the_server_against_the_ca_it_is_given() {
         plain = redis_addr(),
     );
     let v = VitalsProcess::start(&bin(), &config, &[("TLS_REDIS_PASSWORD", tls.password)]);
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = crate::body(&v.url("/readyz?verbose")).await;
-        // Each check's own result, not "no result yet".
-        let checked = |name: &str| {
-            body.lines()
-                .any(|l| l.contains(name) && !l.contains("no result yet"))
-        };
-        if checked("trusted") && checked("public-roots") && checked("plain-server") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Each check's own result, not "no result yet".
+    let checked = |body: &str, name: &str| {
+        body.lines()
+            .any(|l| l.contains(name) && !l.contains("no result yet"))
+    };
+    let body = crate::expect_body_where(
+        &v.url("/readyz?verbose"),
+        "a result of each check",
+        Duration::from_secs(10),
+        |b| checked(b, "trusted") && checked(b, "public-roots") && checked(b, "plain-server"),
+    )
+    .await;
     assert!(body.contains("[+]trusted ok"), "{body}");
     assert!(
         body.contains("[-]plain-server failed (non-critical): "),
@@ -281,17 +280,16 @@ async fn rediss_verifies_the_server_against_the_ca_it_is_given() {
         &config,
         &[("TLS_REDIS_PASSWORD", "wrong-password-77aa")],
     );
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = crate::body(&v.url("/readyz?verbose")).await;
-        if body
-            .lines()
-            .any(|l| l.starts_with("[-]trusted failed") && !l.contains("no result yet"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = crate::expect_body_where(
+        &v.url("/readyz?verbose"),
+        "Redis' refusal",
+        Duration::from_secs(10),
+        |b| {
+            b.lines()
+                .any(|l| l.starts_with("[-]trusted failed") && !l.contains("no result yet"))
+        },
+    )
+    .await;
     let refused = body
         .lines()
         .find(|l| l.starts_with("[-]trusted failed"))

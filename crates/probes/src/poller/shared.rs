@@ -81,7 +81,7 @@ pub(crate) async fn shared_loop<P: Probe>(
         let sent = match lease {
             Ok(true) => {
                 l.spend(false).await;
-                l.perform(Role::Performed).await
+                l.perform(true).await
             }
             Ok(false) => l.read(hold).await,
             Err(_) => l.fallback().await,
@@ -110,14 +110,18 @@ impl<P: Probe> Loop<'_, P> {
             .unwrap_or(true)
     }
 
-    /// Checks, publishes the result (and this instance's view), and reports it.
-    async fn perform(&mut self, role: Role) -> bool {
+    /// Checks, publishes this instance's view (and, with `publish`, the result the fleet reads),
+    /// and reports it. Without `publish` it checks for itself without taking the fleet's place:
+    /// an instance whose own last check failed while the fleet's result says up keeps checking
+    /// for itself each interval, so its broken path stays visible (at one call an interval per
+    /// such instance).
+    async fn perform(&mut self, publish: bool) -> bool {
         let Some((report, latency)) = check_once(self.job, self.cancel).await else {
             return false;
         };
         let published = self.fleet.published(&report, latency);
         let ok = published.ok;
-        if role == Role::Performed {
+        if publish {
             self.fleet
                 .publish(&self.job.name, &published, self.stale_after())
                 .await;
@@ -127,8 +131,8 @@ impl<P: Probe> Loop<'_, P> {
             .publish_view(&self.job.name, published.at_ms, ok, self.stale_after() * 4)
             .await;
         self.fleet
-            .count(&self.job.name, role, Some(published.at_ms));
-        self.own_ok = Some(published.ok);
+            .count(&self.job.name, Role::Performed, Some(published.at_ms));
+        self.own_ok = Some(ok);
         let spread = if ok {
             Spread::Unknown
         } else {
@@ -147,36 +151,6 @@ impl<P: Probe> Loop<'_, P> {
         };
         self.fleet.count(&self.job.name, Role::Fallback, None);
         self.send(report, latency, None, Spread::Unknown).await
-    }
-
-    /// Checks for itself without taking the fleet's place: its view only. An instance whose own
-    /// last check failed while the fleet's result says up keeps checking for itself each
-    /// interval, so its broken path stays visible (at one call an interval per such instance).
-    async fn verify(&mut self) -> bool {
-        let Some((report, latency)) = check_once(self.job, self.cancel).await else {
-            return false;
-        };
-        let published = self.fleet.published(&report, latency);
-        self.fleet
-            .publish_view(
-                &self.job.name,
-                published.at_ms,
-                published.ok,
-                self.stale_after() * 4,
-            )
-            .await;
-        self.fleet
-            .count(&self.job.name, Role::Performed, Some(published.at_ms));
-        let spread = if published.ok {
-            Spread::Unknown
-        } else {
-            match self.fleet.views(&self.job.name, self.stale_after()).await {
-                Ok(views) => spread_of_own(self.fleet.instance(), &views),
-                Err(_) => Spread::Unknown,
-            }
-        };
-        self.own_ok = Some(published.ok);
-        self.send(report, latency, None, spread).await
     }
 
     /// Not the lease holder: waits for the performer's result and uses it, or checks for itself
@@ -206,7 +180,7 @@ impl<P: Probe> Loop<'_, P> {
             // fleet's result stands in until this instance next holds the lease.
             if own_failed && self.spend(true).await {
                 self.last_at = p.at_ms;
-                return self.verify().await;
+                return self.perform(false).await;
             }
             return self.take(&p, Spread::Unknown).await;
         }
@@ -214,7 +188,7 @@ impl<P: Probe> Loop<'_, P> {
         match self.fleet.confirm(&self.job.name, p.at_ms, hold).await {
             Ok(true) if self.spend(true).await => {
                 self.last_at = p.at_ms;
-                return self.perform(Role::Performed).await;
+                return self.perform(true).await;
             }
             Ok(_) => {}
             Err(_) => return self.fallback().await,
