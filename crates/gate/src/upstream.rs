@@ -93,33 +93,45 @@ impl Client {
     ) -> Result<Answer, SendError> {
         match self {
             Client::Plain(plain) => plain.send(method, target, port, headers, body).await,
-            Client::Tls(tls) => {
-                let mut url = tls.base.clone();
-                let base = tls.base.path().trim_end_matches('/');
-                url.set_path(&format!("{base}{}", target.path()));
-                url.set_query(target.query());
-                let response = tls
-                    .client
-                    .request(method, url)
-                    .headers(headers)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| SendError {
-                        connect: e.is_connect(),
-                        detail: e.to_string(),
-                    })?;
-                let (status, headers) = (response.status(), response.headers().clone());
-                let stream = response
-                    .bytes_stream()
-                    .map(|chunk| chunk.map(Frame::data).map_err(std::io::Error::other));
-                Ok(Answer {
-                    status,
-                    headers,
-                    body: BoxBody::new(StreamBody::new(stream)),
-                })
-            }
+            // Boxed: reqwest's future is large, and the plain path's future (every request's,
+            // moved on every request) would be as large as it.
+            Client::Tls(tls) => Box::pin(tls.send(method, target, headers, body)).await,
         }
+    }
+}
+
+impl Tls {
+    async fn send(
+        &self,
+        method: Method,
+        target: &PathAndQuery,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, SendError> {
+        let mut url = self.base.clone();
+        let base = self.base.path().trim_end_matches('/');
+        url.set_path(&format!("{base}{}", target.path()));
+        url.set_query(target.query());
+        let response = self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SendError {
+                connect: e.is_connect(),
+                detail: e.to_string(),
+            })?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let stream = response
+            .bytes_stream()
+            .map(|chunk| chunk.map(Frame::data).map_err(std::io::Error::other));
+        Ok(Answer {
+            status,
+            headers,
+            body: BoxBody::new(StreamBody::new(stream)),
+        })
     }
 }
 
@@ -151,12 +163,14 @@ pub(crate) struct Plain {
 struct Idle {
     port: u16,
     since: Instant,
-    conn: Conn,
+    conn: Box<Conn>,
 }
 
 /// One HTTP/1.1 connection: the handle that sends on it, and the state machine that reads and
 /// writes it. The connection is driven by whoever uses it (the request's own task), not by a
-/// task of its own: no hop between tasks for each request and each answer.
+/// task of its own: no hop between tasks for each request and each answer. It is kept boxed: it
+/// is large (about 700 bytes), and it moves from the pool to a request, to its answer's body and
+/// back on every request.
 #[derive(Debug)]
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
@@ -179,6 +193,42 @@ impl Conn {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         self.drive(&mut cx) && !self.sender.is_closed()
     }
+}
+
+/// Drives `conn` and polls `target`, which only driving the connection completes (its answer,
+/// or its answer's body), and which is therefore polled with a waker that does nothing.
+///
+/// hyper wakes the waker that last drove a connection when its answer or a piece of its body is
+/// taken. The task's own waker would then poll the task once more for nothing, on every request.
+/// So the connection is driven with the do-nothing waker first, and with the task's waker only
+/// when `target` is not ready yet: then the connection waits on its socket, whose readiness
+/// wakes the task. A connection that ends or fails is dropped (`None`), which fails or ends
+/// what it held.
+fn poll_driven<T>(
+    conn: &mut Option<Box<Conn>>,
+    cx: &mut Context<'_>,
+    target: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    poll_driven_by(conn, |c| c, cx, target)
+}
+
+fn poll_driven_by<C, T>(
+    holder: &mut Option<C>,
+    conn: impl Fn(&mut C) -> &mut Conn,
+    cx: &mut Context<'_>,
+    mut target: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    let mut quiet = Context::from_waker(std::task::Waker::noop());
+    if holder.as_mut().is_some_and(|h| !conn(h).drive(&mut quiet)) {
+        *holder = None;
+    }
+    if let Poll::Ready(t) = target(&mut quiet) {
+        return Poll::Ready(t);
+    }
+    if holder.as_mut().is_some_and(|h| !conn(h).drive(cx)) {
+        *holder = None;
+    }
+    target(&mut quiet)
 }
 
 impl Plain {
@@ -213,7 +263,7 @@ impl Plain {
     }
 
     /// The most recently used idle connection to `port` that is still open.
-    fn checkout(&self, port: u16) -> Option<Conn> {
+    fn checkout(&self, port: u16) -> Option<Box<Conn>> {
         let now = Instant::now();
         loop {
             let mut i = self.idle().pop()?;
@@ -223,7 +273,7 @@ impl Plain {
         }
     }
 
-    fn put_back(&self, port: u16, conn: Conn) {
+    fn put_back(&self, port: u16, conn: Box<Conn>) {
         if conn.sender.is_closed() {
             return;
         }
@@ -238,7 +288,7 @@ impl Plain {
         });
     }
 
-    async fn connect(&self, port: u16) -> Result<Conn, SendError> {
+    async fn connect(&self, port: u16) -> Result<Box<Conn>, SendError> {
         let failed = |detail: String| SendError {
             connect: true,
             detail,
@@ -254,7 +304,7 @@ impl Plain {
         let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))?;
-        Ok(Conn { sender, driver })
+        Ok(Box::new(Conn { sender, driver }))
     }
 
     async fn send(
@@ -296,7 +346,8 @@ impl Plain {
             let reused = pooled.is_some();
             let mut conn = Some(match pooled.take() {
                 Some(c) => c,
-                None => self.connect(port).await?,
+                // Boxed: connecting is rare, and its future would make every request's larger.
+                None => Box::pin(self.connect(port)).await?,
             });
             let sent = conn
                 .as_mut()
@@ -306,13 +357,9 @@ impl Plain {
             // The request's task drives its connection until the answer's head arrives. A
             // connection that ends is dropped, which fails what it held: the request comes back
             // unsent, or fails.
-            let got = std::future::poll_fn(|cx| {
-                if conn.as_mut().is_some_and(|c| !c.drive(cx)) {
-                    conn = None;
-                }
-                sent.as_mut().poll(cx)
-            })
-            .await;
+            let got =
+                std::future::poll_fn(|cx| poll_driven(&mut conn, cx, |q| sent.as_mut().poll(q)))
+                    .await;
             match got {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
@@ -348,7 +395,7 @@ impl Plain {
 struct Returning {
     body: hyper::body::Incoming,
     /// The pool, the port and the connection, until the end of the answer.
-    back: Option<(Arc<Plain>, u16, Conn)>,
+    back: Option<(Arc<Plain>, u16, Box<Conn>)>,
 }
 
 impl http_body::Body for Returning {
@@ -359,19 +406,22 @@ impl http_body::Body for Returning {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let this = &mut *self;
-        if this.back.as_mut().is_some_and(|(_, _, c)| !c.drive(cx)) {
-            // Ended: what it read is in the body; what it did not, the body reports.
-            this.back = None;
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let Returning { body, back } = &mut *self;
+        // A connection that ends is dropped: what it read is in the body; what it did not, the
+        // body reports.
+        let polled = poll_driven_by(
+            back,
+            |(_, _, c)| c,
+            cx,
+            |q| Pin::new(&mut *body).poll_frame(q),
+        );
         match &polled {
             Poll::Ready(None) => {
-                if let Some((pool, port, conn)) = this.back.take() {
+                if let Some((pool, port, conn)) = back.take() {
                     pool.put_back(port, conn);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.back = None,
+            Poll::Ready(Some(Err(_))) => *back = None,
             _ => {}
         }
         polled.map_err(std::io::Error::other)

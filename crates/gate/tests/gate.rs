@@ -803,3 +803,85 @@ async fn connections_are_reused_and_replaced_when_the_upstream_closes_them() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A waker that counts the wakes that come while its task is being polled. Each is the task
+/// waking itself, and makes the runtime poll it once more for nothing.
+struct CountsSelfWakes {
+    inner: std::task::Waker,
+    polling: Arc<std::sync::atomic::AtomicBool>,
+    count: Arc<AtomicUsize>,
+}
+
+impl std::task::Wake for CountsSelfWakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.wake_by_ref();
+    }
+}
+
+/// Awaits `fut`, counting in `count` the wakes it gives itself while polled.
+async fn counting_self_wakes<F: std::future::Future>(
+    fut: F,
+    count: &Arc<AtomicUsize>,
+) -> F::Output {
+    let polling = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let waker = std::task::Waker::from(Arc::new(CountsSelfWakes {
+            inner: cx.waker().clone(),
+            polling: polling.clone(),
+            count: count.clone(),
+        }));
+        polling.store(true, Ordering::SeqCst);
+        let polled = fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        polling.store(false, Ordering::SeqCst);
+        polled
+    })
+    .await
+}
+
+/// A request on a kept-alive upstream connection wakes its task only when a socket has
+/// something for it: never itself (hyper wakes whatever waker last drove a connection when its
+/// answer or body is taken, which would poll every request's task once more for nothing).
+/// On the current-thread runtime nothing else runs while the request is polled, so every wake
+/// counted is one the request gave itself.
+#[tokio::test]
+async fn a_forwarded_request_never_wakes_its_own_task() {
+    let (up, _) = upstream().await;
+    let (_, gate) = start_gate(&up, 4, 4, Duration::from_secs(5)).await;
+    let request = || {
+        Request::post("/v1/completions")
+            .body(Full::new(Bytes::from_static(b"{\"prompt\":\"hi\"}")))
+            .unwrap()
+    };
+    // The first request connects.
+    let r = gate.handle(request()).await;
+    r.into_body().collect().await.unwrap();
+    let self_wakes = Arc::new(AtomicUsize::new(0));
+    for _ in 0..20 {
+        let r = counting_self_wakes(gate.handle(request()), &self_wakes).await;
+        assert_eq!(r.status(), 200);
+        let body = counting_self_wakes(r.into_body().collect(), &self_wakes)
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            &body[..],
+            b"{\"prompt\":\"hi\"}",
+            "the upstream echoes the body"
+        );
+    }
+    assert_eq!(
+        self_wakes.load(Ordering::SeqCst),
+        0,
+        "self-wakes in 20 requests"
+    );
+}
