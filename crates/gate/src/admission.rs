@@ -48,6 +48,9 @@ pub struct Admission {
 /// A slot at the upstream, held until dropped (a streamed answer holds it to its end).
 #[derive(Debug)]
 pub struct Slot {
+    /// When the slot ended, if its holder knew ([`Slot::release_at`]); else its drop reads the
+    /// clock.
+    ended: Option<Instant>,
     permit: Option<OwnedSemaphorePermit>,
     /// Slots the limit owes after a decrease: a slot that ends while some are owed is not
     /// given back.
@@ -56,6 +59,14 @@ pub struct Slot {
     service_micros: Arc<AtomicU64>,
     /// How long the request waited in the queue.
     pub waited: Duration,
+}
+
+impl Slot {
+    /// Gives the slot back, `now` being the time its request ended (one clock read less than a
+    /// drop, on every request).
+    pub fn release_at(mut self, now: Instant) {
+        self.ended = Some(now);
+    }
 }
 
 impl Drop for Slot {
@@ -69,7 +80,9 @@ impl Drop for Slot {
                 p.forget();
             }
         }
-        let took = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let ended = self.ended.unwrap_or_else(Instant::now);
+        let took = u64::try_from(ended.saturating_duration_since(self.since).as_micros())
+            .unwrap_or(u64::MAX);
         // An EWMA with weight 1/8: recent enough to follow a slowing model, smooth enough that
         // one long answer does not swing Retry-After.
         let _ = self
@@ -170,16 +183,22 @@ impl Admission {
 
     /// A slot now, a place in the queue and then a slot, or a shed.
     pub async fn admit(&self) -> Result<Slot, Shed> {
-        let arrived = Instant::now();
-        let slot = |permit| Slot {
+        self.admit_at(Instant::now()).await
+    }
+
+    /// [`Admission::admit`] for a request that arrived at `arrived`: a slot free at once reads
+    /// no clock.
+    pub async fn admit_at(&self, arrived: Instant) -> Result<Slot, Shed> {
+        let slot = |permit, since: Instant| Slot {
+            ended: None,
             permit: Some(permit),
             debt: self.debt.clone(),
-            since: Instant::now(),
+            since,
             service_micros: self.service_micros.clone(),
-            waited: arrived.elapsed(),
+            waited: since.saturating_duration_since(arrived),
         };
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(slot(permit));
+            return Ok(slot(permit, arrived));
         }
         // Take a place in the queue, if one is free.
         let joined = self
@@ -197,7 +216,7 @@ impl Admission {
             tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
         drop(leave);
         match result {
-            Ok(Ok(permit)) => Ok(slot(permit)),
+            Ok(Ok(permit)) => Ok(slot(permit, Instant::now())),
             // The semaphore is never closed; treat it as a timeout all the same.
             Ok(Err(_)) | Err(_) => Err(Shed::QueueTimeout {
                 retry_after: self.retry_after(),
@@ -347,6 +366,7 @@ mod tests {
         let slots: Vec<Slot> = held
             .into_iter()
             .map(|p| Slot {
+                ended: None,
                 permit: Some(p),
                 debt: a.debt.clone(),
                 since: Instant::now(),

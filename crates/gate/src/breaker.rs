@@ -116,6 +116,12 @@ impl Breaker {
         }
     }
 
+    /// Closed with no fault since the last success: a success changes nothing, and every
+    /// request is admitted.
+    pub fn is_clean(&self) -> bool {
+        matches!(self.state, State::Closed { faults: 0 })
+    }
+
     /// Why the circuit last opened (the last fault's reason).
     pub fn reason(&self) -> &str {
         &self.reason

@@ -28,8 +28,10 @@ pub mod saturation;
 mod upstream;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::future::Future as _;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -152,6 +154,9 @@ struct Inner {
     options: Options,
     admission: Admission,
     breaker: Mutex<Breaker>,
+    /// The breaker is closed with no fault since its last success ([`Breaker::is_clean`]):
+    /// then admitting a request and recording its success need no lock.
+    clean: AtomicBool,
     circuit: watch::Sender<Circuit>,
     client: upstream::Client,
     metrics: metrics::GateMetrics,
@@ -176,7 +181,12 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn mark(&self) {
-        let micros = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.mark_at(Instant::now());
+    }
+
+    fn mark_at(&self, now: Instant) {
+        let micros = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
         self.last_micros.store(micros, Ordering::Relaxed);
     }
 
@@ -247,6 +257,7 @@ impl Gate {
                     options.queue_timeout,
                 ),
                 breaker: Mutex::new(Breaker::new(options.breaker)),
+                clean: AtomicBool::new(true),
                 circuit,
                 options,
                 client,
@@ -306,13 +317,29 @@ impl Gate {
         self.inner.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the circuit lets a request through now (see [`Breaker::admit`]).
+    fn admit(&self, now: Instant) -> Admit {
+        if self.inner.clean.load(Ordering::Acquire) {
+            return Admit::Yes;
+        }
+        let mut b = self.breaker();
+        let admit = b.admit(now);
+        self.inner.clean.store(b.is_clean(), Ordering::Release);
+        admit
+    }
+
     /// Records a forwarded request's result in the breaker and publishes a change of state.
     fn record(&self, trial: bool, result: Result<(), &str>) {
+        // The usual case: a success while nothing is wrong changes nothing.
+        if !trial && result.is_ok() && self.inner.clean.load(Ordering::Acquire) {
+            return;
+        }
         let now = Instant::now();
         let (before, after, reason) = {
             let mut b = self.breaker();
             let before = b.state(now);
             b.record(now, trial, result);
+            self.inner.clean.store(b.is_clean(), Ordering::Release);
             let after = b.state(now);
             // The reason is copied only for a change of state: not on every request.
             let reason = if before == after {
@@ -415,6 +442,7 @@ impl Gate {
                 self.port(),
                 HeaderMap::new(),
                 Bytes::new(),
+                Instant::now(),
             ),
         )
         .await
@@ -493,7 +521,7 @@ impl Gate {
         };
         let arrived = Instant::now();
         // Fail fast while the circuit is open, before taking a place in the queue.
-        let trial = match self.breaker().admit(arrived) {
+        let trial = match self.admit(arrived) {
             Admit::Yes => false,
             Admit::Trial => true,
             Admit::No { retry_after } => {
@@ -507,7 +535,7 @@ impl Gate {
             trial,
             done: false,
         };
-        let slot = match self.inner.admission.admit().await {
+        let slot = match self.inner.admission.admit_at(arrived).await {
             Ok(slot) => slot,
             Err(shed) => {
                 pending.done = true;
@@ -521,7 +549,7 @@ impl Gate {
             .metrics
             .queue_wait
             .observe(slot.waited.as_secs_f64());
-        let response = self.forward(parts, body, slot, trial).await;
+        let response = self.forward(parts, body, slot, arrived, trial).await;
         pending.done = true;
         self.inner
             .metrics
@@ -535,6 +563,7 @@ impl Gate {
         parts: http::request::Parts,
         body: Bytes,
         slot: Slot,
+        arrived: Instant,
         trial: bool,
     ) -> Response<Body> {
         let options = &self.inner.options;
@@ -546,14 +575,18 @@ impl Gate {
         let port = self.port();
         let mut headers = parts.headers;
         strip(&mut headers);
-        let sent = Instant::now();
+        // The slot's wait is measured: no clock to read.
+        let sent = arrived + slot.waited;
         let in_flight_at_send = self.inner.admission.in_flight();
         if in_flight_at_send <= 1 {
             // The start of a busy spell: a stall is counted from here.
-            self.inner.progress.mark();
+            self.inner.progress.mark_at(sent);
         }
         let deadline = sent + options.request_timeout;
-        self.budget().deposit(sent);
+        // Without retries the budget has nothing to pay for.
+        if options.retry.attempts > 0 {
+            self.budget().deposit(sent);
+        }
         let mut attempt = 0u32;
         // Each attempt holds the same slot: retries never raise the upstream's concurrency.
         let answer = loop {
@@ -569,6 +602,7 @@ impl Gate {
                 port,
                 attempt_headers,
                 body.clone(),
+                sent,
             );
             let got = match tokio::time::timeout_at(deadline, request).await {
                 Err(_) => Got::Timeout,
@@ -619,8 +653,9 @@ impl Gate {
         };
         let mut upstream = match answer {
             Got::Answer(r) => r,
-            Got::Read(status, head, bytes) => {
-                return self.finish_read(trial, status, head, bytes, slot);
+            Got::Read(status, mut head, bytes) => {
+                strip(&mut head);
+                return self.finish_read(trial, status, head, bytes, slot, Instant::now());
             }
             Got::Failed(e) => {
                 self.adapt(None, in_flight_at_send);
@@ -660,7 +695,8 @@ impl Gate {
             }
             Got::Truncated => return self.truncated(trial),
         };
-        let ttfb = sent.elapsed();
+        let answered = Instant::now();
+        let ttfb = answered.saturating_duration_since(sent);
         self.adapt(Some(ttfb), in_flight_at_send);
         self.inner.metrics.ttfb.observe(ttfb.as_secs_f64());
         self.inner.ttfb_micros.fetch_add(
@@ -672,10 +708,10 @@ impl Gate {
         let sized = upstream.content_length().is_some();
         let mut headers = std::mem::take(&mut upstream.headers);
         strip(&mut headers);
-        let html = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        let html = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes().trim_ascii_start();
+            v.len() >= 9 && v[..9].eq_ignore_ascii_case(b"text/html")
+        });
         if html {
             let reason = "the upstream answered an HTML page, not an API answer (a proxy or error page in the way?)";
             self.record(trial, Err(reason));
@@ -692,36 +728,46 @@ impl Gate {
         // A sized answer is read whole (within request_timeout more), so a truncated one
         // becomes a 502; an unsized one (a stream) passes through as it comes.
         if sized {
-            return match tokio::time::timeout(options.request_timeout, upstream.bytes()).await {
-                Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot),
+            // Usually all there already: then no timer is set.
+            let mut read = std::pin::pin!(upstream.bytes());
+            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            let read = match first {
+                Poll::Ready(read) => Ok(read),
+                Poll::Pending => {
+                    tokio::time::timeout_at(answered + options.request_timeout, read).await
+                }
+            };
+            return match read {
+                Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot, answered),
                 Ok(Err(_)) | Err(_) => self.truncated(trial),
             };
         }
         // The slot travels with the stream: held until the last byte, or until the client goes
         // away and hyper drops the body (which drops the upstream response, cancelling it).
-        self.inner.progress.mark();
+        self.inner.progress.mark_at(answered);
         let body = BoxBody::new(upstream::Held {
             body: upstream.body,
             _slot: slot,
             progress: self.inner.progress.clone(),
         });
-        self.pass_on(trial, status, headers, body, false)
+        self.pass_on(trial, status, headers, body, false, answered)
     }
 
-    /// An answer read whole: its status decides the breaker, and it goes to the client as is.
+    /// An answer read whole (its headers stripped), `now` being when it was read: its status
+    /// decides the breaker, and it goes to the client as is.
     fn finish_read(
         &self,
         trial: bool,
         status: StatusCode,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         bytes: Bytes,
         slot: Slot,
+        now: Instant,
     ) -> Response<Body> {
-        drop(slot);
-        strip(&mut headers);
+        slot.release_at(now);
         let loading = status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes);
         let body = BoxBody::new(Full::new(bytes).map_err(|never| match never {}));
-        self.pass_on(trial, status, headers, body, loading)
+        self.pass_on(trial, status, headers, body, loading, now)
     }
 
     /// Passes the upstream's answer on: a 5xx is a fault for the breaker (unless the model is
@@ -733,9 +779,10 @@ impl Gate {
         mut headers: HeaderMap,
         body: Body,
         loading: bool,
+        now: Instant,
     ) -> Response<Body> {
         // An answer, even a 5xx, is the upstream making progress.
-        self.inner.progress.mark();
+        self.inner.progress.mark_at(now);
         let fault = status.is_server_error();
         if fault && !loading {
             self.record(trial, Err(&format!("the upstream answered {status}")));
@@ -846,7 +893,21 @@ fn outcome_of(shed: Shed) -> Outcome {
 fn strip(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the few names present, and removals only
     // for what is there.
-    if headers.keys().any(|k| NOT_FORWARDED.contains(k)) {
+    let listed = |k: &header::HeaderName| {
+        matches!(
+            k.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "host"
+        )
+    };
+    debug_assert!(NOT_FORWARDED.iter().all(listed));
+    if headers.keys().any(listed) {
         for h in &NOT_FORWARDED {
             headers.remove(h);
         }

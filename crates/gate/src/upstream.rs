@@ -90,9 +90,10 @@ impl Client {
         port: u16,
         headers: HeaderMap,
         body: Bytes,
+        now: Instant,
     ) -> Result<Answer, SendError> {
         match self {
-            Client::Plain(plain) => plain.send(method, target, port, headers, body).await,
+            Client::Plain(plain) => plain.send(method, target, port, headers, body, now).await,
             // Boxed: reqwest's future is large, and the plain path's future (every request's,
             // moved on every request) would be as large as it.
             Client::Tls(tls) => Box::pin(tls.send(method, target, headers, body)).await,
@@ -262,9 +263,8 @@ impl Plain {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle connection to `port` that is still open.
-    fn checkout(&self, port: u16) -> Option<Box<Conn>> {
-        let now = Instant::now();
+    /// The most recently used idle connection to `port` that is still open, `now`.
+    fn checkout(&self, port: u16, now: Instant) -> Option<Box<Conn>> {
         loop {
             let mut i = self.idle().pop()?;
             if i.port == port && now.duration_since(i.since) < IDLE_FOR && i.conn.is_open() {
@@ -314,6 +314,7 @@ impl Plain {
         port: u16,
         mut headers: HeaderMap,
         body: Bytes,
+        now: Instant,
     ) -> Result<Answer, SendError> {
         let port = if port == 0 { self.port } else { port };
         let uri = if self.base_path.is_empty() {
@@ -341,7 +342,7 @@ impl Plain {
         *request.headers_mut() = headers;
         // A pooled connection the upstream closed meanwhile takes the request back unsent: then
         // it goes on a fresh connection.
-        let mut pooled = self.checkout(port);
+        let mut pooled = self.checkout(port, now);
         loop {
             let reused = pooled.is_some();
             let mut conn = Some(match pooled.take() {
@@ -375,7 +376,7 @@ impl Plain {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         request = unsent;
-                        pooled = self.checkout(port);
+                        pooled = self.checkout(port, now);
                     }
                     _ => {
                         let error = e.into_error();
