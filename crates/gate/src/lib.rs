@@ -545,16 +545,10 @@ impl Gate {
                 return self.counted(outcome_of(shed), shed_response(shed));
             }
         };
-        self.inner
-            .metrics
-            .queue_wait
-            .observe(slot.waited.as_secs_f64());
+        self.inner.metrics.queue_wait.observe(slot.waited);
         let response = self.forward(parts, body, slot, arrived, trial).await;
         pending.done = true;
-        self.inner
-            .metrics
-            .duration
-            .observe(arrived.elapsed().as_secs_f64());
+        self.inner.metrics.duration.observe(arrived.elapsed());
         response
     }
 
@@ -703,7 +697,7 @@ impl Gate {
         let answered = Instant::now();
         let ttfb = answered.saturating_duration_since(sent);
         self.adapt(Some(ttfb), in_flight_at_send);
-        self.inner.metrics.ttfb.observe(ttfb.as_secs_f64());
+        self.inner.metrics.ttfb.observe(ttfb);
         self.inner.ttfb_micros.fetch_add(
             u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
