@@ -64,8 +64,11 @@ pub struct Options {
     pub request_timeout: Duration,
     /// The largest request body the gate forwards.
     pub max_body: usize,
-    /// How long a client may take to send its request's headers.
+    /// How long a client may take to send its request's headers, or its body.
     pub header_read_timeout: Duration,
+    /// The most client connections the gate holds; at the cap, the oldest is asked to close
+    /// (at once when idle, after its request otherwise) to make room for a new one.
+    pub max_connections: usize,
     pub breaker: BreakerOptions,
     pub saturation: saturation::SaturationOptions,
     pub retry: retry::RetryOptions,
@@ -490,10 +493,31 @@ impl Gate {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.inner.options.max_body)
-            .collect()
-            .await
-        {
+        // A body still arriving must arrive within header_read_timeout: a client that trickles
+        // one would otherwise hold its connection for ever (a slowloris past the headers).
+        let mut collect = std::pin::pin!(Limited::new(body, self.inner.options.max_body).collect());
+        let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+        let collected = match first {
+            Poll::Ready(collected) => collected,
+            Poll::Pending => {
+                match tokio::time::timeout(self.inner.options.header_read_timeout, collect).await {
+                    Ok(collected) => collected,
+                    Err(_) => {
+                        let limit = self.inner.options.header_read_timeout;
+                        return self.counted(
+                            Outcome::BadRequest,
+                            error(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "invalid_request_error",
+                                "request_timeout",
+                                &format!("the request body did not arrive within {limit:?} (server.header_read_timeout)"),
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+        let body = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 let limit = self.inner.options.max_body;
@@ -820,7 +844,19 @@ impl Gate {
     }
 
     /// Serves the gate on `listener` until `shutdown` is cancelled.
+    ///
+    /// At most `max_connections` connections are held. At the cap, a new connection is served
+    /// and the oldest is asked to close: at once when idle, after its request otherwise (a
+    /// request's body must arrive within `header_read_timeout`). So a flood of idle connections
+    /// runs into this cap, never into the process's open-file limit, which the probe listener
+    /// shares: a probe's connection is always accepted.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let open = Arc::new(Mutex::new(std::collections::BTreeMap::<
+            u64,
+            CancellationToken,
+        >::new()));
+        let max = self.inner.options.max_connections.max(1);
+        let (mut next_id, mut evicted) = (0u64, 0u64);
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -832,6 +868,26 @@ impl Gate {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let (id, close) = (next_id, CancellationToken::new());
+            next_id += 1;
+            {
+                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+                if open.len() >= max {
+                    if let Some((_, oldest)) = open.pop_first() {
+                        oldest.cancel();
+                        evicted += 1;
+                        if evicted.is_power_of_two() {
+                            tracing::warn!(
+                                evicted,
+                                max_connections = max,
+                                "gate: connection cap reached; asked the oldest connection to close"
+                            );
+                        }
+                    }
+                }
+                open.insert(id, close.clone());
+            }
+            let open = open.clone();
             let gate = self.clone();
             let header_read_timeout = self.inner.options.header_read_timeout;
             tokio::spawn(async move {
@@ -839,11 +895,20 @@ impl Gate {
                     let gate = gate.clone();
                     async move { Ok::<_, Infallible>(gate.handle(req).await) }
                 });
-                let _ = http1::Builder::new()
+                let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                    .serve_connection(TokioIo::new(stream), svc);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = close.cancelled() => {
+                        // Closes at once when idle; a request in progress finishes first.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
     }

@@ -240,6 +240,7 @@ fn options(upstream: &str, max: usize, depth: usize, queue_timeout: Duration) ->
         request_timeout: Duration::from_secs(5),
         max_body: 64 * 1024,
         header_read_timeout: Duration::from_secs(5),
+        max_connections: 64,
         breaker: BreakerOptions {
             failure_threshold: 3,
             open_for: Duration::from_millis(300),
@@ -884,4 +885,97 @@ async fn a_forwarded_request_never_wakes_its_own_task() {
         0,
         "self-wakes in 20 requests"
     );
+}
+
+/// Reads what the gate sends until it closes the connection or `within` passes: the text read,
+/// and whether it closed.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+/// At `max_connections`, a new connection is served and the oldest is asked to close: at once
+/// when idle, and only after its answer when a request is in progress. A flood of idle
+/// connections therefore never takes the process's file descriptors from the probe listener.
+#[tokio::test]
+async fn at_the_connection_cap_the_oldest_closes_and_a_request_in_progress_finishes() {
+    use tokio::io::AsyncWriteExt as _;
+    let (up, _) = upstream().await;
+    let (url, _gate) = serve_gate(Options {
+        max_connections: 3,
+        ..options(&up, 4, 4, Duration::from_secs(5))
+    })
+    .await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    // The oldest connection is in the middle of a slow request; two more are idle.
+    let mut busy = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    busy.write_all(b"GET /slow?ms=600 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut idle1 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut idle2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Two more: the busy one and then the first idle one are asked to close.
+    let new1 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let new2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut idle1, Duration::from_secs(2)).await;
+    assert!(closed, "the oldest idle connection is closed to make room");
+    let (text, closed) = read_until_closed(&mut busy, Duration::from_secs(3)).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request in progress is answered first: {text:?}"
+    );
+    assert!(closed, "and then its connection closes");
+    // The newest connections are served.
+    let r = client()
+        .get(format!("{url}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, closed) = read_until_closed(&mut idle2, Duration::from_millis(300)).await;
+    assert!(closed, "the next oldest made room for the client above");
+    drop((new1, new2));
+}
+
+/// A client that sends its headers and then trickles its body (a slowloris past the headers)
+/// gets 408 once `header_read_timeout` has passed, instead of holding its connection for ever;
+/// the upstream never sees the request.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    use tokio::io::AsyncWriteExt as _;
+    let (up, seen) = upstream().await;
+    let (url, gate) = serve_gate(Options {
+        header_read_timeout: Duration::from_millis(300),
+        ..options(&up, 4, 4, Duration::from_secs(5))
+    })
+    .await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"pro")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (text, _) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(text.contains("request_timeout"), "{text:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(gate.count(Outcome::BadRequest), 1);
 }

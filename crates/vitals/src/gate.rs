@@ -47,6 +47,8 @@ impl GatePart {
             max_body: g.max_body,
             // Slow clients are cut as on the probe routes.
             header_read_timeout: config.server.header_read_timeout.std(),
+            // Each listener holds at most server.max_connections.
+            max_connections: config.server.max_connections as usize,
             breaker: BreakerOptions {
                 failure_threshold: g.breaker.failure_threshold,
                 open_for: g.breaker.open_for.std(),
