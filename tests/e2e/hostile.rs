@@ -374,3 +374,80 @@ async fn probes_keep_answering_while_hostile_clients_hold_every_slot() {
         latencies[latencies.len() - 1]
     );
 }
+
+/// With few file descriptors (a container's `nofile` of 256 here), a flood of idle connections
+/// on the gate's port or on the probe port runs into vitals' own connection cap, which closes
+/// the oldest to make room, and not into the process's limit, where accepting a probe's
+/// connection would fail. vitals lowers `server.max_connections` to fit the limit and says so.
+#[tokio::test]
+async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
+    let v = VitalsProcess::start_wrapped(
+        &["prlimit", "--nofile=256:256", "--"],
+        &bin(),
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
+        &[],
+    );
+    let gate = crate::gate::gate_addr(&v);
+    assert!(
+        v.logs()
+            .iter()
+            .any(|l| l.contains("server.max_connections lowered to 64")),
+        "(256 files - 128 reserved) / 2 listeners: {:#?}",
+        v.logs()
+    );
+    let prober = crate::prober();
+    for target in [
+        gate.trim_start_matches("http://").to_owned(),
+        v.addr().to_string(),
+    ] {
+        // More connections than the process may open, all held.
+        let mut held = Vec::new();
+        for _ in 0..300 {
+            held.push(TcpStream::connect(&target).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut failures = Vec::new();
+        for i in 0..10 {
+            let path = ["/healthz", "/readyz"][i % 2];
+            match prober.get(v.url(path)).send().await {
+                Ok(r) if r.status() == 200 => {}
+                other => failures.push(format!("{path}: {other:?}")),
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "with 300 connections held on {target}: {failures:#?}"
+        );
+        drop(held);
+    }
+    assert!(
+        !v.logs().iter().any(|l| l.contains("Too many open files")),
+        "{:#?}",
+        v.logs()
+    );
+}
+
+/// Below what two listeners need but with a higher ceiling, vitals raises its own open-file
+/// limit as far as needed (2 × 1024 connections + 128) and keeps `server.max_connections`.
+#[tokio::test]
+async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
+    let v = VitalsProcess::start_wrapped(
+        &["prlimit", "--nofile=256:4096", "--"],
+        &bin(),
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
+        &[],
+    );
+    crate::gate::gate_addr(&v);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", v.pid())).unwrap();
+    let files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: Vec<&str> = files.split_whitespace().collect();
+    assert_eq!(&soft[3..5], ["2176", "4096"], "{files}");
+    assert!(
+        !v.logs().iter().any(|l| l.contains("lowered")),
+        "{:#?}",
+        v.logs()
+    );
+}
