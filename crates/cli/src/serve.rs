@@ -88,7 +88,9 @@ fn fit_open_files(config: &mut Config) {
     }
     let fit = (files.saturating_sub(RESERVED_FILES) / listeners).max(16);
     config.server.max_connections = u32::try_from(fit).unwrap_or(u32::MAX);
-    tracing::warn!(
+    // Info, not a warning: under a container's usual 1024 files, the default cap on one listener
+    // does not fit either, and every start would warn about a default.
+    tracing::info!(
         open_files = files,
         listeners,
         "the open-file limit ({files}) cannot hold server.max_connections ({max}) connections on \
