@@ -345,7 +345,8 @@ async fn every_other_example_runs_with_its_config_and_secrets() {
             let status = get_text(&format!("http://{}:8080/status", pod.ip)).await;
             assert!(
                 status.contains(&format!("\"{dependency}\"")),
-                "{example}: {status}"
+                "{example}: {status}\n{}",
+                played.diagnostics()
             );
             for (_, value) in &secrets {
                 assert!(!status.contains(value), "{example}: a secret in /status");

@@ -408,6 +408,48 @@ impl Played {
         played
     }
 
+    /// What a failing assertion should show: each pod's address and its containers' last log
+    /// lines, and the files of each ConfigMap volume as podman wrote them.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for pod in &self.pods {
+            let containers = podman(&[
+                "pod",
+                "inspect",
+                &pod.name,
+                "--format",
+                "{{range .Containers}}{{.Name}} {{end}}",
+            ]);
+            for c in String::from_utf8_lossy(&containers.stdout).split_whitespace() {
+                let logs = podman(&["logs", "--tail", "15", c]);
+                out.push_str(&format!(
+                    "--- {} ({}) container {c}:\n{}{}\n",
+                    pod.name,
+                    pod.ip,
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                ));
+            }
+        }
+        for v in &self.volumes {
+            let at = podman(&["volume", "inspect", v, "--format", "{{.Mountpoint}}"]);
+            let at = String::from_utf8_lossy(&at.stdout).trim().to_owned();
+            let files = std::fs::read_dir(&at)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                            format!("{} ({} bytes)", e.path().display(), text.len())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|e| format!("cannot read {at}: {e}"));
+            out.push_str(&format!("--- volume {v}: {files}\n"));
+        }
+        out
+    }
+
     pub fn pod(&self, name: &str) -> &PlayedPod {
         self.pods
             .iter()
