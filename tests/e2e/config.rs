@@ -95,7 +95,10 @@ fn valid_config_summarises_and_env_overrides_the_file() {
         "{stdout}"
     );
 
-    let (code, _, stderr) = validate("", &[("VITALS_DRAIN__DELAY", "soon")]);
+    let (code, _, stderr) = validate(
+        "# the rest from the environment\n",
+        &[("VITALS_DRAIN__DELAY", "soon")],
+    );
     assert_eq!(code, Some(64));
     assert!(
         stderr.contains("drain.delay: \"soon\" is not a duration"),
@@ -309,4 +312,58 @@ fn a_ca_file_that_cannot_be_used_is_refused_under_its_key() {
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
+}
+
+/// An empty file given to `--config` is a volume not written yet or the wrong mount, never a
+/// configuration: after a moment's wait it is refused (validate and serve alike), instead of
+/// serving the defaults as if the configuration had arrived.
+#[test]
+fn an_empty_config_file_is_refused_not_served_as_defaults() {
+    let (code, _, err) = validate(" \n", &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("is empty"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, "").unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave --config out"));
+}
+
+/// A ConfigMap volume shared by several pods can be read empty for a moment while it is being
+/// written (seen with podman): the file is read again until it has content.
+#[test]
+fn a_config_file_written_just_after_start_is_the_one_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, "").unwrap();
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            std::fs::write(
+                &path,
+                "[[dependencies]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n",
+            )
+            .unwrap();
+        })
+    };
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("db"), "{stdout}");
 }

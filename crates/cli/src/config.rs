@@ -164,9 +164,41 @@ fn load_with(
             );
             return Err(ExitCode::from(EXIT_CONFIG));
         }
+        wait_for_content(path)?;
     }
     vitals_core::config::load(&figment(source, overrides), env)
         .map_err(|errors| report(source, &errors))
+}
+
+/// How long an empty `--config` file is given to be written.
+const EMPTY_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A file passed to `--config` that is empty is a volume not written yet (seen with a ConfigMap
+/// shared by several pods) or a mount of the wrong thing, never a configuration: serving the
+/// defaults would hide that the configuration never arrived. It is read again for a moment,
+/// then refused. (No `--config` at all is how to serve without a configuration.)
+// Before any runtime exists: the wall clock, not tokio's.
+#[allow(clippy::disallowed_methods)]
+fn wait_for_content(path: &Path) -> Result<(), ExitCode> {
+    let deadline = std::time::Instant::now() + EMPTY_FILE_WAIT;
+    loop {
+        match std::fs::read(path) {
+            Ok(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => return Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Ok(_) => {
+                eprintln!(
+                    "error: {} is empty (a volume not written yet, or the wrong file mounted?); \
+                     put the configuration in it, or leave --config out to serve without one",
+                    path.display()
+                );
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+            // Unreadable: the loader's own error says why.
+            Err(_) => return Ok(()),
+        }
+    }
 }
 
 fn report(source: &Source, errors: &ConfigErrors) -> ExitCode {

@@ -21,8 +21,8 @@ pub struct VitalsProcess {
 }
 
 impl VitalsProcess {
-    /// Starts `bin serve --listen 127.0.0.1:0` with `config` (TOML) and `env`, and waits until it
-    /// logs the address it bound.
+    /// Starts `bin serve --listen 127.0.0.1:0` with `config` (TOML; empty: no `--config`) and
+    /// `env`, and waits until it logs the address it bound.
     pub fn start(bin: &Path, config: &str, env: &[(&str, &str)]) -> VitalsProcess {
         Self::start_wrapped(&[], bin, config, env)
     }
@@ -36,6 +36,10 @@ impl VitalsProcess {
         env: &[(&str, &str)],
     ) -> VitalsProcess {
         let dir = tempfile::tempdir().expect("temp dir");
+        // No configuration: no --config (an empty file is refused).
+        if config.is_empty() {
+            return Self::spawn(wrapper, bin, &[], env, dir);
+        }
         let path: PathBuf = dir.path().join("health.toml");
         std::fs::write(&path, config).expect("write config");
         let config_args = [OsString::from("--config"), path.into_os_string()];
