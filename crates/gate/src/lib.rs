@@ -28,7 +28,6 @@ pub mod saturation;
 mod upstream;
 
 use std::convert::Infallible;
-use std::future::Future as _;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -482,6 +481,14 @@ impl Gate {
         response
     }
 
+    /// The gate's own 4xx for a request it cannot forward, counted as `bad_request`.
+    fn bad_request(&self, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+        self.counted(
+            Outcome::BadRequest,
+            error(status, "invalid_request_error", code, message),
+        )
+    }
+
     fn count_only(&self, outcome: Outcome) {
         self.inner.metrics.by_outcome[outcome as usize].inc();
     }
@@ -495,51 +502,35 @@ impl Gate {
         let (parts, body) = req.into_parts();
         // A body still arriving must arrive within header_read_timeout: a client that trickles
         // one would otherwise hold its connection for ever (a slowloris past the headers).
-        let mut collect = std::pin::pin!(Limited::new(body, self.inner.options.max_body).collect());
-        let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
-        let collected = match first {
-            Poll::Ready(collected) => collected,
-            Poll::Pending => {
-                match tokio::time::timeout(self.inner.options.header_read_timeout, collect).await {
-                    Ok(collected) => collected,
-                    Err(_) => {
-                        let limit = self.inner.options.header_read_timeout;
-                        return self.counted(
-                            Outcome::BadRequest,
-                            error(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "invalid_request_error",
-                                "request_timeout",
-                                &format!("the request body did not arrive within {limit:?} (server.header_read_timeout)"),
-                            ),
-                        );
-                    }
-                }
-            }
-        };
-        let body = match collected {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                let limit = self.inner.options.max_body;
-                return self.counted(
-                    Outcome::BadRequest,
-                    error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "invalid_request_error",
-                        "request_too_large",
-                        &format!("the request body is over the gate's limit of {limit} bytes"),
-                    ),
+        let options = &self.inner.options;
+        let read = ready_or_within(
+            || Instant::now() + options.header_read_timeout,
+            Limited::new(body, options.max_body).collect(),
+        )
+        .await;
+        let body = match read {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(_) => {
+                let limit = options.header_read_timeout;
+                return self.bad_request(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &format!("the request body did not arrive within {limit:?} (server.header_read_timeout)"),
                 );
             }
-            Err(_) => {
-                return self.counted(
-                    Outcome::BadRequest,
-                    error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request_error",
-                        "bad_request",
-                        "the request body could not be read",
-                    ),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                let limit = options.max_body;
+                return self.bad_request(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    &format!("the request body is over the gate's limit of {limit} bytes"),
+                );
+            }
+            Ok(Err(_)) => {
+                return self.bad_request(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
                 )
             }
         };
@@ -752,14 +743,8 @@ impl Gate {
         // becomes a 502; an unsized one (a stream) passes through as it comes.
         if sized {
             // Usually all there already: then no timer is set.
-            let mut read = std::pin::pin!(upstream.bytes());
-            let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
-            let read = match first {
-                Poll::Ready(read) => Ok(read),
-                Poll::Pending => {
-                    tokio::time::timeout_at(answered + options.request_timeout, read).await
-                }
-            };
+            let read =
+                ready_or_within(|| answered + options.request_timeout, upstream.bytes()).await;
             return match read {
                 Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot, answered),
                 Ok(Err(_)) | Err(_) => self.truncated(trial),
@@ -911,6 +896,20 @@ impl Gate {
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
+    }
+}
+
+/// `fut`'s output, or an error once `deadline` passes. A future ready at its first poll (a body
+/// already read in, the usual case) sets no timer and reads no clock: `deadline` is asked for
+/// only when it has to wait.
+async fn ready_or_within<F: std::future::Future>(
+    deadline: impl FnOnce() -> Instant,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Ok(out),
+        Poll::Pending => tokio::time::timeout_at(deadline(), fut).await,
     }
 }
 
