@@ -3,11 +3,17 @@ use std::process::Command;
 use crate::bin;
 
 fn validate(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    run_with_file(&["validate"], toml, env)
+}
+
+/// `vitals ARGS --config FILE` with `toml` in FILE and `env` set, to its end: exit code, stdout,
+/// stderr.
+fn run_with_file(args: &[&str], toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("health.toml");
     std::fs::write(&path, toml).unwrap();
     let mut cmd = Command::new(bin());
-    cmd.arg("validate").arg("--config").arg(&path);
+    cmd.args(args).arg("--config").arg(&path);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -55,16 +61,12 @@ fn invalid_config_exits_64_listing_every_problem() {
 
 #[test]
 fn serve_refuses_a_bad_config_before_starting_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("health.toml");
-    std::fs::write(&path, "[readiness]\ndegraded_status = 500\n").unwrap();
-    let out = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = run_with_file(
+        &["serve", "--listen", "127.0.0.1:0"],
+        "[readiness]\ndegraded_status = 500\n",
+        &[],
+    );
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains("readiness.degraded_status: 500 is not allowed"),
         "{stderr}"
@@ -137,16 +139,12 @@ fn validate_builds_every_client_so_serve_cannot_refuse_what_it_accepted() {
     }
     assert!(!stderr.contains("sk-abc"), "the key leaked: {stderr}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("health.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("E2E_KEY_WITH_NEWLINE", "sk-abc\ndef")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64), "serve exits 64 too, not 1");
+    let (code, _, _) = run_with_file(
+        &["serve", "--listen", "127.0.0.1:0"],
+        toml,
+        &[("E2E_KEY_WITH_NEWLINE", "sk-abc\ndef")],
+    );
+    assert_eq!(code, Some(64), "serve exits 64 too, not 1");
 }
 
 #[test]
@@ -251,17 +249,12 @@ async fn serve_reads_the_configuration_from_vitals_config_toml() {
 
 #[test]
 fn a_file_and_vitals_config_toml_together_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("health.toml");
-    std::fs::write(&path, "").unwrap();
-    let out = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("VITALS_CONFIG_TOML", "[drain]\ndelay = \"0s\"\n")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = run_with_file(
+        &["serve", "--listen", "127.0.0.1:0"],
+        "",
+        &[("VITALS_CONFIG_TOML", "[drain]\ndelay = \"0s\"\n")],
+    );
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains("VITALS_CONFIG_TOML") && stderr.contains("--config"),
         "{stderr}"
@@ -322,16 +315,9 @@ fn an_empty_config_file_is_refused_not_served_as_defaults() {
     let (code, _, err) = validate(" \n", &[]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("is empty"), "{err}");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("health.toml");
-    std::fs::write(&path, "").unwrap();
-    let out = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("leave --config out"));
+    let (code, _, err) = run_with_file(&["serve", "--listen", "127.0.0.1:0"], "", &[]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("leave --config out"), "{err}");
 }
 
 /// A ConfigMap volume shared by several pods can be read empty for a moment while it is being

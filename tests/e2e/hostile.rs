@@ -375,19 +375,27 @@ async fn probes_keep_answering_while_hostile_clients_hold_every_slot() {
     );
 }
 
+/// vitals with a gate (its upstream unused), under `prlimit --nofile=SOFT:HARD`; and the gate's
+/// address.
+fn with_open_files(soft_hard: &str) -> (VitalsProcess, String) {
+    let nofile = format!("--nofile={soft_hard}");
+    let v = VitalsProcess::start_wrapped(
+        &["prlimit", &nofile, "--"],
+        &bin(),
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
+        &[],
+    );
+    let gate = crate::gate::gate_addr(&v);
+    (v, gate)
+}
+
 /// With few file descriptors (a container's `nofile` of 256 here), a flood of idle connections
 /// on the gate's port or on the probe port runs into vitals' own connection cap, which closes
 /// the oldest to make room, and not into the process's limit, where accepting a probe's
 /// connection would fail. vitals lowers `server.max_connections` to fit the limit and says so.
 #[tokio::test]
 async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
-    let v = VitalsProcess::start_wrapped(
-        &["prlimit", "--nofile=256:256", "--"],
-        &bin(),
-        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
-        &[],
-    );
-    let gate = crate::gate::gate_addr(&v);
+    let (v, gate) = with_open_files("256:256");
     assert!(
         v.logs()
             .iter()
@@ -431,13 +439,7 @@ async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
 /// limit as far as needed (2 × 1024 connections + 128) and keeps `server.max_connections`.
 #[tokio::test]
 async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
-    let v = VitalsProcess::start_wrapped(
-        &["prlimit", "--nofile=256:4096", "--"],
-        &bin(),
-        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
-        &[],
-    );
-    crate::gate::gate_addr(&v);
+    let (v, _) = with_open_files("256:4096");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", v.pid())).unwrap();
     let files = limits
         .lines()
