@@ -22,6 +22,7 @@
 pub mod adaptive;
 pub mod admission;
 pub mod breaker;
+mod deadlines;
 pub mod metrics;
 pub mod retry;
 pub mod saturation;
@@ -40,11 +41,13 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use deadlines::{Deadline, Deadlines};
 
 pub use admission::{Admission, Shed, Slot};
 use breaker::{Admit, Breaker};
@@ -499,11 +502,21 @@ impl Gate {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        self.respond(req, None).await
+    }
+
+    /// [`Gate::handle`], with the deadlines of the connection it came on (`None`: tokio timers).
+    async fn respond<B>(&self, req: Request<B>, timers: Option<&Arc<Deadlines>>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let (parts, body) = req.into_parts();
         // A body still arriving must arrive within header_read_timeout: a client that trickles
         // one would otherwise hold its connection for ever (a slowloris past the headers).
         let options = &self.inner.options;
-        let read = ready_or_within(
+        let read = within(
+            timers,
             || Instant::now() + options.header_read_timeout,
             Limited::new(body, options.max_body).collect(),
         )
@@ -561,7 +574,9 @@ impl Gate {
             }
         };
         self.inner.metrics.queue_wait.observe(slot.waited);
-        let response = self.forward(parts, body, slot, arrived, trial).await;
+        let response = self
+            .forward(parts, body, slot, arrived, trial, timers)
+            .await;
         pending.done = true;
         self.inner.metrics.duration.observe(arrived.elapsed());
         response
@@ -574,6 +589,7 @@ impl Gate {
         slot: Slot,
         arrived: Instant,
         trial: bool,
+        timers: Option<&Arc<Deadlines>>,
     ) -> Response<Body> {
         let options = &self.inner.options;
         let target = parts
@@ -618,7 +634,7 @@ impl Gate {
                 body.clone(),
                 sent,
             );
-            let got = match tokio::time::timeout_at(deadline, request).await {
+            let got = match within(timers, || deadline, request).await {
                 Err(_) => Got::Timeout,
                 Ok(Err(e)) => Got::Failed(e),
                 Ok(Ok(r)) => Got::Answer(r),
@@ -634,7 +650,7 @@ impl Gate {
                     let status = r.status;
                     let head = r.headers.clone();
                     // These answers are short: read them to see whether they are transient.
-                    match tokio::time::timeout_at(deadline, r.bytes()).await {
+                    match within(timers, || deadline, r.bytes()).await {
                         Ok(Ok(bytes)) => {
                             let transient = (status == StatusCode::TOO_MANY_REQUESTS
                                 && after.is_some())
@@ -743,8 +759,12 @@ impl Gate {
         // becomes a 502; an unsized one (a stream) passes through as it comes.
         if sized {
             // Usually all there already: then no timer is set.
-            let read =
-                ready_or_within(|| answered + options.request_timeout, upstream.bytes()).await;
+            let read = within(
+                timers,
+                || answered + options.request_timeout,
+                upstream.bytes(),
+            )
+            .await;
             return match read {
                 Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot, answered),
                 Ok(Err(_)) | Err(_) => self.truncated(trial),
@@ -836,10 +856,9 @@ impl Gate {
     /// runs into this cap, never into the process's open-file limit, which the probe listener
     /// shares: a probe's connection is always accepted.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let open = Arc::new(Mutex::new(std::collections::BTreeMap::<
-            u64,
-            CancellationToken,
-        >::new()));
+        let open = Arc::new(Mutex::new(
+            std::collections::BTreeMap::<u64, Arc<Deadlines>>::new(),
+        ));
         let max = self.inner.options.max_connections.max(1);
         let (mut next_id, mut evicted) = (0u64, 0u64);
         loop {
@@ -853,13 +872,13 @@ impl Gate {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (id, close) = (next_id, CancellationToken::new());
+            let (id, deadlines) = (next_id, Deadlines::new());
             next_id += 1;
             {
                 let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
                 if open.len() >= max {
                     if let Some((_, oldest)) = open.pop_first() {
-                        oldest.cancel();
+                        oldest.close();
                         evicted += 1;
                         if evicted.is_power_of_two() {
                             tracing::warn!(
@@ -870,48 +889,64 @@ impl Gate {
                         }
                     }
                 }
-                open.insert(id, close.clone());
+                open.insert(id, deadlines.clone());
             }
             let open = open.clone();
-            let gate = self.clone();
+            let here = Arc::new((self.clone(), deadlines));
             let header_read_timeout = self.inner.options.header_read_timeout;
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let gate = gate.clone();
-                    async move { Ok::<_, Infallible>(gate.handle(req).await) }
-                });
+                let timer = deadlines::Timer(here.1.clone());
+                let svc = {
+                    let here = here.clone();
+                    service_fn(move |req: Request<Incoming>| {
+                        let here = here.clone();
+                        async move { Ok::<_, Infallible>(here.0.respond(req, Some(&here.1)).await) }
+                    })
+                };
                 let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
+                    .timer(timer)
                     .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), svc);
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = close.cancelled() => {
-                        // Closes at once when idle; a request in progress finishes first.
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
+                // Closes at once when idle; a request in progress finishes first.
+                let _ = deadlines::drive(&here.1, conn, |conn| conn.graceful_shutdown()).await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
     }
 }
 
-/// `fut`'s output, or an error once `deadline` passes. A future ready at its first poll (a body
-/// already read in, the usual case) sets no timer and reads no clock: `deadline` is asked for
-/// only when it has to wait.
-async fn ready_or_within<F: std::future::Future>(
+/// `fut`'s output, or [`TimedOut`] once `deadline` passes: on a slot of the connection's
+/// `timers`, or (without) a tokio timer. A future ready at its first poll (a body already read
+/// in, the usual case) sets no deadline and reads no clock: `deadline` is asked for only when
+/// it has to wait.
+async fn within<F: std::future::Future>(
+    timers: Option<&Arc<Deadlines>>,
     deadline: impl FnOnce() -> Instant,
     fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+) -> Result<F::Output, TimedOut> {
     let mut fut = std::pin::pin!(fut);
-    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout_at(deadline(), fut).await,
-    }
+    let mut deadline = Some(deadline);
+    let mut timer: Option<Deadline<&Deadlines>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        let timer = match (&mut timer, deadline.take()) {
+            (Some(timer), _) => timer,
+            (slot, Some(deadline)) => slot.insert(match timers {
+                Some(timers) => timers.until_ref(deadline()),
+                None => Deadline::timer(deadline()),
+            }),
+            (None, None) => unreachable!("the deadline is taken once, for the timer"),
+        };
+        std::future::Future::poll(std::pin::Pin::new(timer), cx).map(|()| Err(TimedOut))
+    })
+    .await
 }
+
+/// A deadline passed.
+#[derive(Debug)]
+struct TimedOut;
 
 /// Counts a request whose client went away before its answer began.
 struct Pending<'a> {

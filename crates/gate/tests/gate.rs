@@ -979,3 +979,51 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
     assert_eq!(gate.count(Outcome::BadRequest), 1);
 }
+
+/// A client that sends half its headers, or holds a connection idle after its answer, is cut
+/// once `header_read_timeout` has passed; a client that keeps sending requests is not, however
+/// long its connection lives: the limit starts again with each request's headers.
+#[tokio::test]
+async fn headers_must_arrive_within_header_read_timeout_of_each_request() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (up, _) = upstream().await;
+    let (url, _gate) = serve_gate(Options {
+        header_read_timeout: Duration::from_millis(400),
+        ..options(&up, 4, 4, Duration::from_secs(5))
+    })
+    .await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut busy = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for s in [&mut idle, &mut busy] {
+        s.write_all(request).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    // The busy client sends a request every 100 ms for 1.2 s: three times the limit.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.write_all(request).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), busy.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?} after {:?}",
+            String::from_utf8_lossy(&buf[..n]),
+            started.elapsed()
+        );
+    }
+    for (name, s) in [("half-sent headers", &mut half), ("idle", &mut idle)] {
+        let (_, closed) = read_until_closed(s, Duration::from_millis(50)).await;
+        assert!(closed, "{name}: still open after {:?}", started.elapsed());
+    }
+}

@@ -1,0 +1,378 @@
+//! One timer per client connection for all of its deadlines.
+//!
+//! Each request on a connection has deadlines: hyper's for the next request's headers
+//! (`header_read_timeout`), the gate's for the upstream's answer (`request_timeout`) and for a
+//! body still arriving. As tokio timers, those are two timer-wheel insertions and removals a
+//! request, under the wheel's lock: about 3 % of the gate's throughput before a fast upstream
+//! (BENCHMARKS.md).
+//!
+//! Here a connection's deadlines are slots of its own ([`Deadlines`]). A [`Deadline`] is a
+//! future that registers nothing: it is ready once the connection's one timer has fired at or
+//! after it. [`drive`] polls the connection and keeps that timer set for the earliest deadline
+//! still to come, setting it again only when it fires or when an earlier deadline is added, so
+//! a busy connection touches the timer wheel about once a `header_read_timeout`, not twice a
+//! request. When the timer fires, the whole connection is polled again and each deadline that
+//! has passed answers ready. A deadline is as precise as a tokio timer.
+//!
+//! [`Deadlines`] also carries the request to close the connection (the gate's connection cap).
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use tokio::time::Instant;
+
+/// More than a connection ever holds at once (the next request's headers, or a request's
+/// body, answer and answer body); one more falls back to a tokio timer.
+const SLOTS: usize = 4;
+/// A free slot; no timer set.
+const NONE: u64 = u64::MAX;
+
+/// The deadlines of one connection.
+#[derive(Debug)]
+pub struct Deadlines {
+    /// Deadlines are kept as microseconds since this, rounded up.
+    base: Instant,
+    slots: [AtomicU64; SLOTS],
+    /// What the connection's timer is set for (`NONE`: not set).
+    armed: AtomicU64,
+    /// Every deadline up to this has passed.
+    passed: AtomicU64,
+    /// A deadline before `armed` was added: set the timer again.
+    rearm: AtomicBool,
+    close: AtomicBool,
+    /// The connection's task, for [`Deadlines::close`].
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Deadlines {
+    pub fn new() -> Arc<Deadlines> {
+        Arc::new(Deadlines {
+            base: Instant::now(),
+            slots: std::array::from_fn(|_| AtomicU64::new(NONE)),
+            armed: AtomicU64::new(NONE),
+            passed: AtomicU64::new(0),
+            rearm: AtomicBool::new(false),
+            close: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        })
+    }
+
+    /// A future ready at `at`, on this connection's timer (it must be polled by the task that
+    /// runs [`drive`] for it).
+    pub fn until(self: &Arc<Self>, at: Instant) -> Deadline<Arc<Deadlines>> {
+        match self.take_slot(at) {
+            Some((slot, at)) => Deadline(Kind::Slot {
+                owner: self.clone(),
+                slot,
+                at,
+            }),
+            None => Deadline::timer(at),
+        }
+    }
+
+    /// [`Deadlines::until`], borrowing.
+    pub fn until_ref(&self, at: Instant) -> Deadline<&Deadlines> {
+        match self.take_slot(at) {
+            Some((slot, at)) => Deadline(Kind::Slot {
+                owner: self,
+                slot,
+                at,
+            }),
+            None => Deadline::timer(at),
+        }
+    }
+
+    /// A free slot, now holding `at`; and `at` as kept.
+    fn take_slot(&self, at: Instant) -> Option<(usize, u64)> {
+        let micros = at
+            .saturating_duration_since(self.base)
+            .as_nanos()
+            .div_ceil(1000);
+        let micros = u64::try_from(micros).unwrap_or(NONE - 1).min(NONE - 1);
+        let slot = self.slots.iter().position(|s| s.load(Relaxed) == NONE)?;
+        self.slots[slot].store(micros, Relaxed);
+        if micros < self.armed.load(Relaxed) {
+            self.rearm.store(true, Relaxed);
+        }
+        Some((slot, micros))
+    }
+
+    /// Asks the connection to close (see [`drive`]) and wakes its task.
+    pub fn close(&self) {
+        self.close.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(waker) = self
+            .waker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// The earliest deadline still to come.
+    fn earliest(&self) -> Option<u64> {
+        let passed = self.passed.load(Relaxed);
+        self.slots
+            .iter()
+            .map(|s| s.load(Relaxed))
+            .filter(|&at| at != NONE && at > passed)
+            .min()
+    }
+
+    fn instant(&self, micros: u64) -> Instant {
+        self.base + std::time::Duration::from_micros(micros)
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_micros()).unwrap_or(NONE - 1)
+    }
+}
+
+/// A future ready at a deadline; see [`Deadlines::until`]. `O` holds the [`Deadlines`].
+#[derive(Debug)]
+pub struct Deadline<O: Deref<Target = Deadlines>>(Kind<O>);
+
+#[derive(Debug)]
+enum Kind<O> {
+    Slot {
+        owner: O,
+        slot: usize,
+        at: u64,
+    },
+    /// Every slot was taken.
+    Timer(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl<O: Deref<Target = Deadlines>> Deadline<O> {
+    /// A deadline on a tokio timer of its own, for a future not run by [`drive`].
+    pub fn timer(at: Instant) -> Deadline<O> {
+        Deadline(Kind::Timer(Box::pin(tokio::time::sleep_until(at))))
+    }
+}
+
+impl<O: Deref<Target = Deadlines> + Unpin> Future for Deadline<O> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Kind::Slot { owner, at, .. } => {
+                if owner.passed.load(Relaxed) >= *at {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+            Kind::Timer(sleep) => sleep.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<O: Deref<Target = Deadlines>> Drop for Deadline<O> {
+    fn drop(&mut self) {
+        if let Kind::Slot { owner, slot, .. } = &self.0 {
+            owner.slots[*slot].store(NONE, Relaxed);
+        }
+    }
+}
+
+impl hyper::rt::Sleep for Deadline<Arc<Deadlines>> {}
+
+/// hyper's timer for one connection: the deadlines it sets for a request's headers are slots
+/// of the connection's [`Deadlines`].
+#[derive(Debug, Clone)]
+pub struct Timer(pub Arc<Deadlines>);
+
+impl hyper::rt::Timer for Timer {
+    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.0.until(Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.0.until(Instant::from_std(deadline)))
+    }
+}
+
+/// Runs `conn` with the connection timer of `deadlines`; once [`Deadlines::close`] is called,
+/// `close` is called on it once (and it is polled on to its end).
+pub async fn drive<C: Future>(
+    deadlines: &Deadlines,
+    conn: C,
+    close: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    let mut conn = std::pin::pin!(conn);
+    let mut close = Some(close);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadlines.base));
+    let mut armed = false;
+    // Whether the timer has had this task's waker since it was set: it is polled then, and
+    // otherwise only asked whether it has fired (no waker to register, no budget to take).
+    let mut told = false;
+    // Deadlines added before (none, on a new connection) are looked at on the first poll.
+    deadlines.armed.store(NONE, Relaxed);
+    deadlines.rearm.store(true, Relaxed);
+    let mut task: Option<Waker> = None;
+    std::future::poll_fn(|cx| loop {
+        if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            task = Some(cx.waker().clone());
+            *deadlines.waker.lock().unwrap_or_else(|p| p.into_inner()) = task.clone();
+            told = false;
+        }
+        if close.is_some() && deadlines.close.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(close) = close.take() {
+                close(conn.as_mut());
+            }
+        }
+        if let Poll::Ready(out) = conn.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        if deadlines.rearm.load(Relaxed) {
+            deadlines.rearm.store(false, Relaxed);
+            match deadlines.earliest() {
+                Some(at) => {
+                    deadlines.armed.store(at, Relaxed);
+                    timer.as_mut().reset(deadlines.instant(at));
+                    armed = true;
+                    told = false;
+                }
+                None => {
+                    deadlines.armed.store(NONE, Relaxed);
+                    armed = false;
+                }
+            }
+        }
+        let fired = armed
+            && if told {
+                timer.is_elapsed()
+            } else {
+                told = true;
+                timer.as_mut().poll(cx).is_ready()
+            };
+        if fired {
+            // Every deadline up to now has passed: poll the connection again, then set the
+            // timer for the next.
+            deadlines
+                .passed
+                .store(deadlines.micros(Instant::now()), Relaxed);
+            deadlines.armed.store(NONE, Relaxed);
+            deadlines.rearm.store(true, Relaxed);
+            armed = false;
+            continue;
+        }
+        return Poll::Pending;
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Polls `fut` inside [`drive`] on `deadlines` until it ends; its output and when.
+    async fn run<F: Future>(deadlines: &Arc<Deadlines>, fut: F) -> (F::Output, Instant) {
+        let out = drive(deadlines, fut, |_| {}).await;
+        (out, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_is_ready_at_its_time_and_not_before() {
+        let d = Deadlines::new();
+        let start = Instant::now();
+        let at = start + Duration::from_millis(250);
+        let ((), ended) = run(&d, d.until(at)).await;
+        assert_eq!(ended, at);
+    }
+
+    /// The timer is set for a later deadline; an earlier one added after it sets it again.
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_added_later_is_kept() {
+        let d = Deadlines::new();
+        let start = Instant::now();
+        let late = d.until(start + Duration::from_secs(5));
+        let d2 = d.clone();
+        let (which, ended) = run(&d, async move {
+            tokio::select! {
+                biased;
+                () = late => "late",
+                () = async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    d2.until(start + Duration::from_millis(300)).await;
+                } => "early",
+            }
+        })
+        .await;
+        assert_eq!(which, "early");
+        assert_eq!(ended, start + Duration::from_millis(300));
+    }
+
+    /// Deadlines dropped before their time (requests that ended) never fire, and free their
+    /// slots: far more deadlines than slots come and go on one connection.
+    #[tokio::test(start_paused = true)]
+    async fn dropped_deadlines_free_their_slots() {
+        let d = Deadlines::new();
+        let start = Instant::now();
+        let d2 = d.clone();
+        let (fired, _) = run(&d, async move {
+            let mut fired = 0;
+            for i in 0..100u64 {
+                let deadline = d2.until(Instant::now() + Duration::from_millis(50));
+                tokio::select! {
+                    () = deadline => fired += 1,
+                    () = tokio::time::sleep(Duration::from_millis(10 + i % 2)) => {}
+                }
+            }
+            fired
+        })
+        .await;
+        assert_eq!(fired, 0);
+        assert!(Instant::now() >= start + Duration::from_millis(1000));
+        assert!(d.slots.iter().all(|s| s.load(Relaxed) == NONE));
+        // The last one's timer may still be set; it is nobody's.
+        let at = Instant::now() + Duration::from_millis(20);
+        let ((), ended) = run(&d, d.until(at)).await;
+        assert_eq!(ended, at);
+    }
+
+    /// With every slot taken, a deadline is a tokio timer of its own, as exact.
+    #[tokio::test(start_paused = true)]
+    async fn past_the_slots_a_deadline_is_a_timer_of_its_own() {
+        let d = Deadlines::new();
+        let start = Instant::now();
+        let held: Vec<Deadline<_>> = (0..SLOTS)
+            .map(|_| d.until(start + Duration::from_secs(60)))
+            .collect();
+        let extra = d.until(start + Duration::from_millis(70));
+        assert!(matches!(extra.0, Kind::Timer(_)));
+        let ((), ended) = run(&d, extra).await;
+        assert_eq!(ended, start + Duration::from_millis(70));
+        drop(held);
+    }
+
+    /// `close` wakes the connection's task and calls its close function once.
+    #[tokio::test(start_paused = true)]
+    async fn close_wakes_the_connection_and_closes_it_once() {
+        let d = Deadlines::new();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = {
+            let (d, calls) = (d.clone(), calls.clone());
+            tokio::spawn(async move {
+                drive(&d, rx, move |_| {
+                    calls.fetch_add(1, Relaxed);
+                    // The connection ends once asked to.
+                    drop(tx);
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        d.close();
+        d.close();
+        assert!(task.await.unwrap().is_err(), "ended by its close");
+        assert_eq!(calls.load(Relaxed), 1);
+    }
+}
