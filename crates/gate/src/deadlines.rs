@@ -14,7 +14,8 @@
 //! request. When the timer fires, the whole connection is polled again and each deadline that
 //! has passed answers ready. A deadline is as precise as a tokio timer.
 //!
-//! [`Deadlines`] also carries the request to close the connection (the gate's connection cap).
+//! [`WriteStall`] puts the writes to the client under one of these deadlines, and [`Deadlines`]
+//! also carries the request to close the connection (the gate's connection cap).
 
 use std::future::Future;
 use std::ops::Deref;
@@ -194,6 +195,101 @@ impl hyper::rt::Timer for Timer {
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(self.0.until(Instant::from_std(deadline)))
+    }
+}
+
+/// A client connection whose writes may not stall longer than `limit`: a client that stops
+/// reading (a streamed answer, or the answers to requests it pipelines) is cut instead of
+/// holding its connection, and a streamed answer's slot, for ever. The deadline is one of the
+/// connection's, set only while a write waits.
+#[derive(Debug)]
+pub struct WriteStall<T> {
+    inner: T,
+    deadlines: Arc<Deadlines>,
+    limit: std::time::Duration,
+    stalled: Option<Deadline<Arc<Deadlines>>>,
+}
+
+impl<T> WriteStall<T> {
+    pub fn new(inner: T, deadlines: Arc<Deadlines>, limit: std::time::Duration) -> WriteStall<T> {
+        WriteStall {
+            inner,
+            deadlines,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// A write waits: sets the deadline once, and fails once it has passed.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let (deadlines, limit) = (&self.deadlines, self.limit);
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| deadlines.until(Instant::now() + limit));
+        Pin::new(deadline).poll(cx).map(|()| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading its answer",
+            )
+        })
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStall<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.check(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.check(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.check(cx).map(Err),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `request_timeout` bounds the wait for the upstream's answer to begin.
 //! - A circuit breaker ([`breaker`]) opens after consecutive upstream faults and fails fast
 //!   while open; its state is published ([`Gate::circuit`]) for readiness.
+//! - A client has `header_read_timeout` to send each request's headers and body, and may not
+//!   stop reading its answer for longer: a stalled client is cut, and its slot freed.
 //! - A request body over `max_body` gets 413, a malformed request 400, from the gate itself;
 //!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason, as
 //!   does one that answers HTML or cuts a sized answer short. An answer with a
@@ -906,7 +908,14 @@ impl Gate {
                 let conn = http1::Builder::new()
                     .timer(timer)
                     .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(
+                        TokioIo::new(deadlines::WriteStall::new(
+                            stream,
+                            here.1.clone(),
+                            header_read_timeout,
+                        )),
+                        svc,
+                    );
                 // Closes at once when idle; a request in progress finishes first.
                 let _ = deadlines::drive(&here.1, conn, |conn| conn.graceful_shutdown()).await;
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);

@@ -97,6 +97,7 @@ fn query(req: &Request<hyper::body::Incoming>, key: &str) -> u64 {
 
 /// The upstream: `/slow?ms=N` answers after N ms; `/stream?chunks=K&every=MS` streams K SSE
 /// events; `/forever` streams one event and then nothing, until its client goes away;
+/// `/flood` streams 64 KiB chunks as fast as they are taken, until its client goes away;
 /// `/hang` never answers; anything else echoes the request body.
 async fn upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -206,6 +207,14 @@ async fn upstream() -> (String, Arc<Seen>) {
                                     },
                                 );
                                 StreamBody::new(events).boxed()
+                            }
+                            "/flood" => {
+                                let cancel = Cancel(seen.clone(), false);
+                                let chunks = futures_util::stream::repeat_with(move || {
+                                    let _held = (&guard, &cancel);
+                                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 65536])))
+                                });
+                                StreamBody::new(chunks).boxed()
                             }
                             "/hang" => {
                                 std::future::pending::<()>().await;
@@ -1026,4 +1035,79 @@ async fn headers_must_arrive_within_header_read_timeout_of_each_request() {
         let (_, closed) = read_until_closed(s, Duration::from_millis(50)).await;
         assert!(closed, "{name}: still open after {:?}", started.elapsed());
     }
+}
+
+/// A client that stops reading a streamed answer is cut once the gate's writes to it have
+/// stalled for `header_read_timeout`: the upstream request is cancelled and the slot freed, so
+/// clients that never read cannot hold the gate's slots (or its connections) for ever. The
+/// same for a client that pipelines requests and never reads their answers.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_and_frees_its_slot() {
+    use tokio::io::AsyncWriteExt as _;
+    let (up, seen) = upstream().await;
+    let (url, gate) = serve_gate(Options {
+        header_read_timeout: Duration::from_millis(300),
+        ..options(&up, 1, 0, Duration::from_millis(100))
+    })
+    .await;
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(b"GET /flood HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    while seen.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(gate.admission().in_flight(), 1, "the stream holds its slot");
+    let started = std::time::Instant::now();
+    while gate.admission().in_flight() > 0 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        gate.admission().in_flight(),
+        0,
+        "the slot is still held {:?} after the client stopped reading",
+        started.elapsed()
+    );
+    assert_eq!(seen.cancelled.load(Ordering::SeqCst), 1);
+    let r = client()
+        .get(format!("{url}/slow?ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the freed slot serves the next request");
+
+    // Pipelined requests whose answers are never read: the connection is cut.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let body = vec![b'y'; 60_000];
+    let mut many = Vec::new();
+    for _ in 0..40 {
+        many.extend_from_slice(
+            format!(
+                "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        many.extend_from_slice(&body);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&many)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Cut: a write meets the reset. Held open: writes fill the buffers and block.
+    let cut = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if s.write_all(&[b'z'; 65536]).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "the connection is still open after its answers stalled"
+    );
 }
