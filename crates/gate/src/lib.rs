@@ -16,8 +16,9 @@
 //! - A request body over `max_body` gets 413, a malformed request 400, from the gate itself;
 //!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason, as
 //!   does one that answers HTML or cuts a sized answer short. An answer with a
-//!   `Content-Length` is read whole before it is passed on (so a truncation becomes a 502);
-//!   one without (server-sent events, chunked streams) passes through as it comes.
+//!   `Content-Length` of up to 1 MiB is read whole before it is passed on (so a truncation
+//!   becomes a 502); a larger one, and one without (server-sent events, chunked streams),
+//!   passes through as it comes.
 //!
 //! Probe routes never sit behind the gate: it has a listener of its own.
 
@@ -737,7 +738,9 @@ impl Gate {
         );
         self.inner.ttfb_count.fetch_add(1, Ordering::Relaxed);
         let status = upstream.status;
-        let sized = upstream.content_length().is_some();
+        let read_whole = upstream
+            .content_length()
+            .is_some_and(|n| n <= READ_WHOLE_UP_TO);
         let mut headers = std::mem::take(&mut upstream.headers);
         strip(&mut headers);
         let html = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
@@ -758,8 +761,9 @@ impl Gate {
             );
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
-        // becomes a 502; an unsized one (a stream) passes through as it comes.
-        if sized {
+        // becomes a 502; an unsized one (a stream), or one larger than READ_WHOLE_UP_TO, passes
+        // through as it comes (cut short, the client sees it short of its Content-Length).
+        if read_whole {
             // Usually all there already: then no timer is set.
             let read = within(
                 timers,
@@ -956,6 +960,11 @@ async fn within<F: std::future::Future>(
 /// A deadline passed.
 #[derive(Debug)]
 struct TimedOut;
+
+/// The largest sized answer read whole before it is passed on (to turn a truncation into a
+/// 502). Larger ones (an embeddings batch can be tens of MB) pass through as they come, so
+/// memory never holds a whole answer of whatever size the upstream announces.
+const READ_WHOLE_UP_TO: u64 = 1 << 20;
 
 /// Counts a request whose client went away before its answer began.
 struct Pending<'a> {

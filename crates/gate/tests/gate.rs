@@ -98,6 +98,7 @@ fn query(req: &Request<hyper::body::Incoming>, key: &str) -> u64 {
 /// The upstream: `/slow?ms=N` answers after N ms; `/stream?chunks=K&every=MS` streams K SSE
 /// events; `/forever` streams one event and then nothing, until its client goes away;
 /// `/flood` streams 64 KiB chunks as fast as they are taken, until its client goes away;
+/// `/huge` announces 64 MiB, sends 2 MiB and then nothing;
 /// `/hang` never answers; anything else echoes the request body.
 async fn upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -207,6 +208,27 @@ async fn upstream() -> (String, Arc<Seen>) {
                                     },
                                 );
                                 StreamBody::new(events).boxed()
+                            }
+                            "/huge" => {
+                                let chunks = futures_util::StreamExt::then(
+                                    futures_util::stream::iter(0..33),
+                                    |i| async move {
+                                        if i == 32 {
+                                            std::future::pending::<()>().await;
+                                        }
+                                        Ok::<_, Infallible>(Frame::data(Bytes::from(vec![
+                                            b'h';
+                                            65536
+                                        ])))
+                                    },
+                                );
+                                let mut r = Response::new(StreamBody::new(chunks).boxed());
+                                r.headers_mut().insert(
+                                    "content-length",
+                                    (64u64 << 20).to_string().parse().unwrap(),
+                                );
+                                drop(guard);
+                                return Ok(r);
                             }
                             "/flood" => {
                                 let cancel = Cancel(seen.clone(), false);
@@ -1109,5 +1131,38 @@ async fn a_client_that_stops_reading_is_cut_and_frees_its_slot() {
     assert!(
         cut.is_ok(),
         "the connection is still open after its answers stalled"
+    );
+}
+
+/// A large sized answer (an embeddings batch can be tens of MB) is passed on as it comes, like
+/// a stream, not read whole into memory first: an upstream announcing 64 MiB has its first
+/// megabytes at the client at once, and vitals' memory never holds the whole answer.
+#[tokio::test]
+async fn a_large_sized_answer_is_passed_on_as_it_comes() {
+    let (up, _) = upstream().await;
+    let (url, _gate) = serve_gate(options(&up, 4, 4, Duration::from_secs(1))).await;
+    let started = std::time::Instant::now();
+    let mut r = tokio::time::timeout(
+        Duration::from_secs(2),
+        client().get(format!("{url}/huge")).send(),
+    )
+    .await
+    .expect("the head arrives before the whole answer")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(64 << 20));
+    let mut got = 0usize;
+    while got < 2 << 20 {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), r.chunk())
+            .await
+            .expect("the first 2 MiB arrive as the upstream sends them")
+            .unwrap()
+            .unwrap();
+        got += chunk.len();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
     );
 }
