@@ -90,6 +90,8 @@ enum Got {
     Failed(upstream::SendError),
     Timeout,
     Truncated,
+    /// A 429 or 503 whose body ran past SHORT_ANSWER.
+    TooLong(StatusCode),
 }
 
 /// The gate could not be built (its upstream's client).
@@ -459,10 +461,16 @@ impl Gate {
         if !answer.status.is_success() {
             return Err(format!("GET {url} answered {}", answer.status));
         }
-        let body = tokio::time::timeout(self.inner.options.request_timeout, answer.bytes())
-            .await
-            .map_err(|_| format!("GET {url} did not finish its answer"))?
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let body = tokio::time::timeout(
+            self.inner.options.request_timeout,
+            answer.bytes_within(SHORT_ANSWER),
+        )
+        .await
+        .map_err(|_| format!("GET {url} did not finish its answer"))?
+        .map_err(|e| match e {
+            upstream::Unread::TooLong => format!("GET {url} answered more than 64 KiB"),
+            upstream::Unread::Cut => format!("GET {url}: the answer was cut short"),
+        })?;
         let json: serde_json::Value =
             serde_json::from_slice(&body).map_err(|_| format!("GET {url} did not answer JSON"))?;
         match json.get("total_slots").and_then(serde_json::Value::as_u64) {
@@ -653,7 +661,7 @@ impl Gate {
                     let status = r.status;
                     let head = r.headers.clone();
                     // These answers are short: read them to see whether they are transient.
-                    match within(timers, || deadline, r.bytes()).await {
+                    match within(timers, || deadline, r.bytes_within(SHORT_ANSWER)).await {
                         Ok(Ok(bytes)) => {
                             let transient = (status == StatusCode::TOO_MANY_REQUESTS
                                 && after.is_some())
@@ -664,6 +672,7 @@ impl Gate {
                                 transient.then(|| after.unwrap_or(Duration::ZERO)),
                             )
                         }
+                        Ok(Err(upstream::Unread::TooLong)) => (Got::TooLong(status), None),
                         _ => (Got::Truncated, None),
                     }
                 }
@@ -727,6 +736,13 @@ impl Gate {
                 );
             }
             Got::Truncated => return self.truncated(trial),
+            Got::TooLong(status) => {
+                let reason = format!(
+                    "the upstream's {} answer ran past 64 KiB: not a transient answer",
+                    status.as_u16()
+                );
+                return self.garbage(trial, &reason);
+            }
         };
         let answered = Instant::now();
         let ttfb = answered.saturating_duration_since(sent);
@@ -748,16 +764,9 @@ impl Gate {
             v.len() >= 9 && v[..9].eq_ignore_ascii_case(b"text/html")
         });
         if html {
-            let reason = "the upstream answered an HTML page, not an API answer (a proxy or error page in the way?)";
-            self.record(trial, Err(reason));
-            return self.counted(
-                Outcome::UpstreamError,
-                error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "upstream_garbage",
-                    reason,
-                ),
+            return self.garbage(
+                trial,
+                "the upstream answered an HTML page, not an API answer (a proxy or error page in the way?)",
             );
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
@@ -834,6 +843,20 @@ impl Gate {
             Outcome::Ok
         };
         self.counted(outcome, response)
+    }
+
+    /// 502 for an answer that is not an API answer, with `reason`; a fault for the breaker.
+    fn garbage(&self, trial: bool, reason: &str) -> Response<Body> {
+        self.record(trial, Err(reason));
+        self.counted(
+            Outcome::UpstreamError,
+            error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_garbage",
+                reason,
+            ),
+        )
     }
 
     fn truncated(&self, trial: bool) -> Response<Body> {
@@ -960,6 +983,10 @@ async fn within<F: std::future::Future>(
 /// A deadline passed.
 #[derive(Debug)]
 struct TimedOut;
+
+/// The most read of an answer only looked at (a 429 or 503 to see whether it is transient,
+/// llama.cpp's `/props`): 64 KiB.
+const SHORT_ANSWER: usize = 64 << 10;
 
 /// The largest sized answer read whole before it is passed on (to turn a truncation into a
 /// 502). Larger ones (an embeddings batch can be tens of MB) pass through as they come, so

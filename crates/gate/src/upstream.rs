@@ -60,6 +60,26 @@ impl Answer {
     pub async fn bytes(self) -> Result<Bytes, std::io::Error> {
         Ok(self.body.collect().await?.to_bytes())
     }
+
+    /// The whole body if it ends within `limit` bytes; `Unread::TooLong` as soon as it runs
+    /// past them (the rest is never read), `Unread::Cut` when the upstream cut it short.
+    pub async fn bytes_within(self, limit: usize) -> Result<Bytes, Unread> {
+        match http_body_util::Limited::new(self.body, limit)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Unread::TooLong),
+            Err(_) => Err(Unread::Cut),
+        }
+    }
+}
+
+/// Why an answer was not read whole.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unread {
+    TooLong,
+    Cut,
 }
 
 impl Client {

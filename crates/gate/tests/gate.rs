@@ -99,6 +99,7 @@ fn query(req: &Request<hyper::body::Incoming>, key: &str) -> u64 {
 /// events; `/forever` streams one event and then nothing, until its client goes away;
 /// `/flood` streams 64 KiB chunks as fast as they are taken, until its client goes away;
 /// `/huge` announces 64 MiB, sends 2 MiB and then nothing;
+/// `/endless503` answers 503 with a body that never ends;
 /// `/hang` never answers; anything else echoes the request body.
 async fn upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -227,6 +228,15 @@ async fn upstream() -> (String, Arc<Seen>) {
                                     "content-length",
                                     (64u64 << 20).to_string().parse().unwrap(),
                                 );
+                                drop(guard);
+                                return Ok(r);
+                            }
+                            "/endless503" => {
+                                let chunks = futures_util::stream::repeat_with(|| {
+                                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'e'; 16384])))
+                                });
+                                let mut r = Response::new(StreamBody::new(chunks).boxed());
+                                *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
                                 drop(guard);
                                 return Ok(r);
                             }
@@ -1165,4 +1175,35 @@ async fn a_large_sized_answer_is_passed_on_as_it_comes() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A 503 or 429 is read to see whether it is transient (a model loading); one whose body runs
+/// past 64 KiB is not read on (an endless body would hold the request until request_timeout
+/// and fill vitals' memory): 502 upstream_garbage at once, with the reason.
+#[tokio::test]
+async fn a_transient_looking_answer_with_an_endless_body_is_not_read_whole() {
+    let (up, _) = upstream().await;
+    let (url, gate) = serve_gate(options(&up, 4, 4, Duration::from_secs(1))).await;
+    let started = std::time::Instant::now();
+    let r = client()
+        .get(format!("{url}/endless503"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_garbage", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 KiB"),
+        "{body}"
+    );
+    assert_eq!(gate.admission().in_flight(), 0);
 }
