@@ -8,7 +8,8 @@
 //! - Answers stream through as the upstream sends them (server-sent events included): nothing is
 //!   buffered, and a slot is held until the answer ends. A client that goes away cancels the
 //!   upstream request and frees its slot.
-//! - `request_timeout` bounds the wait for the upstream's answer to begin.
+//! - `request_timeout` bounds the wait for the upstream's answer to begin, and any silence of
+//!   the upstream in the middle of a streamed answer.
 //! - A circuit breaker ([`breaker`]) opens after consecutive upstream faults and fails fast
 //!   while open; its state is published ([`Gate::circuit`]) for readiness.
 //! - A client has `header_read_timeout` to send each request's headers and body, and may not
@@ -792,6 +793,9 @@ impl Gate {
             body: upstream.body,
             _slot: slot,
             progress: self.inner.progress.clone(),
+            silence: options.request_timeout,
+            timers: timers.cloned(),
+            silent_until: None,
         });
         self.pass_on(trial, status, headers, body, false, answered)
     }

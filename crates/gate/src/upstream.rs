@@ -19,6 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use crate::deadlines::{Deadline, Deadlines};
 use crate::{Body, Slot};
 
 #[derive(Debug, Clone)]
@@ -458,13 +459,21 @@ impl http_body::Body for Returning {
 }
 
 /// A streamed answer that holds its request's slot until the last byte, or until the client
-/// goes away and hyper drops it (which drops the upstream's body, cancelling the request).
+/// goes away and hyper drops it (which drops the upstream's body, cancelling the request). An
+/// upstream that sends nothing for `silence` ends it with an error: the client's stream ends
+/// short, and the slot is freed.
 pub(crate) struct Held {
     pub body: Body,
     /// Released when the body is dropped.
     pub _slot: Slot,
     /// Marked as each piece arrives.
     pub progress: std::sync::Arc<crate::Progress>,
+    /// The longest the upstream may stay silent mid-answer (`request_timeout`).
+    pub silence: Duration,
+    /// The client connection's deadlines (`None`: a tokio timer).
+    pub timers: Option<Arc<Deadlines>>,
+    /// Set while the upstream is silent.
+    pub silent_until: Option<Deadline<Arc<Deadlines>>>,
 }
 
 impl http_body::Body for Held {
@@ -476,8 +485,33 @@ impl http_body::Body for Held {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
-            self.progress.mark();
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                self.progress.mark();
+                self.silent_until = None;
+            }
+            Poll::Pending => {
+                let this = &mut *self;
+                let (timers, silence) = (&this.timers, this.silence);
+                let deadline = this.silent_until.get_or_insert_with(|| {
+                    let at = Instant::now() + silence;
+                    match timers {
+                        Some(timers) => timers.until(at),
+                        None => Deadline::timer(at),
+                    }
+                });
+                if Pin::new(deadline).poll(cx).is_ready() {
+                    tracing::warn!(
+                        ?silence,
+                        "gate: the upstream sent nothing for request_timeout in the middle of an answer; cut"
+                    );
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the upstream went silent in the middle of its answer",
+                    ))));
+                }
+            }
+            _ => {}
         }
         polled
     }

@@ -1207,3 +1207,50 @@ async fn a_transient_looking_answer_with_an_endless_body_is_not_read_whole() {
     );
     assert_eq!(gate.admission().in_flight(), 0);
 }
+
+/// An upstream that goes silent in the middle of a streamed answer (a hung model server) is cut
+/// once it has sent nothing for `request_timeout`: the client's stream ends short, the upstream
+/// request is cancelled and the slot freed. Hung streams cannot take every slot for ever.
+#[tokio::test]
+async fn a_stream_silent_for_request_timeout_is_cut_and_frees_its_slot() {
+    let (up, seen) = upstream().await;
+    let (url, gate) = serve_gate(Options {
+        request_timeout: Duration::from_millis(500),
+        ..options(&up, 1, 0, Duration::from_millis(100))
+    })
+    .await;
+    let mut r = client().get(format!("{url}/forever")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: 0\n\n");
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(3), r.chunk())
+        .await
+        .expect("the silent stream is cut");
+    assert!(
+        end.is_err(),
+        "the client sees the stream end short: {end:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gate.admission().in_flight(), 0);
+    assert_eq!(seen.cancelled.load(Ordering::SeqCst), 1);
+    // A stream that keeps sending is not cut, however long it lasts.
+    let mut r = client()
+        .get(format!("{url}/stream?chunks=8&every=200"))
+        .send()
+        .await
+        .unwrap();
+    let mut events = 0;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        events += chunk
+            .split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"data:"))
+            .count();
+    }
+    assert_eq!(events, 8, "1.4 s of events, each within 0.2 s of the last");
+}
