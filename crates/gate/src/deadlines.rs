@@ -198,6 +198,48 @@ impl hyper::rt::Timer for Timer {
     }
 }
 
+/// A wait that may not last longer than `limit` without progress: a deadline set at the first
+/// wait after progress (on the connection's timer, or a tokio timer without one), cleared by
+/// progress.
+#[derive(Debug)]
+pub struct Stall {
+    timers: Option<Arc<Deadlines>>,
+    limit: std::time::Duration,
+    until: Option<Deadline<Arc<Deadlines>>>,
+}
+
+impl Stall {
+    pub fn new(timers: Option<Arc<Deadlines>>, limit: std::time::Duration) -> Stall {
+        Stall {
+            timers,
+            limit,
+            until: None,
+        }
+    }
+
+    pub fn limit(&self) -> std::time::Duration {
+        self.limit
+    }
+
+    /// Progress: the next wait has `limit` again.
+    pub fn progressed(&mut self) {
+        self.until = None;
+    }
+
+    /// A wait: ready once the waiting since the last progress has lasted `limit`.
+    pub fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (timers, limit) = (&self.timers, self.limit);
+        let deadline = self.until.get_or_insert_with(|| {
+            let at = Instant::now() + limit;
+            match timers {
+                Some(timers) => timers.until(at),
+                None => Deadline::timer(at),
+            }
+        });
+        Pin::new(deadline).poll(cx)
+    }
+}
+
 /// A client connection whose writes may not stall longer than `limit`: a client that stops
 /// reading (a streamed answer, or the answers to requests it pipelines) is cut instead of
 /// holding its connection, and a streamed answer's slot, for ever. The deadline is one of the
@@ -205,33 +247,33 @@ impl hyper::rt::Timer for Timer {
 #[derive(Debug)]
 pub struct WriteStall<T> {
     inner: T,
-    deadlines: Arc<Deadlines>,
-    limit: std::time::Duration,
-    stalled: Option<Deadline<Arc<Deadlines>>>,
+    stall: Stall,
 }
 
 impl<T> WriteStall<T> {
     pub fn new(inner: T, deadlines: Arc<Deadlines>, limit: std::time::Duration) -> WriteStall<T> {
         WriteStall {
             inner,
-            deadlines,
-            limit,
-            stalled: None,
+            stall: Stall::new(Some(deadlines), limit),
         }
     }
 
-    /// A write waits: sets the deadline once, and fails once it has passed.
-    fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        let (deadlines, limit) = (&self.deadlines, self.limit);
-        let deadline = self
-            .stalled
-            .get_or_insert_with(|| deadlines.until(Instant::now() + limit));
-        Pin::new(deadline).poll(cx).map(|()| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the client stopped reading its answer",
-            )
-        })
+    /// `polled`, a write's result: progress clears the deadline; a wait fails once it passes.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_pending() {
+            return self.stall.waiting(cx).map(|()| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading its answer",
+                ))
+            });
+        }
+        self.stall.progressed();
+        polled
     }
 }
 
@@ -251,13 +293,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.check(cx).map(Err),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -265,13 +302,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.check(cx).map(Err),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -279,13 +311,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.check(cx).map(Err),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

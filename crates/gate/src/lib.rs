@@ -708,15 +708,11 @@ impl Gate {
                     "the upstream connection failed before an answer"
                 };
                 tracing::warn!(error = %e.detail, "gate: {reason}");
-                self.record(trial, Err(reason));
-                return self.counted(
-                    Outcome::UpstreamError,
-                    error(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        "upstream_unavailable",
-                        reason,
-                    ),
+                return self.upstream_fault(
+                    trial,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    reason,
                 );
             }
             Got::Timeout => {
@@ -725,15 +721,11 @@ impl Gate {
                     "the upstream did not begin its answer within request_timeout ({:?})",
                     options.request_timeout
                 );
-                self.record(trial, Err(&reason));
-                return self.counted(
-                    Outcome::UpstreamError,
-                    error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_error",
-                        "upstream_timeout",
-                        &reason,
-                    ),
+                return self.upstream_fault(
+                    trial,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    &reason,
                 );
             }
             Got::Truncated => return self.truncated(trial),
@@ -793,9 +785,7 @@ impl Gate {
             body: upstream.body,
             _slot: slot,
             progress: self.inner.progress.clone(),
-            silence: options.request_timeout,
-            timers: timers.cloned(),
-            silent_until: None,
+            silence: deadlines::Stall::new(timers.cloned(), options.request_timeout),
         });
         self.pass_on(trial, status, headers, body, false, answered)
     }
@@ -849,31 +839,33 @@ impl Gate {
         self.counted(outcome, response)
     }
 
-    /// 502 for an answer that is not an API answer, with `reason`; a fault for the breaker.
-    fn garbage(&self, trial: bool, reason: &str) -> Response<Body> {
+    /// The gate's own answer for an upstream fault (`status`, error `code`, `reason`): a fault
+    /// for the breaker, counted as `upstream_error`.
+    fn upstream_fault(
+        &self,
+        trial: bool,
+        status: StatusCode,
+        code: &str,
+        reason: &str,
+    ) -> Response<Body> {
         self.record(trial, Err(reason));
         self.counted(
             Outcome::UpstreamError,
-            error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "upstream_garbage",
-                reason,
-            ),
+            error(status, "upstream_error", code, reason),
         )
     }
 
+    /// 502 for an answer that is not an API answer, with `reason`.
+    fn garbage(&self, trial: bool, reason: &str) -> Response<Body> {
+        self.upstream_fault(trial, StatusCode::BAD_GATEWAY, "upstream_garbage", reason)
+    }
+
     fn truncated(&self, trial: bool) -> Response<Body> {
-        let reason = "the upstream cut its answer short";
-        self.record(trial, Err(reason));
-        self.counted(
-            Outcome::UpstreamError,
-            error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                "upstream_truncated",
-                reason,
-            ),
+        self.upstream_fault(
+            trial,
+            StatusCode::BAD_GATEWAY,
+            "upstream_truncated",
+            "the upstream cut its answer short",
         )
     }
 

@@ -19,7 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::deadlines::{Deadline, Deadlines};
+use crate::deadlines::Stall;
 use crate::{Body, Slot};
 
 #[derive(Debug, Clone)]
@@ -469,11 +469,7 @@ pub(crate) struct Held {
     /// Marked as each piece arrives.
     pub progress: std::sync::Arc<crate::Progress>,
     /// The longest the upstream may stay silent mid-answer (`request_timeout`).
-    pub silence: Duration,
-    /// The client connection's deadlines (`None`: a tokio timer).
-    pub timers: Option<Arc<Deadlines>>,
-    /// Set while the upstream is silent.
-    pub silent_until: Option<Deadline<Arc<Deadlines>>>,
+    pub silence: Stall,
 }
 
 impl http_body::Body for Held {
@@ -488,28 +484,17 @@ impl http_body::Body for Held {
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
                 self.progress.mark();
-                self.silent_until = None;
+                self.silence.progressed();
             }
-            Poll::Pending => {
-                let this = &mut *self;
-                let (timers, silence) = (&this.timers, this.silence);
-                let deadline = this.silent_until.get_or_insert_with(|| {
-                    let at = Instant::now() + silence;
-                    match timers {
-                        Some(timers) => timers.until(at),
-                        None => Deadline::timer(at),
-                    }
-                });
-                if Pin::new(deadline).poll(cx).is_ready() {
-                    tracing::warn!(
-                        ?silence,
-                        "gate: the upstream sent nothing for request_timeout in the middle of an answer; cut"
-                    );
-                    return Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the upstream went silent in the middle of its answer",
-                    ))));
-                }
+            Poll::Pending if self.silence.waiting(cx).is_ready() => {
+                tracing::warn!(
+                    silence = ?self.silence.limit(),
+                    "gate: the upstream sent nothing for request_timeout in the middle of an answer; cut"
+                );
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the upstream went silent in the middle of its answer",
+                ))));
             }
             _ => {}
         }

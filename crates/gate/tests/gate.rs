@@ -1069,6 +1069,14 @@ async fn headers_must_arrive_within_header_read_timeout_of_each_request() {
     }
 }
 
+/// A connection to `addr` with a 4 KiB receive buffer: what it does not read soon stalls the
+/// writer.
+async fn small_reader(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// A client that stops reading a streamed answer is cut once the gate's writes to it have
 /// stalled for `header_read_timeout`: the upstream request is cancelled and the slot freed, so
 /// clients that never read cannot hold the gate's slots (or its connections) for ever. The
@@ -1083,9 +1091,7 @@ async fn a_client_that_stops_reading_is_cut_and_frees_its_slot() {
     })
     .await;
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut s = socket.connect(addr).await.unwrap();
+    let mut s = small_reader(addr).await;
     s.write_all(b"GET /flood HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
@@ -1112,9 +1118,7 @@ async fn a_client_that_stops_reading_is_cut_and_frees_its_slot() {
     assert_eq!(r.status(), 200, "the freed slot serves the next request");
 
     // Pipelined requests whose answers are never read: the connection is cut.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut s = socket.connect(addr).await.unwrap();
+    let mut s = small_reader(addr).await;
     let body = vec![b'y'; 60_000];
     let mut many = Vec::new();
     for _ in 0..40 {
