@@ -50,7 +50,12 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// The answer's length when it is known: hyper's own reading of `Content-Length` (no header
+    /// parsed twice), or else the header (an answer through reqwest).
     pub fn content_length(&self) -> Option<u64> {
+        if let Some(n) = http_body::Body::size_hint(&self.body).exact() {
+            return Some(n);
+        }
         self.headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -208,13 +213,6 @@ impl Conn {
             .poll_without_shutdown(cx)
             .is_pending()
     }
-
-    /// Whether an idle connection is still open: what arrived on it meanwhile (the upstream's
-    /// close) is read now.
-    fn is_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.drive(&mut cx) && !self.sender.is_closed()
-    }
 }
 
 /// Drives `conn` and polls `target`, which only driving the connection completes (its answer,
@@ -284,11 +282,17 @@ impl Plain {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle connection to `port` that is still open, `now`.
+    /// The most recently used idle connection to `port`, `now`. Whether the upstream closed it
+    /// meanwhile is not asked here: the request's first drive of it reads that close, and the
+    /// request comes back unsent (`send` then takes the next one). Asking first would drive
+    /// every connection twice a request.
     fn checkout(&self, port: u16, now: Instant) -> Option<Box<Conn>> {
         loop {
-            let mut i = self.idle().pop()?;
-            if i.port == port && now.duration_since(i.since) < IDLE_FOR && i.conn.is_open() {
+            let i = self.idle().pop()?;
+            if i.port == port
+                && now.duration_since(i.since) < IDLE_FOR
+                && !i.conn.sender.is_closed()
+            {
                 return Some(i.conn);
             }
         }
