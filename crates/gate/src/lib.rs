@@ -928,7 +928,11 @@ impl Gate {
                         async move { Ok::<_, Infallible>(here.0.respond(req, Some(&here.1)).await) }
                     })
                 };
+                // One buffer and send(2) per write, not writev(2) of a head and a body: on
+                // loopback writev measured 200-400 ns more a call (kernel iovec import and its
+                // checks), and the gate writes twice a request (BENCHMARKS.md).
                 let conn = http1::Builder::new()
+                    .writev(false)
                     .timer(timer)
                     .header_read_timeout(header_read_timeout)
                     .serve_connection(

@@ -326,7 +326,10 @@ impl Plain {
         .map_err(|_| failed(format!("connecting to {}:{port} timed out", self.host)))?
         .map_err(|e| failed(format!("connecting to {}:{port}: {e}", self.host)))?;
         let _ = stream.set_nodelay(true);
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, driver) = hyper::client::conn::http1::Builder::new()
+            // send(2) of one buffer rather than writev(2), as on the client side (`Gate::serve`).
+            .writev(false)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(e.to_string()))?;
         Ok(Box::new(Conn { sender, driver }))
