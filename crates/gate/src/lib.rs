@@ -610,6 +610,8 @@ impl Gate {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let port = self.port();
+        // A HEAD answer's Content-Length is the size of the GET's: passed on as it is.
+        let for_head = parts.method == Method::HEAD;
         let mut headers = parts.headers;
         strip(&mut headers);
         // The slot's wait is measured: no clock to read.
@@ -698,7 +700,8 @@ impl Gate {
             Got::Answer(r) => r,
             Got::Read(status, mut head, bytes) => {
                 strip(&mut head);
-                return self.finish_read(trial, status, head, bytes, slot, Instant::now());
+                let now = Instant::now();
+                return self.finish_read(trial, status, head, bytes, slot, for_head, now);
             }
             Got::Failed(e) => {
                 self.adapt(None, in_flight_at_send);
@@ -774,7 +777,9 @@ impl Gate {
             )
             .await;
             return match read {
-                Ok(Ok(bytes)) => self.finish_read(trial, status, headers, bytes, slot, answered),
+                Ok(Ok(bytes)) => {
+                    self.finish_read(trial, status, headers, bytes, slot, for_head, answered)
+                }
                 Ok(Err(_)) | Err(_) => self.truncated(trial),
             };
         }
@@ -787,11 +792,13 @@ impl Gate {
             progress: self.inner.progress.clone(),
             silence: deadlines::Stall::new(timers.cloned(), options.request_timeout),
         });
-        self.pass_on(trial, status, headers, body, false, answered)
+        self.pass_on(trial, status, headers, body, false, for_head, answered)
     }
 
     /// An answer read whole (its headers stripped), `now` being when it was read: its status
-    /// decides the breaker, and it goes to the client as is.
+    /// decides the breaker, and it goes to the client as is (`for_head`: to a HEAD request).
+    // The request's facts (a trial, a HEAD) beside the answer's.
+    #[allow(clippy::too_many_arguments)]
     fn finish_read(
         &self,
         trial: bool,
@@ -799,16 +806,19 @@ impl Gate {
         headers: HeaderMap,
         bytes: Bytes,
         slot: Slot,
+        for_head: bool,
         now: Instant,
     ) -> Response<Body> {
         slot.release_at(now);
         let loading = status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes);
         let body = BoxBody::new(Full::new(bytes).map_err(|never| match never {}));
-        self.pass_on(trial, status, headers, body, loading, now)
+        self.pass_on(trial, status, headers, body, loading, for_head, now)
     }
 
     /// Passes the upstream's answer on: a 5xx is a fault for the breaker (unless the model is
     /// only loading, which is the upstream coming up) and counts as `upstream_error`.
+    // The request's facts (a trial, a HEAD) beside the answer's.
+    #[allow(clippy::too_many_arguments)]
     fn pass_on(
         &self,
         trial: bool,
@@ -816,6 +826,7 @@ impl Gate {
         mut headers: HeaderMap,
         body: Body,
         loading: bool,
+        for_head: bool,
         now: Instant,
     ) -> Response<Body> {
         // An answer, even a 5xx, is the upstream making progress.
@@ -826,8 +837,11 @@ impl Gate {
         } else {
             self.record(trial, Ok(()));
         }
-        // hyper frames the answer itself: the upstream's length may not hold for it.
-        headers.remove(header::CONTENT_LENGTH);
+        // hyper frames the answer itself: the upstream's length may not hold for it (one sent
+        // chunked as well). A HEAD answer has no body to frame, and its length is the GET's.
+        if !for_head {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = headers;

@@ -1258,3 +1258,44 @@ async fn a_stream_silent_for_request_timeout_is_cut_and_frees_its_slot() {
     }
     assert_eq!(events, 8, "1.4 s of events, each within 0.2 s of the last");
 }
+
+/// A HEAD answer keeps the upstream's `Content-Length` (the size a GET would have), and the GET
+/// beside it its body and length.
+#[tokio::test]
+async fn a_head_answer_keeps_the_upstreams_content_length() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let (gate_url, _gate) =
+        start_gate(&format!("http://{addr}"), 4, 4, Duration::from_secs(5)).await;
+    let c = client();
+    let head = c
+        .head(format!("{gate_url}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap()),
+        Some("5"),
+        "{:?}",
+        head.headers()
+    );
+    let get = c.get(format!("{gate_url}/v1/models")).send().await.unwrap();
+    assert_eq!(get.headers()["content-length"], "5");
+    assert_eq!(get.text().await.unwrap(), "hello");
+}
