@@ -370,7 +370,11 @@ impl Played {
             volumes,
             pods: Vec::new(),
         };
-        let out = podman(&["kube", "play", &path]);
+        // Created first, started after: podman writes each ConfigMap's files again (truncating
+        // them) for every replica it creates, so a replica started while the next one is being
+        // created can read an empty health.toml. Kubernetes swaps a ConfigMap volume's files
+        // atomically; starting only once every replica exists keeps that guarantee here.
+        let out = podman(&["kube", "play", "--start=false", &path]);
         assert!(
             out.status.success(),
             "podman kube play: {}\n{text}",
@@ -393,6 +397,7 @@ impl Played {
                 (0..count).map(|i| format!("{base}-pod-{i}")).collect()
             };
             for name in names {
+                podman_ok(&["pod", "start", &name]);
                 let infra =
                     podman_ok(&["pod", "inspect", &name, "--format", "{{.InfraContainerID}}"]);
                 let ip = podman_ok(&[
