@@ -261,6 +261,35 @@ fn a_file_and_vitals_config_toml_together_are_refused() {
     );
 }
 
+/// `VITALS_CONFIG_TOML` set but empty is a configuration that never arrived (an unfilled
+/// parameter, a typo in the task definition), as an empty file is: refused, not served as the
+/// defaults. Unset is how to serve without one.
+#[test]
+fn an_empty_vitals_config_toml_is_refused_not_served_as_defaults() {
+    let out = Command::new(bin())
+        .args(["validate", "--config", "/dev/null"])
+        .env_remove("VITALS_CONFIG_TOML")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "an empty file, for comparison");
+    for value in ["", " \n"] {
+        // Under `timeout`: serving the defaults would run until stopped (exit 124 here).
+        let out = Command::new("timeout")
+            .arg("10")
+            .arg(bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("VITALS_CONFIG_TOML", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{value:?}: {stderr}");
+        assert!(
+            stderr.contains("VITALS_CONFIG_TOML is empty") && stderr.contains("unset it"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_vitals_config_toml_names_its_source_and_key() {
     let out = Command::new(bin())
@@ -344,6 +373,37 @@ fn a_config_file_written_just_after_start_is_the_one_used() {
         .output()
         .unwrap();
     writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("db"), "{stdout}");
+}
+
+/// The file is read once: what is checked for content is what is parsed and run. A pipe (a
+/// generated configuration, `--config <(…)` or `--config /dev/stdin`) can only be read once,
+/// and a ConfigMap being rewritten can change between two reads; a second read served the
+/// defaults as if they were the configuration.
+#[test]
+fn the_config_file_is_read_once_so_a_pipe_is_not_served_as_defaults() {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(["validate", "--config", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[[dependencies]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

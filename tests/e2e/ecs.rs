@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use mockito::Matcher;
 use vitals_test_util::MotoServer;
 
-use crate::bin;
+use crate::{bin, DEFAULTS};
 
 const TARGET: &str = "x-amz-target";
 fn op(name: &str) -> String {
@@ -380,7 +380,7 @@ async fn apply_makes_exactly_the_calls_it_needs() {
         .await;
     let out = apply_against(
         aws.url(),
-        "",
+        DEFAULTS,
         "agent",
         "vitals",
         &["--update-service", "prod/agent"],
@@ -427,7 +427,7 @@ async fn aws_errors_say_what_to_do() {
         let mut aws = mockito::Server::new_async().await;
         let body = serde_json::json!({"__type": code, "message": message}).to_string();
         let _m = ecs_mock(&mut aws, None, 400, &body, None).await;
-        let out = apply_against(aws.url(), "", "agent:9", "vitals", &[]).await;
+        let out = apply_against(aws.url(), DEFAULTS, "agent:9", "vitals", &[]).await;
         assert_eq!(out.status.code(), Some(1), "{code}");
         assert!(
             text(&out.stderr).contains(want),
@@ -448,7 +448,7 @@ async fn an_unknown_container_names_the_ones_there() {
         None,
     )
     .await;
-    let out = apply_against(aws.url(), "", "agent", "sidecar", &[]).await;
+    let out = apply_against(aws.url(), DEFAULTS, "agent", "sidecar", &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -468,7 +468,7 @@ async fn throttling_is_retried_with_backoff_then_explained() {
         Some(5),
     )
     .await;
-    let out = apply_against(aws.url(), "", "agent", "vitals", &[]).await;
+    let out = apply_against(aws.url(), DEFAULTS, "agent", "vitals", &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -481,7 +481,7 @@ async fn throttling_is_retried_with_backoff_then_explained() {
 #[test]
 fn no_credentials_says_where_they_come_from() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "");
+    let cfg = write_config(dir.path(), DEFAULTS);
     let out = vitals_ecs(
         &[("AWS_REGION", "us-east-1".into())],
         &[

@@ -26,6 +26,10 @@ mod supervisor;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A configuration that sets only what the defaults already are, for commands that need a
+/// file (an empty one is refused).
+pub const DEFAULTS: &str = "[startup]\ntimeout = \"2m\"\n";
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vitals"))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use vitals_test_util::{HangingTcp, StubServer};
 
-use crate::bin;
+use crate::{bin, DEFAULTS};
 
 fn vitals(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
@@ -59,7 +59,7 @@ fn render_one_platform_prints_it() {
 #[test]
 fn render_all_writes_each_platform_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "");
+    let cfg = config(dir.path(), DEFAULTS);
     let out_dir = dir.path().join("out");
     let out = render_to("all", &cfg, &out_dir);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -103,10 +103,24 @@ fn a_refused_setting_exits_64_names_key_and_fix_and_writes_nothing() {
     assert!(!out_dir.exists(), "a refused render must not leave files");
 }
 
+/// An empty file renders nothing: the platform would deliver it to `serve`, which refuses an
+/// empty `--config` file, and every replica would crash-loop.
+#[test]
+fn an_empty_config_file_is_refused_before_anything_is_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "\n  \n");
+    let out_dir = dir.path().join("out");
+    let out = render_to("kubernetes", &cfg, &out_dir);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("is empty"), "{err}");
+    assert!(!out_dir.exists(), "a refused render must not leave files");
+}
+
 #[test]
 fn render_all_without_out_says_what_to_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "");
+    let cfg = config(dir.path(), DEFAULTS);
     let out = vitals(&["render", "all", "--config", &cfg]);
     assert_eq!(out.status.code(), Some(64));
     assert!(text(&out.stderr).contains("pass --out DIR"));
@@ -239,7 +253,7 @@ fn a_hostile_job_stays_a_label_value_and_the_rules_keep_their_thresholds() {
 #[test]
 fn names_and_label_names_that_could_escape_their_place_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "");
+    let cfg = config(dir.path(), DEFAULTS);
     let out_dir = dir.path().join("out");
     for (flag, value, says) in [
         ("--name", "../../x", "is not a name every platform takes"),
@@ -290,7 +304,7 @@ fn probes_no_platform_can_reach_and_colliding_ports_are_refused() {
     assert!(out.stdout.is_empty());
 
     let dir = tempfile::tempdir().unwrap();
-    let plain = config(dir.path(), "");
+    let plain = config(dir.path(), DEFAULTS);
     let out = vitals(&["render", "ecs", "--config", &plain, "--agent-port", "8080"]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(
@@ -366,7 +380,7 @@ fn one_platforms_refusal_blocks_only_a_render_that_names_it() {
 #[test]
 fn a_write_error_midway_leaves_nothing_half_written() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "");
+    let cfg = config(dir.path(), DEFAULTS);
     let mnt = dir.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     // A 32 KiB tmpfs in a mount namespace of its own holds a few of the render's files, not all.

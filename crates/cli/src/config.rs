@@ -48,6 +48,12 @@ impl Source {
             (Some(file), None) => Ok(Source::File(file)),
             (None, Some(text)) => {
                 match text.into_string() {
+                    Ok(text) if is_blank(text.as_bytes()) => {
+                        eprintln!(
+                            "error: {CONFIG_TOML_ENV} is empty (a parameter not filled in?); set it to the text of health.toml, or unset it to serve without a configuration"
+                        );
+                        Err(ExitCode::from(EXIT_CONFIG))
+                    }
                     Ok(text) => Ok(Source::Text(text)),
                     Err(_) => {
                         eprintln!("error: {CONFIG_TOML_ENV} is not UTF-8; set it to the text of health.toml");
@@ -69,13 +75,12 @@ impl Source {
     }
 }
 
-/// The source, then, with `overrides`, the `VITALS_*` variables.
-pub fn figment(source: &Source, overrides: bool) -> Figment {
+/// The configuration's text (none: the defaults), then, with `overrides`, the `VITALS_*`
+/// variables.
+fn figment(text: Option<&str>, overrides: bool) -> Figment {
     let mut f = Figment::new();
-    match source {
-        Source::Nothing => {}
-        Source::File(path) => f = f.merge(Toml::file_exact(path)),
-        Source::Text(text) => f = f.merge(Toml::string(text)),
+    if let Some(text) = text {
+        f = f.merge(Toml::string(text));
     }
     if overrides {
         f = f.merge(env_overrides());
@@ -130,10 +135,17 @@ pub fn load_for_render(path: &Path) -> Result<(Config, String, Vec<String>), Exi
         );
         ExitCode::from(EXIT_CONFIG)
     })?;
+    if is_blank(text.as_bytes()) {
+        eprintln!(
+            "error: {} is empty; put the configuration in it: the rendered files deliver it to \
+             `vitals serve`, which refuses an empty --config file",
+            path.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
     let secrets = std::cell::RefCell::new(Vec::<String>::new());
-    let source = Source::Text(text.clone());
     // The text read once is what is validated and what the files deliver; errors name the file.
-    let config = vitals_core::config::load(&figment(&source, false), &|var| {
+    let config = vitals_core::config::load(&figment(Some(&text), false), &|var| {
         let mut seen = secrets.borrow_mut();
         if !seen.iter().any(|s| s == var) {
             seen.push(var.to_owned());
@@ -156,48 +168,65 @@ fn load_with(
     overrides: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ExitCode> {
-    if let Source::File(path) = source {
-        if let Err(e) = std::fs::metadata(path) {
-            eprintln!(
-                "error: cannot read {}: {e}; pass an existing file to --config",
-                path.display()
-            );
-            return Err(ExitCode::from(EXIT_CONFIG));
+    // A file is read once, and that text is what is checked, parsed and run: a second read
+    // could see another text (a ConfigMap being rewritten) or none at all (a pipe).
+    let file_text;
+    let text = match source {
+        Source::Nothing => None,
+        Source::File(path) => {
+            file_text = read_with_content(path)?;
+            Some(file_text.as_str())
         }
-        wait_for_content(path)?;
-    }
-    vitals_core::config::load(&figment(source, overrides), env)
+        Source::Text(text) => Some(text.as_str()),
+    };
+    vitals_core::config::load(&figment(text, overrides), env)
         .map_err(|errors| report(source, &errors))
+}
+
+/// Nothing but whitespace: no configuration, whatever delivered it.
+fn is_blank(text: &[u8]) -> bool {
+    text.iter().all(u8::is_ascii_whitespace)
 }
 
 /// How long an empty `--config` file is given to be written.
 const EMPTY_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A file passed to `--config` that is empty is a volume not written yet (seen with a ConfigMap
-/// shared by several pods) or a mount of the wrong thing, never a configuration: serving the
-/// defaults would hide that the configuration never arrived. It is read again for a moment,
-/// then refused. (No `--config` at all is how to serve without a configuration.)
+/// The text of the file passed to `--config`. An empty file is a volume not written yet (seen
+/// with a ConfigMap shared by several pods) or a mount of the wrong thing, never a
+/// configuration: serving the defaults would hide that the configuration never arrived. It is
+/// read again for a moment, then refused. (No `--config` at all is how to serve without a
+/// configuration.)
 // Before any runtime exists: the wall clock, not tokio's.
 #[allow(clippy::disallowed_methods)]
-fn wait_for_content(path: &Path) -> Result<(), ExitCode> {
+fn read_with_content(path: &Path) -> Result<String, ExitCode> {
     let deadline = std::time::Instant::now() + EMPTY_FILE_WAIT;
     loop {
-        match std::fs::read(path) {
-            Ok(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => return Ok(()),
-            Ok(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Ok(_) => {
+        let bytes = std::fs::read(path).map_err(|e| {
+            eprintln!(
+                "error: cannot read {}: {e}; pass an existing, readable file to --config",
+                path.display()
+            );
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+        if !is_blank(&bytes) {
+            return String::from_utf8(bytes).map_err(|e| {
                 eprintln!(
-                    "error: {} is empty (a volume not written yet, or the wrong file mounted?); \
-                     put the configuration in it, or leave --config out to serve without one",
-                    path.display()
+                    "error: {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
                 );
-                return Err(ExitCode::from(EXIT_CONFIG));
-            }
-            // Unreadable: the loader's own error says why.
-            Err(_) => return Ok(()),
+                ExitCode::from(EXIT_CONFIG)
+            });
         }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "error: {} is empty (a volume not written yet, or the wrong file mounted?); \
+                 put the configuration in it, or leave --config out to serve without one",
+                path.display()
+            );
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
