@@ -325,6 +325,60 @@ impl Drop for MotoServer {
     }
 }
 
+/// Makes, in `d`, a CA made on the spot (`ca.crt`) and a certificate it signed for 127.0.0.1
+/// and localhost (`server.crt`, `server.key`), with openssl.
+fn make_test_ca(d: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}; install it with {SETUP}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        d.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write leaf.ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=vitals test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-subj", "/CN=localhost"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "server.crt",
+    ]);
+}
+
 /// A Redis of the test's own that speaks TLS only (`rediss://`), with a certificate from a CA
 /// made on the spot, and a password. Stopped when dropped.
 #[derive(Debug)]
@@ -345,55 +399,7 @@ impl TlsRedis {
     pub fn start() -> TlsRedis {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .unwrap_or_else(|e| panic!("openssl: {e}; install it with {SETUP}"));
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        std::fs::write(
-            d.join("leaf.ext"),
-            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )
-        .expect("write leaf.ext");
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=vitals test CA"];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-        openssl(&ca);
-        let mut csr = vec!["req", "-subj", "/CN=localhost"];
-        csr.extend(ec);
-        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(&csr);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "server.crt",
-        ]);
+        make_test_ca(d);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -440,6 +446,89 @@ impl TlsRedis {
 }
 
 impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS server of the test's own (Python's `http.server` behind `ssl`), with a certificate
+/// from a CA made on the spot: the stand-in for a model server or an API behind a private CA.
+/// Every `GET` answers 200 with `{"path": …, "data": [{"id": "test-model"}]}` (a model list,
+/// as `/v1/models` gives); every `POST` answers 200 with
+/// `{"path": …, "body": …}` (the request body, echoed). Stopped when dropped.
+#[derive(Debug)]
+pub struct TlsHttp {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The PEM file of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+const TLS_HTTP_PY: &str = r#"
+import http.server, json, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.answer({"path": self.path, "object": "list", "data": [{"id": "test-model"}]})
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.answer({"path": self.path, "body": self.rfile.read(n).decode()})
+    def log_message(self, *args):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.crt", "server.key")
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+impl TlsHttp {
+    pub fn start() -> TlsHttp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        make_test_ca(d);
+        let mut child = Command::new("python3")
+            .args(["-c", TLS_HTTP_PY])
+            .current_dir(d)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3: {e}; install it with {SETUP}"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("read the port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the HTTPS server printed {line:?}, not its port"));
+        TlsHttp {
+            addr: format!("127.0.0.1:{port}"),
+            ca_file: d.join("ca.crt"),
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TlsHttp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
