@@ -306,7 +306,7 @@ fn a_bad_vitals_config_toml_names_its_source_and_key() {
 }
 
 /// A `ca_file` that is not there, or holds no certificate, is found by `validate` (and `serve`),
-/// under its key, for the fleet and for a Redis check alike.
+/// under its key, for the fleet, a Redis check, an HTTPS check, an LLM API and the gate alike.
 #[test]
 fn a_ca_file_that_cannot_be_used_is_refused_under_its_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,15 +321,33 @@ fn a_ca_file_that_cannot_be_used_is_refused_under_its_key() {
         name = "cache"
         kind = "redis"
         url = "rediss://cache.internal:6380/0"
-        ca_file = "{}"
+        ca_file = "{pem}"
+        [[dependencies]]
+        name = "search"
+        kind = "http"
+        url = "https://search.internal/health"
+        ca_file = "{pem}"
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "https://vllm.internal/v1"
+        ca_file = "/nonexistent/llm-ca.pem"
+        [gate]
+        listen = "127.0.0.1:0"
+        upstream = "https://vllm.internal"
+        max_concurrent = 2
+        ca_file = "{pem}"
         "#,
-        not_pem.display()
+        pem = not_pem.display()
     );
     let (code, _, stderr) = validate(&toml, &[]);
     assert_eq!(code, Some(64), "{stderr}");
     for want in [
         "fleet.ca_file: cannot read /nonexistent/fleet-ca.pem",
         "dependencies[0].ca_file: ",
+        "dependencies[1].ca_file: ",
+        "dependencies[2].ca_file: cannot read /nonexistent/llm-ca.pem",
+        "gate.ca_file: ",
         "holds no PEM certificate",
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");

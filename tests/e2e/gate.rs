@@ -331,3 +331,40 @@ fn auto_without_props_stops_with_the_key_and_the_fix() {
         "{stderr}"
     );
 }
+
+/// A model server behind a private CA: with `gate.ca_file` the gate reaches it over TLS and
+/// passes its answer through; without it the gate refuses the server's certificate and answers
+/// 502 with the reason, never the upstream's answer unverified.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
+    let tls = vitals_test_util::TlsHttp::start();
+    let ca = format!("ca_file = \"{}\"", tls.ca_file.display());
+    let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), &ca), &[]);
+    let gate = gate_addr(&v);
+    let answer = client()
+        .post(format!("{gate}/v1/chat/completions"))
+        .body("{\"model\":\"m\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let json: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(json["path"], "/v1/chat/completions", "{json}");
+    assert_eq!(json["body"], "{\"model\":\"m\"}", "{json}");
+    drop(v);
+
+    let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), ""), &[]);
+    let gate = gate_addr(&v);
+    let answer = client()
+        .post(format!("{gate}/v1/chat/completions"))
+        .body("{\"model\":\"m\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 502);
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.to_lowercase().contains("certificate"),
+        "the reason names the certificate: {text}"
+    );
+}

@@ -321,3 +321,55 @@ async fn secrets_from_the_environment_never_show() {
     assert!(!seen.contains(secret), "secret leaked: {seen}");
     assert!(!seen.contains("admin-e2e-0123456789"), "admin token leaked");
 }
+
+/// Servers behind a private CA: with `ca_file` an HTTPS check and an OpenAI-compatible check
+/// trust that CA and pass; without it the bundled public roots refuse the same server, and the
+/// reason names the certificate.
+#[tokio::test]
+async fn https_checks_trust_the_private_ca_they_are_given() {
+    let tls = vitals_test_util::TlsHttp::start();
+    let config = format!(
+        r#"
+        [[dependencies]]
+        name = "trusted"
+        kind = "http"
+        url = "{health}"
+        ca_file = "{ca}"
+        interval = "1s"
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "{base}"
+        ca_file = "{ca}"
+        interval = "1s"
+        [[dependencies]]
+        name = "public-roots"
+        kind = "http"
+        url = "{health}"
+        critical = false
+        interval = "1s"
+        "#,
+        health = tls.url("/health"),
+        base = tls.url("/v1"),
+        ca = tls.ca_file.display(),
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let body = crate::expect_body_where(
+        &v.url("/readyz?verbose"),
+        "a result of each check",
+        Duration::from_secs(10),
+        |b| !b.contains("no result yet") && b.contains("public-roots"),
+    )
+    .await;
+    assert!(body.contains("[+]trusted ok"), "{body}");
+    assert!(body.contains("[+]llm ok"), "{body}");
+    let reason = body
+        .lines()
+        .find(|l| l.contains("public-roots"))
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        reason.starts_with("[-]public-roots failed") && reason.contains("certificate"),
+        "the reason names the certificate: {reason}"
+    );
+}

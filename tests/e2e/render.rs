@@ -670,6 +670,20 @@ fn a_fleet_configuration_renders_with_a_note_on_redis() {
         ),
         "{stderr}"
     );
+    // https:// with a private CA: an HTTPS check, an LLM API and the gate's upstream alike.
+    let cfg = config(
+        dir.path(),
+        "[[dependencies]]\nname = \"search\"\nkind = \"http\"\nurl = \"https://search.internal/health\"\nca_file = \"/etc/vitals/search-ca.pem\"\n\n[[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"https://vllm.internal/v1\"\nca_file = \"/etc/vitals/llm-ca.pem\"\n\n[gate]\nlisten = \"0.0.0.0:9000\"\nupstream = \"https://vllm.internal\"\nmax_concurrent = 4\nca_file = \"/etc/vitals/gate-ca.pem\"\n",
+    );
+    let out = vitals(&["render", "kubernetes", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the CA files /etc/vitals/search-ca.pem, /etc/vitals/llm-ca.pem, /etc/vitals/gate-ca.pem are read in the container"
+        ),
+        "{stderr}"
+    );
 }
 
 /// Two services sharing a Redis must not share results or a budget: without `key_prefix` in the

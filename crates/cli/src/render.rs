@@ -348,8 +348,11 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         .filter_map(|f| f.ca_file.as_ref())
         .chain(config.dependencies.iter().filter_map(|d| match &d.check {
             vitals_core::config::Check::Redis(r) => r.ca_file.as_ref(),
+            vitals_core::config::Check::Http(h) => h.ca_file.as_ref(),
+            vitals_core::config::Check::Llm(l) => l.ca_file.as_ref(),
             _ => None,
         }))
+        .chain(config.gate.iter().filter_map(|g| g.ca_file.as_ref()))
         .map(|p| p.display().to_string())
         .collect();
     if !ca_files.is_empty() && platforms_rendered {

@@ -18,6 +18,7 @@ pub mod lifecycle;
 mod secret;
 pub mod signal;
 pub mod spec;
+pub mod tls;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use duration::Duration;

@@ -70,6 +70,9 @@ pub struct Options {
     pub request_timeout: Duration,
     /// The largest request body the gate forwards.
     pub max_body: usize,
+    /// With an `https://` upstream: a PEM file of the certificate authorities to trust instead
+    /// of the bundled public roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// How long a client may take to send its request's headers, or its body.
     pub header_read_timeout: Duration,
     /// The most client connections the gate holds; at the cap, the oldest is asked to close
@@ -248,10 +251,22 @@ const NOT_FORWARDED: [header::HeaderName; 8] = [
     header::HOST,
 ];
 
+/// Builds the client a gate would use for `upstream` (reading `ca_file`), and says why it cannot
+/// be built: `vitals validate` finds what `serve` would refuse. Nothing is connected to.
+pub fn check_upstream(upstream: &url::Url, ca_file: Option<&std::path::Path>) -> Result<(), Error> {
+    upstream::Client::new(upstream, Duration::from_secs(1), ca_file)
+        .map(drop)
+        .map_err(Error)
+}
+
 impl Gate {
     pub fn new(options: Options) -> Result<Gate, Error> {
-        let client =
-            upstream::Client::new(&options.upstream, options.request_timeout).map_err(Error)?;
+        let client = upstream::Client::new(
+            &options.upstream,
+            options.request_timeout,
+            options.ca_file.as_deref(),
+        )
+        .map_err(Error)?;
         let options_saturation = options.saturation;
         let options_retry = options.retry;
         let options_adaptive = options.adaptive;
@@ -705,7 +720,9 @@ impl Gate {
             }
             Got::Failed(e) => {
                 self.adapt(None, in_flight_at_send);
-                let reason = if e.connect {
+                let reason = if e.certificate {
+                    "the upstream's TLS certificate is not trusted (a private CA goes in gate.ca_file)"
+                } else if e.connect {
                     "the upstream refused the connection"
                 } else {
                     "the upstream connection failed before an answer"

@@ -39,7 +39,32 @@ pub(crate) struct Tls {
 pub(crate) struct SendError {
     /// The connection was refused or failed before a byte was sent: safe to retry.
     pub connect: bool,
+    /// The upstream's TLS certificate was not trusted (a private CA not given in `ca_file`, a
+    /// name that does not match, an expired certificate).
+    pub certificate: bool,
     pub detail: String,
+}
+
+/// Whether `error`'s causes include rustls refusing the peer's certificate.
+fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        // An io::Error's `source` skips the error it wraps (rustls' sits two io::Errors deep).
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 /// An answer's head, and its body still to come.
@@ -89,13 +114,31 @@ pub(crate) enum Unread {
 }
 
 impl Client {
-    pub fn new(upstream: &url::Url, connect_timeout: Duration) -> Result<Client, String> {
+    /// A client for `upstream`; an `https://` one trusts `ca_file`'s certificate authorities
+    /// instead of the bundled public roots when one is given.
+    pub fn new(
+        upstream: &url::Url,
+        connect_timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, String> {
         if upstream.scheme() == "http" {
             Plain::new(upstream, connect_timeout).map(|p| Client::Plain(Arc::new(p)))
         } else {
-            reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder()
                 .no_proxy()
-                .connect_timeout(connect_timeout)
+                .connect_timeout(connect_timeout);
+            if let Some(path) = ca_file {
+                let pem = vitals_core::tls::read_ca(path)?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    format!("{}: {e}; give the CA's certificate in PEM", path.display())
+                })?;
+                builder = certs
+                    .into_iter()
+                    .fold(builder.tls_built_in_root_certs(false), |b, cert| {
+                        b.add_root_certificate(cert)
+                    });
+            }
+            builder
                 .build()
                 .map(|client| {
                     Client::Tls(Box::new(Tls {
@@ -148,6 +191,7 @@ impl Tls {
             .await
             .map_err(|e| SendError {
                 connect: e.is_connect(),
+                certificate: untrusted_certificate(&e),
                 detail: e.to_string(),
             })?;
         let (status, headers) = (response.status(), response.headers().clone());
@@ -316,6 +360,7 @@ impl Plain {
     async fn connect(&self, port: u16) -> Result<Box<Conn>, SendError> {
         let failed = |detail: String| SendError {
             connect: true,
+            certificate: false,
             detail,
         };
         let stream = tokio::time::timeout(
@@ -354,6 +399,7 @@ impl Plain {
             };
             Uri::try_from(joined).map_err(|e| SendError {
                 connect: false,
+                certificate: false,
                 detail: e.to_string(),
             })?
         };
@@ -410,6 +456,7 @@ impl Plain {
                         let error = e.into_error();
                         return Err(SendError {
                             connect: false,
+                            certificate: false,
                             detail: error.to_string(),
                         });
                     }

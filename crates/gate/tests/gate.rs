@@ -280,6 +280,7 @@ fn options(upstream: &str, max: usize, depth: usize, queue_timeout: Duration) ->
         queue_timeout,
         request_timeout: Duration::from_secs(5),
         max_body: 64 * 1024,
+        ca_file: None,
         header_read_timeout: Duration::from_secs(5),
         max_connections: 64,
         breaker: BreakerOptions {

@@ -74,6 +74,17 @@ pub fn check_clients(config: &Config) -> Result<(), ConfigErrors> {
             ))
         })
         .collect();
+    #[cfg(feature = "gate")]
+    if let Some(g) = &config.gate {
+        if let Err(e) = vitals_gate::check_upstream(&g.upstream, g.ca_file.as_deref()) {
+            let key = if g.ca_file.is_some() {
+                "gate.ca_file"
+            } else {
+                "gate.upstream"
+            };
+            errors.push(ConfigError::new(key, format!("{e}; fix the value")));
+        }
+    }
     #[cfg(feature = "fleet")]
     if let Err(e) = vitals_probes::fleet::Fleet::new(config) {
         errors.push(ConfigError::new(

@@ -268,6 +268,9 @@ pub struct Gate {
     pub queue_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body: usize,
+    /// With an `https://` upstream: the certificate authorities to trust instead of the bundled
+    /// roots.
+    pub ca_file: Option<std::path::PathBuf>,
     pub breaker: GateBreaker,
     pub saturation: GateSaturation,
     pub retry: GateRetry,
@@ -701,6 +704,8 @@ pub struct LlmCheck {
     pub max_probes_per_hour: Option<u32>,
     /// The interval the file asked for, when the budget stretched it.
     pub requested_interval: Option<Duration>,
+    /// With `https://`: the certificate authorities to trust instead of the bundled roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -761,6 +766,8 @@ pub struct HttpCheck {
     pub expect_body: Option<String>,
     pub expect_json: Option<ExpectJson>,
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// With `https://`: the certificate authorities to trust instead of the bundled roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A request header's value: written in the file, or read from the environment and kept secret.

@@ -185,8 +185,8 @@ pub struct RawDependency {
     /// Redis: the command, such as `"EXISTS doc:42"` or `["GET", "key with spaces"]`.
     /// Exec: the program and its arguments, as a list (no shell).
     pub command: Option<StringOrList>,
-    /// Redis with `rediss://`: a PEM file of the certificate authorities to trust instead of the
-    /// bundled public roots (a private CA).
+    /// With TLS (`https://` for http and the LLM kinds, `rediss://` for Redis): a PEM file of
+    /// the certificate authorities to trust instead of the bundled public roots (a private CA).
     pub ca_file: Option<std::path::PathBuf>,
     /// PostgreSQL: the query to run, such as `SELECT 1 FROM items WHERE id = 42`.
     pub query: Option<String>,
@@ -256,6 +256,9 @@ pub struct RawGate {
     pub request_timeout: Option<Duration>,
     /// The largest request body forwarded, in bytes.
     pub max_body: Option<usize>,
+    /// With an `https://` upstream: a PEM file of the certificate authorities to trust instead
+    /// of the bundled public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     pub breaker: Option<RawBreaker>,
     pub saturation: Option<RawSaturation>,
     pub retry: Option<RawRetry>,

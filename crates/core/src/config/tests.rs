@@ -1025,3 +1025,68 @@ fn rediss_takes_a_private_ca_for_the_fleet_and_for_redis_checks() {
         &["dependencies[0].ca_file: is not used by kind \"postgres\""],
     );
 }
+
+#[test]
+fn https_takes_a_private_ca_for_http_and_llm_checks_and_the_gate() {
+    let c = parse(
+        r#"
+        [[dependencies]]
+        name = "search"
+        kind = "http"
+        url = "https://search.internal/health"
+        ca_file = "/etc/vitals/search-ca.pem"
+
+        [[dependencies]]
+        name = "llm"
+        kind = "openai"
+        base_url = "https://vllm.internal/v1"
+        ca_file = "/etc/vitals/llm-ca.pem"
+
+        [[dependencies]]
+        name = "claude"
+        kind = "anthropic"
+        ca_file = "/etc/vitals/proxy-ca.pem"
+
+        [gate]
+        listen = "127.0.0.1:9000"
+        upstream = "https://vllm.internal"
+        max_concurrent = 4
+        ca_file = "/etc/vitals/llm-ca.pem"
+        "#,
+    )
+    .unwrap();
+    let path = |p: &str| Some(std::path::PathBuf::from(p));
+    let Check::Http(h) = &c.dependencies[0].check else {
+        panic!("an http check")
+    };
+    assert_eq!(h.ca_file, path("/etc/vitals/search-ca.pem"));
+    let Check::Llm(l) = &c.dependencies[1].check else {
+        panic!("an llm check")
+    };
+    assert_eq!(l.ca_file, path("/etc/vitals/llm-ca.pem"));
+    let Check::Llm(a) = &c.dependencies[2].check else {
+        panic!("an llm check")
+    };
+    assert_eq!(a.ca_file, path("/etc/vitals/proxy-ca.pem"));
+    assert_eq!(
+        c.gate.as_ref().unwrap().ca_file,
+        path("/etc/vitals/llm-ca.pem")
+    );
+    // Plain HTTP has no certificate to check.
+    assert_reported(
+        &errors("[[dependencies]]\nname = \"s\"\nkind = \"http\"\nurl = \"http://s/health\"\nca_file = \"/ca.pem\"\n"),
+        &["dependencies[0].ca_file: is used only with TLS; make the URL https://, or remove ca_file"],
+    );
+    assert_reported(
+        &errors("[[dependencies]]\nname = \"l\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nca_file = \"/ca.pem\"\n"),
+        &["dependencies[0].ca_file: is used only with TLS; make the URL https://, or remove ca_file"],
+    );
+    assert_reported(
+        &errors("[gate]\nlisten = \"127.0.0.1:9000\"\nupstream = \"http://127.0.0.1:8080\"\nmax_concurrent = 2\nca_file = \"/ca.pem\"\n"),
+        &["gate.ca_file: is used only with TLS; make the URL https://, or remove ca_file"],
+    );
+    assert_reported(
+        &errors("[[dependencies]]\nname = \"t\"\nkind = \"tcp\"\naddress = \"t:1\"\nca_file = \"/ca.pem\"\n"),
+        &["dependencies[0].ca_file: is not used by kind \"tcp\""],
+    );
+}

@@ -53,9 +53,15 @@ impl HttpChecker {
         }
         // No client timeout: the poller bounds every check with the dependency's timeout, and one
         // clock keeps the reason the same ("timed out after 300ms") whichever phase was slow.
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")));
+        let client = trusting(builder, check.ca_file.as_deref())
+            .map_err(|reason| BuildError {
+                name: dependency.to_owned(),
+                key: "ca_file",
+                reason,
+            })?
             .build()
             .map_err(|e| BuildError {
                 name: dependency.to_owned(),
@@ -256,6 +262,30 @@ pub(crate) fn describe_reqwest_error(e: &reqwest::Error) -> String {
     cause
 }
 
+/// `builder` trusting `ca_file`'s certificate authorities instead of the bundled public roots,
+/// when one is given (a server behind a private CA).
+pub(crate) fn trusting(
+    builder: reqwest::ClientBuilder,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, String> {
+    let Some(path) = ca_file else {
+        return Ok(builder);
+    };
+    let pem = vitals_core::tls::read_ca(path)?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "{}: {}; give the CA's certificate in PEM",
+            path.display(),
+            root_cause(&e)
+        )
+    })?;
+    Ok(certs
+        .into_iter()
+        .fold(builder.tls_built_in_root_certs(false), |b, cert| {
+            b.add_root_certificate(cert)
+        }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +298,7 @@ mod tests {
             expect_body: None,
             expect_json: None,
             headers: vec![],
+            ca_file: None,
         };
         f(&mut c);
         HttpChecker::new("t", &c).unwrap()

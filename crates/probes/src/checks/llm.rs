@@ -99,9 +99,11 @@ impl LlmChecker {
             );
         }
         // The poller's timeout bounds every check; see the http checker.
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("vitals/", env!("CARGO_PKG_VERSION")));
+        let client = super::http::trusting(builder, check.ca_file.as_deref())
+            .map_err(|reason| build("ca_file", reason))?
             .build()
             .map_err(|e| build("", root_cause(&e)))?;
         Ok(LlmChecker {

@@ -47,7 +47,7 @@ pub(crate) fn client(
     }
     match ca_file {
         Some(path) if tls => {
-            let pem = read_ca(path).map_err(ClientError::Ca)?;
+            let pem = vitals_core::tls::read_ca(path).map_err(ClientError::Ca)?;
             redis::Client::build_with_tls(
                 info,
                 redis::TlsCertificates {
@@ -60,28 +60,6 @@ pub(crate) fn client(
         _ => redis::Client::open(info).map_err(ClientError::Open),
     }
 }
-
-/// The PEM text of a CA file, checked to hold at least one certificate.
-fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read {}: {e}; give the path of a PEM file of the certificate authorities to trust",
-            path.display()
-        )
-    })?;
-    if !pem
-        .windows(CERT_BEGIN.len())
-        .any(|w| w == CERT_BEGIN.as_bytes())
-    {
-        return Err(format!(
-            "{} holds no PEM certificate (no \"{CERT_BEGIN}\" line); give the CA's certificate in PEM",
-            path.display()
-        ));
-    }
-    Ok(pem)
-}
-
-const CERT_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 
 impl RedisChecker {
     pub fn new(name: &str, check: &RedisCheck) -> Result<Self, BuildError> {

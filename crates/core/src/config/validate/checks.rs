@@ -132,13 +132,16 @@ pub(super) fn http_check(
             "cannot be checked with method \"HEAD\" (no body); use \"GET\"",
         );
     }
+    let url = url?;
+    let ca_file = ca_file(e, &at("ca_file"), &url, d.ca_file.as_ref());
     Some(HttpCheck {
-        url: url?,
+        url,
         method,
         expect_status,
         expect_body: d.expect_body.clone(),
         expect_json,
         headers,
+        ca_file,
     })
 }
 
@@ -296,10 +299,12 @@ pub(super) fn llm_check(
         }
     }
     let expect = expect(e, &at("expect"), d.expect.as_deref());
+    let base_url = base_url?;
+    let ca_file = ca_file(e, &at("ca_file"), &base_url, d.ca_file.as_ref());
     Some(LlmCheck {
         api,
         mode,
-        base_url: base_url?,
+        base_url,
         model,
         api_key,
         api_key_env: d.api_key_env.clone(),
@@ -314,6 +319,7 @@ pub(super) fn llm_check(
         health_path,
         max_probes_per_hour: d.max_probes_per_hour,
         requested_interval: None,
+        ca_file,
     })
 }
 
@@ -468,7 +474,7 @@ pub(super) fn tcp_check(e: &mut Errors, i: usize, d: &RawDependency) -> Option<T
     })
 }
 
-/// `ca_file`: only with `rediss://` (a plain connection has no certificate to check), and a
+/// `ca_file`: only with TLS (`https://`, `rediss://`: a plain connection has no certificate to check), and a
 /// path (whether the file is there and holds certificates is checked where vitals runs).
 pub(super) fn ca_file(
     e: &mut Errors,
@@ -477,10 +483,15 @@ pub(super) fn ca_file(
     path: Option<&std::path::PathBuf>,
 ) -> Option<std::path::PathBuf> {
     let path = path?;
-    if url.scheme() != "rediss" {
+    let tls = if url.scheme().starts_with("redis") {
+        "rediss"
+    } else {
+        "https"
+    };
+    if url.scheme() != tls {
         e.push(
             key,
-            "is used only with TLS; make the URL rediss://, or remove ca_file",
+            format!("is used only with TLS; make the URL {tls}://, or remove ca_file"),
         );
         return None;
     }

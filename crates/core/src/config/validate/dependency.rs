@@ -39,6 +39,7 @@ fn kind_keys(kind: Kind) -> &'static [&'static str] {
             "api_version",
             "health_path",
             "max_probes_per_hour",
+            "ca_file",
         ],
         Kind::Anthropic => &[
             "base_url",
@@ -50,6 +51,7 @@ fn kind_keys(kind: Kind) -> &'static [&'static str] {
             "max_latency",
             "api_version",
             "max_probes_per_hour",
+            "ca_file",
         ],
         Kind::Http => &[
             "url",
@@ -59,6 +61,7 @@ fn kind_keys(kind: Kind) -> &'static [&'static str] {
             "expect_json",
             "headers",
             "headers_env",
+            "ca_file",
         ],
         Kind::Tcp => &["address"],
         Kind::Redis => &["url", "password_env", "command", "expect", "ca_file"],

@@ -244,9 +244,11 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             1000.0,
         ),
     };
+    let upstream = upstream?;
+    let ca_file = super::checks::ca_file(e, "gate.ca_file", &upstream, raw.ca_file.as_ref());
     Some(Gate {
         listen: listen?,
-        upstream: upstream?,
+        upstream,
         process: raw.process,
         max_concurrent: max_concurrent?,
         adaptive_min,
@@ -254,6 +256,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
         queue_timeout,
         request_timeout,
         max_body,
+        ca_file,
         breaker: GateBreaker {
             failure_threshold,
             open_for,
