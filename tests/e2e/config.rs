@@ -431,3 +431,21 @@ fn the_config_file_is_read_once_so_a_pipe_is_not_served_as_defaults() {
     );
     assert!(stdout.contains("db"), "{stdout}");
 }
+
+/// `--config` pointed at something that never ends (a device, a log) is refused after a bound
+/// instead of being read into memory for ever.
+#[test]
+fn a_config_file_larger_than_any_configuration_is_refused() {
+    for command in [&["validate"][..], &["render", "kubernetes"]] {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(bin())
+            .args(command)
+            .args(["--config", "/dev/zero"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command:?}: {stderr}");
+        assert!(stderr.contains("/dev/zero is larger than"), "{stderr}");
+    }
+}

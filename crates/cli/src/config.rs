@@ -1,5 +1,6 @@
 //! Loading `health.toml` plus `VITALS_*` variables, and `vitals validate`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -128,13 +129,7 @@ pub fn load_for_render(path: &Path) -> Result<(Config, String, Vec<String>), Exi
     for var in ignored {
         eprintln!("note: {var} is not read by render: the files describe {} alone; set it in the platform's container environment instead", path.display());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!(
-            "error: cannot read {}: {e}; pass an existing UTF-8 file to --config",
-            path.display()
-        );
-        ExitCode::from(EXIT_CONFIG)
-    })?;
+    let text = utf8(path, read_bounded(path)?)?;
     if is_blank(text.as_bytes()) {
         eprintln!(
             "error: {} is empty; put the configuration in it: the rendered files deliver it to \
@@ -188,6 +183,10 @@ fn is_blank(text: &[u8]) -> bool {
     text.iter().all(u8::is_ascii_whitespace)
 }
 
+/// The most of a `--config` file read: a configuration is a few KiB; a device or a log named
+/// by mistake is refused, not read into memory.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// How long an empty `--config` file is given to be written.
 const EMPTY_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -201,22 +200,9 @@ const EMPTY_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 fn read_with_content(path: &Path) -> Result<String, ExitCode> {
     let deadline = std::time::Instant::now() + EMPTY_FILE_WAIT;
     loop {
-        let bytes = std::fs::read(path).map_err(|e| {
-            eprintln!(
-                "error: cannot read {}: {e}; pass an existing, readable file to --config",
-                path.display()
-            );
-            ExitCode::from(EXIT_CONFIG)
-        })?;
+        let bytes = read_bounded(path)?;
         if !is_blank(&bytes) {
-            return String::from_utf8(bytes).map_err(|e| {
-                eprintln!(
-                    "error: {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-                    path.display(),
-                    e.utf8_error().valid_up_to()
-                );
-                ExitCode::from(EXIT_CONFIG)
-            });
+            return utf8(path, bytes);
         }
         if std::time::Instant::now() >= deadline {
             eprintln!(
@@ -228,6 +214,40 @@ fn read_with_content(path: &Path) -> Result<String, ExitCode> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The file's bytes, at most [`MAX_CONFIG_BYTES`]; any failure printed with what to do.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ExitCode> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut f.take(MAX_CONFIG_BYTES + 1), &mut bytes))
+        .map_err(|e| {
+            eprintln!(
+                "error: cannot read {}: {e}; pass an existing, readable file to --config",
+                path.display()
+            );
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        eprintln!(
+            "error: {} is larger than {} MiB, more than any configuration; check that --config names health.toml",
+            path.display(),
+            MAX_CONFIG_BYTES >> 20
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Ok(bytes)
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ExitCode> {
+    String::from_utf8(bytes).map_err(|e| {
+        eprintln!(
+            "error: {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn report(source: &Source, errors: &ConfigErrors) -> ExitCode {
