@@ -351,6 +351,23 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     let json: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(json["path"], "/v1/chat/completions", "{json}");
     assert_eq!(json["body"], "{\"model\":\"m\"}", "{json}");
+    // A stream passes through as it comes over TLS too: the first event long before the second.
+    let started = Instant::now();
+    let mut stream = client().get(format!("{gate}/stream")).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first[..], b"data: 0\n\n");
+    assert!(
+        first_at < Duration::from_millis(800),
+        "first event after {first_at:?}: buffered?"
+    );
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(&rest[..], b"data: 1\n\n");
+    assert!(started.elapsed() >= Duration::from_millis(1200));
     drop(v);
 
     let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), ""), &[]);

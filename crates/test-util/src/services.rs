@@ -455,7 +455,8 @@ impl Drop for TlsRedis {
 /// An HTTPS server of the test's own (Python's `http.server` behind `ssl`), with a certificate
 /// from a CA made on the spot: the stand-in for a model server or an API behind a private CA.
 /// Every `GET` answers 200 with `{"path": …, "data": [{"id": "test-model"}]}` (a model list,
-/// as `/v1/models` gives); every `POST` answers 200 with
+/// as `/v1/models` gives), but `GET /stream` streams two server-sent events 1.2 s apart; every
+/// `POST` answers 200 with
 /// `{"path": …, "body": …}` (the request body, echoed). Stopped when dropped.
 #[derive(Debug)]
 pub struct TlsHttp {
@@ -468,7 +469,7 @@ pub struct TlsHttp {
 }
 
 const TLS_HTTP_PY: &str = r#"
-import http.server, json, ssl, sys
+import http.server, json, ssl, time
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def answer(self, doc):
@@ -479,6 +480,17 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
     def do_GET(self):
+        if self.path == "/stream":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i, pause in enumerate([0, 1.2]):
+                time.sleep(pause)
+                event = ("data: %d\n\n" % i).encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.write(b"0\r\n\r\n")
+            return
         self.answer({"path": self.path, "object": "list", "data": [{"id": "test-model"}]})
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
