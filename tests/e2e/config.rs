@@ -354,6 +354,29 @@ fn a_ca_file_that_cannot_be_used_is_refused_under_its_key() {
     }
 }
 
+/// A `ca_file` naming something endless (a device) is refused under its key after a bound, not
+/// read into memory for ever.
+#[test]
+fn a_ca_file_larger_than_any_bundle_is_refused_under_its_key() {
+    let toml = "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"https://vllm.internal\"\nmax_concurrent = 2\nca_file = \"/dev/zero\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("gate.ca_file: /dev/zero is larger than"),
+        "{stderr}"
+    );
+}
+
 /// An empty file given to `--config` is a volume not written yet or the wrong mount, never a
 /// configuration: after a moment's wait it is refused (validate and serve alike), instead of
 /// serving the defaults as if the configuration had arrived.

@@ -220,7 +220,7 @@ fn read_with_content(path: &Path) -> Result<String, ExitCode> {
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ExitCode> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| std::io::Read::read_to_end(&mut f.take(MAX_CONFIG_BYTES + 1), &mut bytes))
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
         .map_err(|e| {
             eprintln!(
                 "error: cannot read {}: {e}; pass an existing, readable file to --config",
