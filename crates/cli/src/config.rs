@@ -1,12 +1,12 @@
 //! Loading `health.toml` plus `VITALS_*` variables, and `vitals validate`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use vitals_core::config::{HeartbeatMode, StartupMode};
+use vitals_core::files::MAX_FILE_BYTES;
 use vitals_core::{Config, ConfigErrors};
 
 use crate::EXIT_CONFIG;
@@ -183,10 +183,6 @@ fn is_blank(text: &[u8]) -> bool {
     text.iter().all(u8::is_ascii_whitespace)
 }
 
-/// The most of a `--config` file read: a configuration is a few KiB; a device or a log named
-/// by mistake is refused, not read into memory.
-const MAX_CONFIG_BYTES: u64 = 4 << 20;
-
 /// How long an empty `--config` file is given to be written.
 const EMPTY_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -216,27 +212,23 @@ fn read_with_content(path: &Path) -> Result<String, ExitCode> {
     }
 }
 
-/// The file's bytes, at most [`MAX_CONFIG_BYTES`]; any failure printed with what to do.
+/// The file's bytes (at most [`MAX_FILE_BYTES`]); any failure printed with what to do.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ExitCode> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| {
-            eprintln!(
-                "error: cannot read {}: {e}; pass an existing, readable file to --config",
-                path.display()
-            );
-            ExitCode::from(EXIT_CONFIG)
-        })?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+    let read = vitals_core::files::read_bounded(path).map_err(|e| {
+        eprintln!(
+            "error: cannot read {}: {e}; pass an existing, readable file to --config",
+            path.display()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    read.ok_or_else(|| {
         eprintln!(
             "error: {} is larger than {} MiB, more than any configuration; check that --config names health.toml",
             path.display(),
-            MAX_CONFIG_BYTES >> 20
+            MAX_FILE_BYTES >> 20
         );
-        return Err(ExitCode::from(EXIT_CONFIG));
-    }
-    Ok(bytes)
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ExitCode> {

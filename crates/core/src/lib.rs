@@ -14,6 +14,7 @@
 pub mod config;
 pub mod contract;
 mod duration;
+pub mod files;
 pub mod lifecycle;
 mod secret;
 pub mod signal;
