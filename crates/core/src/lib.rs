@@ -1,4 +1,5 @@
-//! vitals-core: the parts of vitals that do no I/O.
+//! vitals-core: the parts of vitals that do no network I/O and start no tasks (the files it
+//! touches are the ones a configuration names: programs looked for, CA files read).
 //!
 //! - [`config`]: the `health.toml` model, read as raw serde structs and validated into [`Config`],
 //!   with every problem reported at once under its key path.
@@ -10,6 +11,7 @@
 //! - [`Duration`]: the one duration type, written as text (`"250ms"`, `"30s"`).
 //! - [`Secret`]: a value read from the environment that never prints.
 //! - [`spec`]: the [`HealthSpec`] the platform adapters render from, and their refusals.
+//! - [`files`], [`tls`]: the bounded reads of `--config` and of `ca_file`s, for every client.
 
 pub mod config;
 pub mod contract;
