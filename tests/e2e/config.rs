@@ -390,6 +390,18 @@ fn an_empty_config_file_is_refused_not_served_as_defaults() {
     assert!(err.contains("leave --config out"), "{err}");
 }
 
+/// `validate` passed and its summary names the dependency `db` the configuration holds.
+fn assert_valid_with_db(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("db"), "{stdout}");
+}
+
 /// A ConfigMap volume shared by several pods can be read empty for a moment while it is being
 /// written (seen with podman): the file is read again until it has content.
 #[test]
@@ -414,14 +426,7 @@ fn a_config_file_written_just_after_start_is_the_one_used() {
         .output()
         .unwrap();
     writer.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("db"), "{stdout}");
+    assert_valid_with_db(&out);
 }
 
 /// The file is read once: what is checked for content is what is parsed and run. A pipe (a
@@ -445,14 +450,7 @@ fn the_config_file_is_read_once_so_a_pipe_is_not_served_as_defaults() {
         .write_all(b"[[dependencies]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("db"), "{stdout}");
+    assert_valid_with_db(&out);
 }
 
 /// `--config` pointed at something that never ends (a device, a log) is refused after a bound

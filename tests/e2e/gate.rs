@@ -338,15 +338,16 @@ fn auto_without_props_stops_with_the_key_and_the_fix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     let tls = vitals_test_util::TlsHttp::start();
+    let completion = |gate: String| {
+        client()
+            .post(format!("{gate}/v1/chat/completions"))
+            .body("{\"model\":\"m\"}")
+            .send()
+    };
     let ca = format!("ca_file = \"{}\"", tls.ca_file.display());
     let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), &ca), &[]);
     let gate = gate_addr(&v);
-    let answer = client()
-        .post(format!("{gate}/v1/chat/completions"))
-        .body("{\"model\":\"m\"}")
-        .send()
-        .await
-        .unwrap();
+    let answer = completion(gate.clone()).await.unwrap();
     assert_eq!(answer.status(), 200);
     let json: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(json["path"], "/v1/chat/completions", "{json}");
@@ -371,13 +372,7 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     drop(v);
 
     let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), ""), &[]);
-    let gate = gate_addr(&v);
-    let answer = client()
-        .post(format!("{gate}/v1/chat/completions"))
-        .body("{\"model\":\"m\"}")
-        .send()
-        .await
-        .unwrap();
+    let answer = completion(gate_addr(&v)).await.unwrap();
     assert_eq!(answer.status(), 502);
     let text = answer.text().await.unwrap();
     assert!(
