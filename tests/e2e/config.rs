@@ -470,3 +470,32 @@ fn a_config_file_larger_than_any_configuration_is_refused() {
         assert!(stderr.contains("/dev/zero is larger than"), "{stderr}");
     }
 }
+
+/// `validate`'s summary covers what the file sets up beside the checks: the gate (where it
+/// listens, what it fronts, its limits, the CA it trusts) and the fleet's Redis.
+#[test]
+fn validate_summarises_the_gate_and_the_fleet() {
+    let (code, stdout, stderr) = validate(
+        r#"
+        [gate]
+        listen = "127.0.0.1:9000"
+        upstream = "http://127.0.0.1:8080"
+        max_concurrent = 4
+        queue_depth = 8
+        queue_timeout = "10s"
+        request_timeout = "60s"
+        [fleet]
+        redis_url = "redis://redis.internal:6379/0"
+        password_env = "REDIS_PASSWORD"
+        "#,
+        &[("REDIS_PASSWORD", "fleet-secret-3f9a")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for want in [
+        "gate 127.0.0.1:9000 -> http://127.0.0.1:8080/: 4 at once, 8 more queued for up to 10s, an answer begun within 1m; readiness follows its circuit and queue",
+        "fleet: results shared through redis://redis.internal:6379/0 (password from REDIS_PASSWORD), keys vitals:",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("fleet-secret-3f9a"), "{stdout}");
+}

@@ -280,7 +280,10 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
             if config.agent.startup == StartupMode::Signal {
                 out!("  /startupz also waits for the agent's POST /started");
             }
-            if config.dependencies.is_empty() && config.processes.is_empty() {
+            if config.dependencies.is_empty()
+                && config.processes.is_empty()
+                && config.gate.is_none()
+            {
                 out!("  no dependencies: ready as soon as it starts");
             }
             for d in &config.dependencies {
@@ -321,6 +324,24 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
                         .unwrap_or_default()
                 );
             }
+            if let Some(g) = &config.gate {
+                out!("  {}", gate_summary(g));
+            }
+            if let Some(f) = &config.fleet {
+                out!(
+                    "  fleet: results shared through {}{}{}, keys {}:…",
+                    f.redis_url,
+                    f.password_env
+                        .as_deref()
+                        .map(|var| format!(" (password from {var})"))
+                        .unwrap_or_default(),
+                    f.ca_file
+                        .as_ref()
+                        .map(|ca| format!(", trusting the CAs in {}", ca.display()))
+                        .unwrap_or_default(),
+                    f.key_prefix
+                );
+            }
             for s in &config.signals {
                 out!(
                     "  signal {} ({}): reported by the agent, down once a report is older than {}",
@@ -336,4 +357,32 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `validate`'s line for `[gate]`: where it listens, what it fronts, its limits.
+fn gate_summary(g: &vitals_core::config::Gate) -> String {
+    use vitals_core::config::GateLimit;
+    let fronts = match &g.process {
+        Some(name) => format!("process {name}"),
+        None => g.upstream.to_string(),
+    };
+    let limit = match (g.max_concurrent, g.adaptive_min) {
+        (GateLimit::Fixed(n), None) => format!("{n} at once"),
+        (GateLimit::Fixed(n), Some(min)) => format!("{min} to {n} at once (adaptive)"),
+        (GateLimit::Auto, None) => "the upstream's slots (/props) at once".to_owned(),
+        (GateLimit::Auto, Some(min)) => {
+            format!("{min} to the upstream's slots (/props) at once (adaptive)")
+        }
+    };
+    format!(
+        "gate {} -> {fronts}: {limit}, {} more queued for up to {}, an answer begun within {}{}; readiness follows its circuit and queue",
+        g.listen,
+        g.queue_depth,
+        g.queue_timeout,
+        g.request_timeout,
+        g.ca_file
+            .as_ref()
+            .map(|ca| format!(", trusting the CAs in {}", ca.display()))
+            .unwrap_or_default()
+    )
 }
