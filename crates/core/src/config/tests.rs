@@ -1089,4 +1089,9 @@ fn https_takes_a_private_ca_for_http_and_llm_checks_and_the_gate() {
         &errors("[[dependencies]]\nname = \"t\"\nkind = \"tcp\"\naddress = \"t:1\"\nca_file = \"/ca.pem\"\n"),
         &["dependencies[0].ca_file: is not used by kind \"tcp\""],
     );
+    // A supervised process is reached over plain HTTP on loopback: there is no URL to change.
+    assert_reported(
+        &errors("[[processes]]\nname = \"llm\"\ncommand = [\"llama-server\"]\nport = 8081\n[gate]\nlisten = \"127.0.0.1:9000\"\nprocess = \"llm\"\nmax_concurrent = 2\nca_file = \"/ca.pem\"\n"),
+        &["gate.ca_file: gate.process is reached over plain HTTP on loopback; remove ca_file"],
+    );
 }

@@ -245,7 +245,15 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
         ),
     };
     let upstream = upstream?;
-    let ca_file = super::checks::ca_file(e, "gate.ca_file", &upstream, raw.ca_file.as_ref());
+    let ca_file = if raw.process.is_some() && raw.ca_file.is_some() {
+        e.push(
+            "gate.ca_file",
+            "gate.process is reached over plain HTTP on loopback; remove ca_file",
+        );
+        None
+    } else {
+        super::checks::ca_file(e, "gate.ca_file", &upstream, raw.ca_file.as_ref())
+    };
     Some(Gate {
         listen: listen?,
         upstream,
