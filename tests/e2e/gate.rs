@@ -379,4 +379,15 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
         text.to_lowercase().contains("certificate"),
         "the reason names the certificate: {text}"
     );
+    // A certificate refused now is refused on a retry too: none is spent on it.
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(
+        metrics.lines().any(|l| l == "vitals_gate_retries_total 0"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("vitals_gate_retries"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

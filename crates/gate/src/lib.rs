@@ -670,7 +670,10 @@ impl Gate {
             };
             // Only where the upstream took nothing in, or said it is momentarily unable.
             let (got, wait_at_least) = match got {
-                Got::Failed(e) if e.connect => (Got::Failed(e), Some(Duration::ZERO)),
+                // A certificate refused now would be refused again: not retried.
+                Got::Failed(e) if e.connect && !e.certificate => {
+                    (Got::Failed(e), Some(Duration::ZERO))
+                }
                 Got::Answer(r)
                     if r.status == StatusCode::TOO_MANY_REQUESTS
                         || r.status == StatusCode::SERVICE_UNAVAILABLE =>
