@@ -26,7 +26,7 @@ start_gate() { # name upstream max depth queue_timeout [vitals binary] -> prints
   port=$(free_port); probe=$(free_port)
   printf '[server]\nlisten = "127.0.0.1:%s"\n[gate]\nlisten = "127.0.0.1:%s"\nupstream = "http://%s"\nmax_concurrent = %s\nqueue_depth = %s\nqueue_timeout = "%s"\nrequest_timeout = "30s"\n[gate.retry]\nattempts = 0\n' \
     "$probe" "$port" "$up" "$max" "$depth" "$qt" > "$T/$name.toml"
-  RUST_LOG=warn $SERVER_CPU "$bin" serve --config "$T/$name.toml" 2>"$T/$name.log" >/dev/null & echo $! >> "$T/pids"
+  RUST_LOG=warn $SERVER_CPU "$bin" serve --config "$T/$name.toml" 2>"$T/$name.log" >/dev/null & echo $! >> "$T/pids"; echo $! > "$T/$name.pid"
   until curl -fs "http://127.0.0.1:$probe/readyz" >/dev/null 2>&1; do sleep 0.05; done
   echo "127.0.0.1:$probe" > "$T/$name.probe"
   echo "127.0.0.1:$port"
@@ -50,12 +50,20 @@ frontend f
 backend b
   server up $up maxconn $max
 CFG
-  $SERVER_CPU haproxy -db -f "$T/$name.cfg" >"$T/$name.log" 2>&1 & echo $! >> "$T/pids"
+  $SERVER_CPU haproxy -db -f "$T/$name.cfg" >"$T/$name.log" 2>&1 & echo $! >> "$T/pids"; echo $! > "$T/$name.pid"
   until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.05; done
   echo "127.0.0.1:$port"
 }
-# wrk: "<req/s> <p50 ms>"
+# wrk: "<req/s> <p50 ms>"; with a pid as $2 and CPU=1, also "<µs of that process's CPU a request>"
+# (perf stat's task-clock over the run, user and kernel time together).
 run_wrk() {
+  local sp=""
+  : > "$T/cpu.out"
+  if [ "${CPU:-0}" = 1 ] && [ -n "${2:-}" ]; then
+    perf stat -x, -e task-clock -p "$2" -o "$T/cpu.out" -- sleep "${DUR%s}" 2>/dev/null & sp=$!
+  fi
   $LOAD_CPU wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://$1/v1/completions" > "$T/wrk.out" 2>&1
-  awk '/Requests\/sec/ {r=$2} /^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p=v} END {printf "%s %.3f\n", r, p}' "$T/wrk.out"
+  [ -z "$sp" ] || wait "$sp"
+  awk -F, -v d="${DUR%s}" '/task-clock/ {ms=$1} END {if (ms != "") printf "%s", ms; print ""}' "$T/cpu.out" > "$T/cpu.ms"
+  awk -v ms="$(cat "$T/cpu.ms")" -v d="${DUR%s}" '/Requests\/sec/ {r=$2} /^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p=v} END {printf "%s %.3f", r, p; if (ms != "") printf " %.2f", ms * 1000 / (r * d); print ""}' "$T/wrk.out"
 }
