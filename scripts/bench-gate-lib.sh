@@ -64,6 +64,5 @@ run_wrk() {
   fi
   $LOAD_CPU wrk -t1 -c"$CONNS" -d"$DUR" --latency "http://$1/v1/completions" > "$T/wrk.out" 2>&1
   [ -z "$sp" ] || wait "$sp"
-  awk -F, -v d="${DUR%s}" '/task-clock/ {ms=$1} END {if (ms != "") printf "%s", ms; print ""}' "$T/cpu.out" > "$T/cpu.ms"
-  awk -v ms="$(cat "$T/cpu.ms")" -v d="${DUR%s}" '/Requests\/sec/ {r=$2} /^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p=v} END {printf "%s %.3f", r, p; if (ms != "") printf " %.2f", ms * 1000 / (r * d); print ""}' "$T/wrk.out"
+  awk -v ms="$(awk -F, '/task-clock/ {print $1}' "$T/cpu.out")" -v d="${DUR%s}" '/Requests\/sec/ {r=$2} /^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; p=v} END {printf "%s %.3f", r, p; if (ms != "") printf " %.2f", ms * 1000 / (r * d); print ""}' "$T/wrk.out"
 }
