@@ -35,7 +35,7 @@ mod upstream;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -989,29 +989,52 @@ impl Gate {
 /// `timers`, or (without) a tokio timer. A future ready at its first poll (a body already read
 /// in, the usual case) sets no deadline and reads no clock: `deadline` is asked for only when
 /// it has to wait.
-async fn within<F: std::future::Future>(
-    timers: Option<&Arc<Deadlines>>,
-    deadline: impl FnOnce() -> Instant,
-    fut: F,
-) -> Result<F::Output, TimedOut> {
-    let mut fut = std::pin::pin!(fut);
-    let mut deadline = Some(deadline);
-    let mut timer: Option<Deadline<&Deadlines>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+///
+/// A future of its own rather than an `async fn`: an `async fn` keeps its arguments in its
+/// state beside what it pins, so `fut` (the upstream request, about 1 KB) would be held twice,
+/// and every request's future moved with it.
+fn within<'t, F, D>(timers: Option<&'t Arc<Deadlines>>, deadline: D, fut: F) -> Within<'t, F, D>
+where
+    F: std::future::Future,
+    D: FnOnce() -> Instant,
+{
+    Within {
+        fut,
+        timers,
+        deadline: Some(deadline),
+        timer: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`within`]'s future.
+    struct Within<'t, F, D> {
+        #[pin]
+        fut: F,
+        timers: Option<&'t Arc<Deadlines>>,
+        deadline: Option<D>,
+        timer: Option<Deadline<&'t Deadlines>>,
+    }
+}
+
+impl<F: std::future::Future, D: FnOnce() -> Instant> std::future::Future for Within<'_, F, D> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        let timer = match (&mut timer, deadline.take()) {
+        let timer = match (this.timer, this.deadline.take()) {
             (Some(timer), _) => timer,
-            (slot, Some(deadline)) => slot.insert(match timers {
+            (slot, Some(deadline)) => slot.insert(match this.timers {
                 Some(timers) => timers.until_ref(deadline()),
                 None => Deadline::timer(deadline()),
             }),
             (None, None) => unreachable!("the deadline is taken once, for the timer"),
         };
         std::future::Future::poll(std::pin::Pin::new(timer), cx).map(|()| Err(TimedOut))
-    })
-    .await
+    }
 }
 
 /// A deadline passed.
