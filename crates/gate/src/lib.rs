@@ -39,6 +39,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -529,16 +530,21 @@ impl Gate {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.respond(req, None).await
+        self.clone().respond(req, None).await
     }
 
     /// [`Gate::handle`], with the deadlines of the connection it came on (`None`: tokio timers).
-    async fn respond<B>(&self, req: Request<B>, timers: Option<&Arc<Deadlines>>) -> Response<Body>
+    ///
+    /// Takes the gate and the deadlines as its own (each an `Arc`), so that the connection's
+    /// service returns this future as it is: wrapped in an `async` block, the request would be
+    /// held twice in it, once for the block and once for this.
+    async fn respond<B>(self, req: Request<B>, timers: Option<Arc<Deadlines>>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (parts, body) = req.into_parts();
+        let timers = timers.as_ref();
+        let (mut parts, body) = req.into_parts();
         // A body still arriving must arrive within header_read_timeout: a client that trickles
         // one would otherwise hold its connection for ever (a slowloris past the headers).
         let options = &self.inner.options;
@@ -586,7 +592,7 @@ impl Gate {
         // Until an answer begins, dropping this (the client went away) counts the request as
         // cancelled and hands a half-open trial to the next request.
         let mut pending = Pending {
-            gate: self,
+            gate: &self,
             trial,
             done: false,
         };
@@ -602,16 +608,18 @@ impl Gate {
         };
         self.inner.metrics.queue_wait.observe(slot.waited);
         let response = self
-            .forward(parts, body, slot, arrived, trial, timers)
+            .forward(&mut parts, body, slot, arrived, trial, timers)
             .await;
         pending.done = true;
         self.inner.metrics.duration.observe(arrived.elapsed());
         response
     }
 
+    // The request's head is borrowed, not moved: it stays where `respond` holds it, and this
+    // future holds no second copy of it.
     async fn forward(
         &self,
-        parts: http::request::Parts,
+        parts: &mut http::request::Parts,
         body: Bytes,
         slot: Slot,
         arrived: Instant,
@@ -627,8 +635,8 @@ impl Gate {
         let port = self.port();
         // A HEAD answer's Content-Length is the size of the GET's: passed on as it is.
         let for_head = parts.method == Method::HEAD;
-        let mut headers = parts.headers;
-        strip(&mut headers);
+        let headers = &mut parts.headers;
+        strip(headers);
         // The slot's wait is measured: no clock to read.
         let sent = arrived + slot.waited;
         let in_flight_at_send = self.inner.admission.in_flight();
@@ -653,7 +661,7 @@ impl Gate {
             let attempt_headers = if attempt < options.retry.attempts {
                 headers.clone()
             } else {
-                std::mem::take(&mut headers)
+                std::mem::take(headers)
             };
             let request = self.inner.client.send(
                 parts.method.clone(),
@@ -958,8 +966,10 @@ impl Gate {
                 let svc = {
                     let here = here.clone();
                     service_fn(move |req: Request<Incoming>| {
-                        let here = here.clone();
-                        async move { Ok::<_, Infallible>(here.0.respond(req, Some(&here.1)).await) }
+                        here.0
+                            .clone()
+                            .respond(req, Some(here.1.clone()))
+                            .map(Ok::<_, Infallible>)
                     })
                 };
                 // One buffer and send(2) per write, not writev(2) of a head and a body: on

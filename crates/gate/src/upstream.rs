@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::StreamExt as _;
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
@@ -152,20 +153,24 @@ impl Client {
 
     /// Sends `method` `target` (the client's path and query, appended to the upstream's base)
     /// to the upstream, on `port` when it moved (0: the URL's).
-    pub async fn send(
-        &self,
+    ///
+    /// Not an `async fn`: one would hold these arguments beside the future it passes them to.
+    pub fn send<'a>(
+        &'a self,
         method: Method,
-        target: &PathAndQuery,
+        target: &'a PathAndQuery,
         port: u16,
         headers: HeaderMap,
         body: Bytes,
         now: Instant,
-    ) -> Result<Answer, SendError> {
+    ) -> impl std::future::Future<Output = Result<Answer, SendError>> + Send + 'a {
         match self {
-            Client::Plain(plain) => plain.send(method, target, port, headers, body, now).await,
+            Client::Plain(plain) => {
+                Either::Left(plain.send(method, target, port, headers, body, now))
+            }
             // Boxed: reqwest's future is large, and the plain path's future (every request's,
             // moved on every request) would be as large as it.
-            Client::Tls(tls) => Box::pin(tls.send(method, target, headers, body)).await,
+            Client::Tls(tls) => Either::Right(Box::pin(tls.send(method, target, headers, body))),
         }
     }
 }
