@@ -372,13 +372,29 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     drop(v);
 
     let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), ""), &[]);
-    let answer = completion(gate_addr(&v)).await.unwrap();
+    // A key in the query (as some hosted APIs take it) stays out of the answer and the logs.
+    let answer = client()
+        .post(format!(
+            "{}/v1/chat/completions?key=query-secret-7f3a",
+            gate_addr(&v)
+        ))
+        .body("{\"model\":\"m\"}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 502);
     let text = answer.text().await.unwrap();
     assert!(
         text.to_lowercase().contains("certificate"),
         "the reason names the certificate: {text}"
     );
+    assert!(!text.contains("query-secret"), "{text}");
+    let logs = v.logs().join("\n");
+    assert!(
+        logs.contains("certificate"),
+        "the refusal is logged: {logs}"
+    );
+    assert!(!logs.contains("query-secret"), "{logs}");
     // A certificate refused now is refused on a retry too: none is spent on it.
     let metrics = body(&v.url("/metrics")).await;
     assert!(

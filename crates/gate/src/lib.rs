@@ -242,6 +242,7 @@ impl Inner {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the client library sets itself.
 const NOT_FORWARDED: [header::HeaderName; 8] = [
+    // First: `strip` reads the names it lists.
     header::CONNECTION,
     header::HeaderName::from_static("keep-alive"),
     header::HeaderName::from_static("proxy-connection"),
@@ -729,6 +730,14 @@ impl Gate {
                 let now = Instant::now();
                 return self.finish_read(trial, status, head, bytes, slot, for_head, now);
             }
+            Got::Failed(e) if e.malformed => {
+                self.adapt(None, in_flight_at_send);
+                tracing::warn!(error = %e.detail, "gate: the upstream's answer is not HTTP/1.1");
+                return self.garbage(
+                    trial,
+                    &format!("the upstream's answer is not HTTP/1.1 ({})", e.detail),
+                );
+            }
             Got::Failed(e) => {
                 self.adapt(None, in_flight_at_send);
                 let reason = if e.certificate {
@@ -778,6 +787,14 @@ impl Gate {
         );
         self.inner.ttfb_count.fetch_add(1, Ordering::Relaxed);
         let status = upstream.status;
+        // hyper passes on no 1xx but a 101, which switches the connection to another protocol:
+        // the gate asks for no upgrade (it strips `Upgrade`), so that is no answer to pass on.
+        if status.is_informational() {
+            return self.garbage(
+                trial,
+                &format!("the upstream answered {status}, which is no final answer to this request (the gate passes no protocol upgrades)"),
+            );
+        }
         let read_whole = upstream
             .content_length()
             .is_some_and(|n| n <= READ_WHOLE_UP_TO);
@@ -814,8 +831,21 @@ impl Gate {
         // The slot travels with the stream: held until the last byte, or until the client goes
         // away and hyper drops the body (which drops the upstream response, cancelling it).
         self.inner.progress.mark_at(answered);
+        let mut body = upstream.body;
+        let ahead = match upstream::Ahead::peek(&mut body) {
+            Ok(ahead) => ahead,
+            Err(e) => {
+                let detail = chain(&e);
+                tracing::warn!(error = %detail, "gate: the upstream's answer broke at its start");
+                return self.garbage(
+                    trial,
+                    &format!("the upstream's answer is malformed or broke at its start ({detail})"),
+                );
+            }
+        };
         let body = BoxBody::new(upstream::Held {
-            body: upstream.body,
+            body,
+            ahead,
             _slot: slot,
             progress: self.inner.progress.clone(),
             silence: deadlines::Stall::new(timers.cloned(), options.request_timeout),
@@ -1100,6 +1130,20 @@ fn outcome_of(shed: Shed) -> Outcome {
     }
 }
 
+/// `error` and its causes, `: `-separated.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
 fn strip(headers: &mut HeaderMap) {
     // One pass over the few names present, and removals only for those listed: a request always
     // carries `host`, and looking up all eight would cost seven lookups of absent names.
@@ -1107,6 +1151,18 @@ fn strip(headers: &mut HeaderMap) {
     for k in headers.keys() {
         if let Some(i) = NOT_FORWARDED.iter().position(|h| h == k) {
             present |= 1 << i;
+        }
+    }
+    // The fields a Connection header names are for this hop only, as it is (RFC 9110 §7.6.1).
+    if present & 1 != 0 {
+        let named: Vec<header::HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| header::HeaderName::from_bytes(name.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
     }
     for (i, h) in NOT_FORWARDED.iter().enumerate() {
@@ -1209,5 +1265,22 @@ mod tests {
         h.insert("content-length", HeaderValue::from_static("5"));
         strip(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn strip_removes_the_headers_connection_names() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "Keep-Alive, X-Hop ,,x-other"),
+            ("connection", "x-third, not a name"),
+            ("x-hop", "1"),
+            ("x-other", "2"),
+            ("x-third", "3"),
+            ("x-end", "4"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-end"]);
     }
 }

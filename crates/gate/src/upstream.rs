@@ -43,6 +43,9 @@ pub(crate) struct SendError {
     /// The upstream's TLS certificate was not trusted (a private CA not given in `ca_file`, a
     /// name that does not match, an expired certificate).
     pub certificate: bool,
+    /// What came back is not an HTTP/1.1 answer: no status line, a head too large, a header
+    /// that does not parse.
+    pub malformed: bool,
     pub detail: String,
 }
 
@@ -197,7 +200,9 @@ impl Tls {
             .map_err(|e| SendError {
                 connect: e.is_connect(),
                 certificate: untrusted_certificate(&e),
-                detail: e.to_string(),
+                malformed: false,
+                // The URL holds the client's query, which may carry a key.
+                detail: crate::chain(&e.without_url()),
             })?;
         let (status, headers) = (response.status(), response.headers().clone());
         let stream = response
@@ -366,6 +371,7 @@ impl Plain {
         let failed = |detail: String| SendError {
             connect: true,
             certificate: false,
+            malformed: false,
             detail,
         };
         let stream = tokio::time::timeout(
@@ -405,6 +411,7 @@ impl Plain {
             Uri::try_from(joined).map_err(|e| SendError {
                 connect: false,
                 certificate: false,
+                malformed: false,
                 detail: e.to_string(),
             })?
         };
@@ -462,6 +469,9 @@ impl Plain {
                         return Err(SendError {
                             connect: false,
                             certificate: false,
+                            malformed: error.is_parse()
+                                || error.is_parse_status()
+                                || error.is_parse_too_large(),
                             detail: error.to_string(),
                         });
                     }
@@ -523,6 +533,8 @@ impl http_body::Body for Returning {
 /// short, and the slot is freed.
 pub(crate) struct Held {
     pub body: Body,
+    /// What had arrived with the answer's head ([`Ahead::peek`]), given out first.
+    pub ahead: Ahead,
     /// Released when the body is dropped.
     pub _slot: Slot,
     /// Marked as each piece arrives.
@@ -539,7 +551,14 @@ impl http_body::Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let polled = match std::mem::replace(&mut self.ahead, Ahead::Nothing) {
+            Ahead::Nothing => Pin::new(&mut self.body).poll_frame(cx),
+            Ahead::Frame(frame) => Poll::Ready(Some(Ok(frame))),
+            Ahead::End => {
+                self.ahead = Ahead::End;
+                Poll::Ready(None)
+            }
+        };
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
                 self.progress.mark();
@@ -561,10 +580,51 @@ impl http_body::Body for Held {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match self.ahead {
+            Ahead::Nothing => self.body.is_end_stream(),
+            Ahead::Frame(_) => false,
+            Ahead::End => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.ahead {
+            Ahead::Nothing => self.body.size_hint(),
+            Ahead::Frame(frame) => {
+                let mut hint = self.body.size_hint();
+                let more = frame.data_ref().map_or(0, |d| d.len() as u64);
+                // The upper bound first: each setter checks the bounds against the other.
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper.saturating_add(more));
+                }
+                hint.set_lower(hint.lower().saturating_add(more));
+                hint
+            }
+            Ahead::End => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The start of a streamed answer's body, as far as it had arrived with the head.
+pub(crate) enum Ahead {
+    /// Nothing yet, or not looked at.
+    Nothing,
+    Frame(Frame<Bytes>),
+    /// The body ended.
+    End,
+}
+
+impl Ahead {
+    /// Takes what `body` already holds, without waiting: its first piece, its end, or its
+    /// error. A body that breaks at once is then a 502 while nothing has gone to the client,
+    /// instead of a connection the client sees close without an answer.
+    pub fn peek(body: &mut Body) -> Result<Ahead, std::io::Error> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match http_body::Body::poll_frame(Pin::new(body), &mut cx) {
+            Poll::Ready(Some(Ok(frame))) => Ok(Ahead::Frame(frame)),
+            Poll::Ready(Some(Err(e))) => Err(e),
+            Poll::Ready(None) => Ok(Ahead::End),
+            Poll::Pending => Ok(Ahead::Nothing),
+        }
     }
 }

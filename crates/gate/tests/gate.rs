@@ -252,6 +252,20 @@ async fn upstream() -> (String, Arc<Seen>) {
                                 std::future::pending::<()>().await;
                                 unreachable!()
                             }
+                            // The names of the request's headers; the answer names one of its
+                            // own in Connection.
+                            "/headers" => {
+                                let mut names: Vec<_> =
+                                    req.headers().keys().map(|k| k.as_str()).collect();
+                                names.sort_unstable();
+                                let mut r =
+                                    Response::new(Full::new(Bytes::from(names.join(","))).boxed());
+                                let h = r.headers_mut();
+                                h.insert("connection", "x-upstream-private".parse().unwrap());
+                                h.insert("x-upstream-private", "hop".parse().unwrap());
+                                h.insert("x-upstream-kept", "end".parse().unwrap());
+                                return Ok(r);
+                            }
                             _ => {
                                 let bytes = req.into_body().collect().await.unwrap().to_bytes();
                                 drop(guard);
@@ -644,6 +658,74 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
     assert_eq!(gate.count(Outcome::UpstreamError), 1);
 }
 
+/// An upstream that does not speak HTTP/1.1 as it should: what it sends is a 502
+/// `upstream_garbage` with the reason, never a connection the client sees fail without an
+/// answer, and each is a fault for the breaker.
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_a_502_saying_so() {
+    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_url = format!("http://{}", raw.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut s, _) = raw.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let answer: Vec<u8> = match path.as_str() {
+                    "/ssh" => b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec(),
+                    "/headers" => {
+                        let mut a = b"HTTP/1.1 200 OK\r\n".to_vec();
+                        for i in 0..500 {
+                            a.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+                        }
+                        a.extend_from_slice(b"content-length: 2\r\n\r\nok");
+                        a
+                    }
+                    "/switch" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                                   connection: upgrade\r\n\r\nraw bytes"
+                        .to_vec(),
+                    "/chunk" => b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                                  transfer-encoding: chunked\r\n\r\nzz\r\ndata: 1\r\n0\r\n\r\n"
+                        .to_vec(),
+                    _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+                };
+                let _ = s.write_all(&answer).await;
+                // Held open: the answer, not a closed connection, is what the gate must judge.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    let mut opts = options(&raw_url, 2, 2, Duration::from_secs(1));
+    // Four faults in a row: the circuit stays closed for all of them to be seen.
+    opts.breaker.failure_threshold = 10;
+    let (gate_url, gate) = serve_gate(opts).await;
+    for (path, says) in [
+        ("/ssh", "not HTTP/1.1"),
+        ("/headers", "not HTTP/1.1"),
+        ("/switch", "101"),
+        ("/chunk", "malformed"),
+    ] {
+        let r = client()
+            .get(format!("{gate_url}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer from the gate: {e}"));
+        assert_eq!(r.status(), 502, "{path}");
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "upstream_garbage", "{path}: {json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    assert_eq!(gate.count(Outcome::UpstreamError), 4);
+    // A well-formed answer from the same upstream passes.
+    let r = client().get(format!("{gate_url}/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+}
+
 /// A model still loading and a 429 with Retry-After are retried, within the request's time;
 /// the client sees the answer that followed.
 #[tokio::test]
@@ -943,6 +1025,34 @@ async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> (
             Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
         }
     }
+}
+
+/// The headers a message's `Connection` names are for that hop only (RFC 9110 §7.6.1): the gate
+/// forwards neither those of the client's request nor those of the upstream's answer, whatever
+/// their case and spacing in the list.
+#[tokio::test]
+async fn headers_named_in_connection_stay_on_their_hop() {
+    use tokio::io::AsyncWriteExt as _;
+    let (up, _seen) = upstream().await;
+    let (gate_url, _gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    let mut s = tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /headers HTTP/1.1\r\nhost: gate\r\nconnection: close, X-Client-Private ,x-also\r\n\
+          connection: x-third\r\nx-client-private: secret\r\nx-also: 1\r\nx-third: 3\r\n\
+          x-kept: 2\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "the client asked to close: {answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(body, "host,x-kept", "what the upstream received");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-upstream-kept: end"), "{head}");
+    assert!(!head.contains("x-upstream-private"), "{head}");
 }
 
 /// At `max_connections`, a new connection is served and the oldest is asked to close: at once
