@@ -546,6 +546,15 @@ impl Gate {
     {
         let timers = timers.as_ref();
         let (mut parts, body) = req.into_parts();
+        // A tunnel is not an API request; forwarded, the upstream's 200 would leave the client
+        // a connection with nothing at its other end.
+        if parts.method == Method::CONNECT {
+            return self.bad_request(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the gate passes API requests to the inference server and opens no tunnels (CONNECT)",
+            );
+        }
         // A body still arriving must arrive within header_read_timeout: a client that trickles
         // one would otherwise hold its connection for ever (a slowloris past the headers).
         let options = &self.inner.options;

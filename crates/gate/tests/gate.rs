@@ -850,6 +850,22 @@ async fn a_malformed_request_gets_400_from_the_gate() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
+
+    // CONNECT asks for a tunnel, which a gate in front of an API never opens: forwarded, the
+    // upstream's 200 would turn the client's connection into one with nothing at its end.
+    let mut s = tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut s, Duration::from_millis(500)).await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"method_not_allowed\""),
+        "{answer}"
+    );
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0);
 }
 
 /// The gate's own connection pool: one kept-alive connection serves sequential requests, each
