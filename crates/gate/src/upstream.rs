@@ -130,7 +130,10 @@ impl Client {
         } else {
             let mut builder = reqwest::Client::builder()
                 .no_proxy()
-                .connect_timeout(connect_timeout);
+                .connect_timeout(connect_timeout)
+                // As the plain pool: closed by the gate before an upstream behind uvicorn or
+                // llama.cpp's server closes it under a request.
+                .pool_idle_timeout(IDLE_FOR);
             if let Some(path) = ca_file {
                 let pem = vitals_core::tls::read_ca(path)?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -216,8 +219,15 @@ impl Tls {
     }
 }
 
-/// How long a kept-alive connection may sit unused before it is closed rather than reused.
-const IDLE_FOR: Duration = Duration::from_secs(60);
+/// How long a kept-alive connection may sit unused before it is closed rather than reused:
+/// under the 5 s after which uvicorn (llama-cpp-python, vLLM), llama.cpp's own server and
+/// Node close theirs, so that the gate, not the upstream, closes it.
+const IDLE_FOR: Duration = Duration::from_secs(4);
+/// A connection reused after sitting idle this long may meet the upstream's keep-alive timer
+/// closing it just as the request arrives (an upstream that closes sooner than `IDLE_FOR`):
+/// the request is kept, to be sent again on a fresh connection if the reused one closes
+/// without an answer. A busy connection that does that is the upstream failing.
+const MAY_MEET_A_CLOSE_AFTER: Duration = Duration::from_millis(500);
 /// At most this many idle connections are kept.
 const MAX_IDLE: usize = 1024;
 
@@ -340,14 +350,13 @@ impl Plain {
     /// meanwhile is not asked here: the request's first drive of it reads that close, and the
     /// request comes back unsent (`send` then takes the next one). Asking first would drive
     /// every connection twice a request.
-    fn checkout(&self, port: u16, now: Instant) -> Option<Box<Conn>> {
+    /// Also says how long it sat idle.
+    fn checkout(&self, port: u16, now: Instant) -> Option<(Box<Conn>, Duration)> {
         loop {
             let i = self.idle().pop()?;
-            if i.port == port
-                && now.duration_since(i.since) < IDLE_FOR
-                && !i.conn.sender.is_closed()
-            {
-                return Some(i.conn);
+            let idle = now.saturating_duration_since(i.since);
+            if i.port == port && idle < IDLE_FOR && !i.conn.sender.is_closed() {
+                return Some((i.conn, idle));
             }
         }
     }
@@ -431,8 +440,15 @@ impl Plain {
         let mut pooled = self.checkout(port, now);
         loop {
             let reused = pooled.is_some();
+            // Boxed, and only after an idle spell: a busy connection never needs it.
+            let mut again = match &pooled {
+                Some((_, idle)) if *idle >= MAY_MEET_A_CLOSE_AFTER => {
+                    Some(Box::new(copy(&request)))
+                }
+                _ => None,
+            };
             let mut conn = Some(match pooled.take() {
-                Some(c) => c,
+                Some((c, _)) => c,
                 // Boxed: connecting is rare, and its future would make every request's larger.
                 None => Box::pin(self.connect(port)).await?,
             });
@@ -466,6 +482,11 @@ impl Plain {
                     }
                     _ => {
                         let error = e.into_error();
+                        if let Some(kept) = again.take().filter(|_| closed_unanswered(&error)) {
+                            tracing::debug!(error = %error, "gate: a connection reused after an idle spell closed without an answer; sending again on a fresh one");
+                            request = *kept;
+                            continue;
+                        }
                         return Err(SendError {
                             connect: false,
                             certificate: false,
@@ -479,6 +500,37 @@ impl Plain {
             }
         }
     }
+}
+
+/// A request to send again: the same method, target, headers and body.
+fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(request.body().clone());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
+/// Whether `error` is a connection that ended (closed, reset) before its answer: what an
+/// upstream's keep-alive timer closing it as the request arrived looks like.
+fn closed_unanswered(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_closed() || error.is_canceled() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// An upstream answer's body, driving its connection as it is read, that puts the connection

@@ -945,6 +945,80 @@ async fn connections_are_reused_and_replaced_when_the_upstream_closes_them() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// An upstream closes an idle kept-alive connection at the moment the gate sends on it (as
+/// uvicorn, under llama-cpp-python and vLLM, does after its 5 s keep-alive: a client that waits
+/// about that long between requests meets it a request in four). The request never reached the
+/// upstream's application, so it is sent again on a fresh connection: the client gets its
+/// answer, and the breaker counts nothing. A connection that fails the same way while busy is
+/// an upstream fault: 502.
+#[tokio::test]
+async fn a_connection_closed_as_its_idle_reuse_begins_is_retried_on_a_fresh_one() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    // Answers the first request on each connection; the second one it reads and closes on,
+    // unanswered (the keep-alive timer firing as it arrives).
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let (gate_url, gate) =
+        start_gate(&format!("http://{addr}"), 2, 2, Duration::from_secs(1)).await;
+    for i in 0..3 {
+        let r = client()
+            .post(format!("{gate_url}/v1/completions"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        // Idle long enough that a close by the upstream's keep-alive timer is the likely cause.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "a fresh connection for each reuse that failed"
+    );
+    assert_eq!(gate.count(Outcome::UpstreamError), 0);
+    assert_eq!(gate.count(Outcome::Ok), 3);
+
+    // Busy, not idle: the same failure is the upstream's.
+    let answers = futures_util::future::join_all((0..2).map(|_| {
+        client()
+            .post(format!("{gate_url}/v1/completions"))
+            .body("{}")
+            .send()
+    }))
+    .await;
+    let first = answers
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect::<Vec<_>>();
+    assert!(first.iter().all(|s| *s == 200), "{first:?}");
+    let r = client()
+        .post(format!("{gate_url}/v1/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502, "reused at once, and closed unanswered");
+    assert_eq!(gate.count(Outcome::UpstreamError), 1);
+}
+
 /// A waker that counts the wakes that come while its task is being polled. Each is the task
 /// waking itself, and makes the runtime poll it once more for nothing.
 struct CountsSelfWakes {
