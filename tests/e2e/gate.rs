@@ -258,7 +258,7 @@ async fn a_queue_held_above_high_water_degrades_readiness_until_it_drains() {
 }
 
 /// A tiny llama.cpp stand-in for `/props`: `{"total_slots": slots}`, and 404 elsewhere.
-async fn props_server(slots: u32) -> String {
+async fn props_server(slots: u64) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -301,35 +301,57 @@ async fn auto_learns_the_slot_count_from_the_upstream() {
 }
 
 /// An upstream that cannot say its slot count: vitals stops with the key and the fix, once the
-/// startup budget is spent.
+/// startup budget is spent. So does one that claims more slots than a limit can be (it used to
+/// abort vitals).
 #[test]
 fn auto_without_props_stops_with_the_key_and_the_fix() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(async { StubServer::start(404).await });
+    let absurd = rt.block_on(props_server(u64::MAX));
+    auto_stops_with_the_key_and_the_fix(up.addr().to_string());
+    let out = auto_stops_with_the_key_and_the_fix(absurd.trim_start_matches("http://").to_owned());
+    assert!(out.contains("total_slots"), "{out}");
+}
+
+/// vitals' stderr once it stopped for want of a slot count from `addr`.
+fn auto_stops_with_the_key_and_the_fix(addr: String) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("health.toml");
     std::fs::write(
         &path,
         format!(
-            "[startup]\ntimeout = \"2s\"\n[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_concurrent = \"auto\"\n",
-            up.addr()
+            "[startup]\ntimeout = \"2s\"\n[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{addr}\"\nmax_concurrent = \"auto\"\n",
         ),
     )
     .unwrap();
     let started = Instant::now();
-    let out = std::process::Command::new(bin())
+    let mut child = std::process::Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(started.elapsed() < Duration::from_secs(15));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Killed after 15 s: a vitals that neither serves nor stops must fail the test, not hang it.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("vitals neither served nor stopped within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("gate.max_concurrent = \"auto\"")
             && stderr.contains("set gate.max_concurrent to a number"),
         "{stderr}"
     );
+    stderr
 }
 
 /// A model server behind a private CA: with `gate.ca_file` the gate reaches it over TLS and

@@ -491,8 +491,15 @@ impl Gate {
         })?;
         let json: serde_json::Value =
             serde_json::from_slice(&body).map_err(|_| format!("GET {url} did not answer JSON"))?;
+        // The same bounds as a number in the configuration: a limit must be a semaphore's.
         match json.get("total_slots").and_then(serde_json::Value::as_u64) {
-            Some(n) if n >= 1 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Some(n) if (1..=u64::from(u32::MAX)).contains(&n) => {
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            }
+            Some(n) if n >= 1 => Err(format!(
+                "GET {url} says total_slots = {n}, more than a limit can be ({})",
+                u32::MAX
+            )),
             _ => Err(format!(
                 "GET {url} has no total_slots ≥ 1 (is it llama.cpp's server?)"
             )),

@@ -299,8 +299,11 @@ pub struct RawSaturation {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawGateLimit {
-    Number(u32),
+    /// Any integer: the bounds are checked with the others, each error naming the key.
+    Number(i64),
     Word(String),
+    /// Anything else (a float, a table): refused by name, not with the parser's words.
+    Other(serde::de::IgnoredAny),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -673,6 +673,20 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
             "gate.surprise: unknown key",
         ],
     );
+    // Numbers out of range get the bounds, not a parser's words, and are not "missing".
+    for (n, says) in [
+        (
+            "5000000000",
+            "gate.max_concurrent: 5000000000 is more than a limit can be (at most 4294967295)",
+        ),
+        ("-2", "gate.max_concurrent: must be at least 1"),
+    ] {
+        let errs = errors(&format!(
+            "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = {n}\n"
+        ));
+        assert_reported(&errs, &[says]);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+    }
 }
 
 #[test]

@@ -69,14 +69,33 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             );
             None
         }
-        Some(RawGateLimit::Number(0)) => {
+        Some(RawGateLimit::Number(n)) if n < 1 => {
             e.push(
                 "gate.max_concurrent",
                 "must be at least 1: with 0 the gate would shed every request",
             );
             None
         }
-        Some(RawGateLimit::Number(n)) => Some(GateLimit::Fixed(n)),
+        Some(RawGateLimit::Number(n)) => match u32::try_from(n) {
+            Ok(n) => Some(GateLimit::Fixed(n)),
+            Err(_) => {
+                e.push(
+                    "gate.max_concurrent",
+                    format!(
+                        "{n} is more than a limit can be (at most {}); set it to the upstream's slot count",
+                        u32::MAX
+                    ),
+                );
+                None
+            }
+        },
+        Some(RawGateLimit::Other(_)) => {
+            e.push(
+                "gate.max_concurrent",
+                "write a number of requests (such as 4) or \"auto\"",
+            );
+            None
+        }
         Some(RawGateLimit::Word(w)) if w == "auto" => Some(GateLimit::Auto),
         Some(RawGateLimit::Word(w)) => {
             e.push(
