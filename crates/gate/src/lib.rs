@@ -1175,7 +1175,14 @@ fn strip(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|name| header::HeaderName::from_bytes(name.trim_ascii()).ok())
+            .map(<[u8]>::trim_ascii)
+            // The usual options name no header, or one removed below: nothing to allocate.
+            .filter(|name| {
+                !name.eq_ignore_ascii_case(b"close")
+                    && !name.eq_ignore_ascii_case(b"keep-alive")
+                    && !name.eq_ignore_ascii_case(b"upgrade")
+            })
+            .filter_map(|name| header::HeaderName::from_bytes(name).ok())
             .collect();
         for name in named {
             headers.remove(name);
