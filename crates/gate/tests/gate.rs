@@ -833,15 +833,20 @@ async fn the_adaptive_limit_converges_to_the_upstreams_slots() {
     assert_eq!(gate.count(Outcome::ShedQueueFull), 0);
 }
 
+/// A plain connection to the gate at `gate_url`, to write to it what a client library would not.
+async fn raw(gate_url: &str) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
 /// A malformed request gets 400 from the gate itself; nothing reaches the upstream.
 #[tokio::test]
 async fn a_malformed_request_gets_400_from_the_gate() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (up, seen) = upstream().await;
     let (gate_url, _) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
-    let mut s = tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut s = raw(&gate_url).await;
     s.write_all(b"NOT AN HTTP REQUEST\x00\x01\r\n\r\n")
         .await
         .unwrap();
@@ -853,9 +858,7 @@ async fn a_malformed_request_gets_400_from_the_gate() {
 
     // CONNECT asks for a tunnel, which a gate in front of an API never opens: forwarded, the
     // upstream's 200 would turn the client's connection into one with nothing at its end.
-    let mut s = tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut s = raw(&gate_url).await;
     s.write_all(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n\r\n")
         .await
         .unwrap();
@@ -1125,9 +1128,7 @@ async fn headers_named_in_connection_stay_on_their_hop() {
     use tokio::io::AsyncWriteExt as _;
     let (up, _seen) = upstream().await;
     let (gate_url, _gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
-    let mut s = tokio::net::TcpStream::connect(gate_url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut s = raw(&gate_url).await;
     s.write_all(
         b"GET /headers HTTP/1.1\r\nhost: gate\r\nconnection: close, X-Client-Private ,x-also\r\n\
           connection: x-third\r\nx-client-private: secret\r\nx-also: 1\r\nx-third: 3\r\n\
