@@ -1,7 +1,7 @@
 //! Reading a [`Figment`] into the raw model, collecting every problem instead of stopping at the
 //! first: a key that fails to parse is reported and dropped, and the section is read again.
 
-use figment::error::Kind as FigKind;
+use figment::error::{Actual, Kind as FigKind};
 use figment::providers::Serialized;
 use figment::value::{Dict, Value};
 use figment::Figment;
@@ -191,11 +191,25 @@ fn extract_lenient<T: DeserializeOwned + Default>(
                         expected.join(", ")
                     )
                 }
-                FigKind::InvalidType(actual, expected) => {
-                    format!("expected {expected}, found {actual}")
-                }
+                FigKind::InvalidType(actual, expected) => match whole_number(expected) {
+                    Some(range) if matches!(actual, Actual::Str(_)) => {
+                        format!("expected {range}, found {actual}; write a number, without quotes")
+                    }
+                    Some(range) => format!("expected {range}, found {actual}"),
+                    None => format!("expected {expected}, found {actual}"),
+                },
                 FigKind::InvalidValue(actual, expected) => {
-                    format!("invalid value {actual}: expected {expected}")
+                    let number = match actual {
+                        Actual::Signed(n) => Some(n.to_string()),
+                        Actual::Unsigned(n) => Some(n.to_string()),
+                        _ => None,
+                    };
+                    match (number, whole_number(expected)) {
+                        (Some(n), Some(range)) => {
+                            format!("{n} is not {range}; write one in that range")
+                        }
+                        _ => format!("invalid value {actual}: expected {expected}"),
+                    }
                 }
                 other => other.to_string(),
             };
@@ -207,6 +221,18 @@ fn extract_lenient<T: DeserializeOwned + Default>(
         }
     }
     (T::default(), dict)
+}
+
+/// What serde calls an unsigned integer type, in words: "a whole number from 0 to 255".
+fn whole_number(expected: &str) -> Option<String> {
+    let max = match expected {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        "u64" | "usize" => u64::MAX,
+        _ => return None,
+    };
+    Some(format!("a whole number from 0 to {max}"))
 }
 
 fn remove_path(dict: &mut Dict, path: &[String]) -> bool {

@@ -144,7 +144,7 @@ fn every_problem_is_reported_at_once_with_its_key() {
         "server.lisen: unknown key (did you mean \"listen\"?)",
         "liveness.stall_after: 5 has no unit",
         "drain.delay: \"-3s\" is negative",
-        "dependencies[0].failure_threshold: expected u32",
+        "dependencies[0].failure_threshold: expected a whole number from 0 to 4294967295, found string \"three\"; write a number",
         "server.listen: \"nowhere\" is not an address",
         "probes.liveness.period: must be greater than zero",
         "dependencies[0].timeout: 5s must be shorter than interval (5s)",
@@ -673,6 +673,17 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
             "gate.surprise: unknown key",
         ],
     );
+    // A count out of its type's range, or quoted, says the range and the fix.
+    for (value, says) in [
+        ("-1", "gate.queue_depth: -1 is not a whole number from 0 to 4294967295"),
+        ("5000000000", "gate.queue_depth: 5000000000 is not a whole number from 0 to 4294967295"),
+        ("\"8\"", "gate.queue_depth: expected a whole number from 0 to 4294967295, found string \"8\"; write a number, without quotes"),
+    ] {
+        let errs = errors(&format!(
+            "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\nqueue_depth = {value}\n"
+        ));
+        assert_reported(&errs, &[says]);
+    }
     // Numbers out of range get the bounds, not a parser's words, and are not "missing".
     for (n, says) in [
         (
