@@ -367,6 +367,75 @@ async fn nothing_secret_reaches_redis_and_foreign_values_are_ignored() {
     assert!(!logs.contains(KEY));
 }
 
+/// Redis' count of the bytes it has sent its clients.
+async fn redis_bytes_out(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// A huge value under the result's key (another program's, or a hostile one) is not read
+/// whole: what an instance takes of it is bounded, so it costs neither memory nor time, and it
+/// is ignored as not vitals'.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_foreign_value_is_not_read_whole() {
+    let redis = redis_addr();
+    let llm = CountingLlm::start().await;
+    let prefix = unique("huge");
+    let config = fleet_config(llm.addr, &redis, &prefix);
+    let fleet = ready_fleet(2, &config, &[("FLEET_TEST_KEY", KEY)]).await;
+    let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let result_key = keys
+        .into_iter()
+        .find(|k| k.ends_with(":result"))
+        .expect("the performer published a result");
+    let huge = vec![b'x'; 8 << 20];
+    let before = redis_bytes_out(&mut conn).await;
+    // Kept there across three intervals: the performer's result replaces it each slot.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(7) {
+        let _: () = redis::cmd("SET")
+            .arg(&result_key)
+            .arg(&huge[..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let sent = redis_bytes_out(&mut conn).await - before;
+    let reads = metric_sum(
+        &fleet,
+        r#"vitals_fleet_checks_total{dependency="llm",role="read"}"#,
+    )
+    .await;
+    let logs = fleet
+        .iter()
+        .flat_map(|v| v.logs())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logs.contains("not a vitals result; ignored"),
+        "never read: {logs}"
+    );
+    assert!(
+        sent < 4 << 20,
+        "Redis sent {sent} bytes in 7 s ({reads} reads of the fleet's result): the 8 MiB value was read whole"
+    );
+    all_ready(&fleet).await;
+}
+
 fn view_config(llm: SocketAddr, redis: &str, prefix: &str, outage: &str) -> String {
     format!(
         "{}fleet_outage = \"{outage}\"\n",

@@ -33,6 +33,9 @@ use vitals_core::lifecycle::{Outcome, Spread};
 
 use crate::checks::Report;
 
+/// The most of a published result's value that is read: vitals writes a few hundred bytes.
+const RESULT_BYTES: usize = 16 * 1024;
+
 /// How many instances check a failed result for themselves, to tell a fleet-wide outage from
 /// one instance's broken path: at most this many extra calls an interval during an outage.
 pub const CONFIRMERS: u64 = 2;
@@ -446,9 +449,15 @@ impl Fleet {
     /// vitals' (warned about).
     pub(crate) async fn read(&self, name: &str) -> Result<Option<Published>, String> {
         let key = self.key(name).ok_or("not shared")?;
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(format!("{key}:result"));
-        let value: Option<String> = self.command(cmd).await?;
+        // At most RESULT_BYTES of it: vitals' values are a few hundred bytes, and a huge value
+        // someone else put there is neither read whole nor held.
+        let mut cmd = redis::cmd("GETRANGE");
+        cmd.arg(format!("{key}:result"))
+            .arg(0)
+            .arg(RESULT_BYTES - 1);
+        let value: Vec<u8> = self.command(cmd).await?;
+        // An empty string is a missing key.
+        let value = (!value.is_empty()).then(|| String::from_utf8_lossy(&value).into_owned());
         Ok(value.and_then(|text| {
             let parsed = Published::parse(&text);
             if parsed.is_none() {
@@ -613,7 +622,8 @@ impl Fleet {
         Published {
             at_ms: now_ms(),
             ok: report.outcome.is_success(),
-            reason: report.outcome.reason(),
+            // As readers take it (at most 200 characters): the value stays within RESULT_BYTES.
+            reason: report.outcome.reason().map(|r| clean(&r)),
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
             by: self.inner.instance.clone(),
         }
@@ -809,6 +819,24 @@ mod tests {
         let p = Published::parse(odd).unwrap();
         assert_eq!(p.reason.as_deref(), Some("a [31mred line"));
         assert_eq!(p.latency_ms, 3_600_000);
+    }
+
+    /// However long a check's reason, the value published is one a reader takes whole.
+    #[test]
+    fn a_published_result_fits_in_what_a_reader_takes() {
+        let config = vitals_core::config::from_toml(
+            "[fleet]\nredis_url = \"redis://127.0.0.1:1/0\"\n[[dependencies]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\n",
+            &|_| None,
+        )
+        .unwrap();
+        let fleet = Fleet::new(&config).unwrap().unwrap();
+        let report = Report::from(Outcome::Failed {
+            reason: "\u{1F4A5}\"\\".repeat(10_000),
+        });
+        let json = fleet.published(&report, Duration::from_millis(5)).to_json();
+        assert!(json.len() < RESULT_BYTES, "{} bytes", json.len());
+        let read = Published::parse(&json).unwrap();
+        assert_eq!(read.reason.unwrap().chars().count(), 200);
     }
 
     #[test]
