@@ -296,13 +296,7 @@ async fn nothing_secret_reaches_redis_and_foreign_values_are_ignored() {
     llm.down.store(true, Ordering::SeqCst);
     expect_status_within(&v.url("/readyz"), 503, Duration::from_secs(8)).await;
 
-    let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (mut conn, keys) = fleet_keys(&redis, &prefix).await;
     assert!(keys.iter().any(|k| k.ends_with(":result")), "{keys:?}");
     for k in &keys {
         let value: String = if k.ends_with(":views") {
@@ -367,6 +361,18 @@ async fn nothing_secret_reaches_redis_and_foreign_values_are_ignored() {
     assert!(!logs.contains(KEY));
 }
 
+/// A connection to the test Redis, and the keys the fleet under `prefix` wrote there.
+async fn fleet_keys(redis: &str, prefix: &str) -> (redis::aio::MultiplexedConnection, Vec<String>) {
+    let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (conn, keys)
+}
+
 /// Redis' count of the bytes it has sent its clients.
 async fn redis_bytes_out(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -390,13 +396,7 @@ async fn a_huge_foreign_value_is_not_read_whole() {
     let prefix = unique("huge");
     let config = fleet_config(llm.addr, &redis, &prefix);
     let fleet = ready_fleet(2, &config, &[("FLEET_TEST_KEY", KEY)]).await;
-    let client = redis::Client::open(format!("redis://{redis}/0")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (mut conn, keys) = fleet_keys(&redis, &prefix).await;
     let result_key = keys
         .into_iter()
         .find(|k| k.ends_with(":result"))
