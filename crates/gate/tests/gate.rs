@@ -979,13 +979,14 @@ async fn a_connection_closed_as_its_idle_reuse_begins_is_retried_on_a_fresh_one(
     });
     let (gate_url, gate) =
         start_gate(&format!("http://{addr}"), 2, 2, Duration::from_secs(1)).await;
-    for i in 0..3 {
-        let r = client()
+    let post = || {
+        client()
             .post(format!("{gate_url}/v1/completions"))
             .body("{}")
             .send()
-            .await
-            .unwrap();
+    };
+    for i in 0..3 {
+        let r = post().await.unwrap();
         assert_eq!(r.status(), 200, "request {i}");
         assert_eq!(r.text().await.unwrap(), "ok");
         // Idle long enough that a close by the upstream's keep-alive timer is the likely cause.
@@ -1000,24 +1001,13 @@ async fn a_connection_closed_as_its_idle_reuse_begins_is_retried_on_a_fresh_one(
     assert_eq!(gate.count(Outcome::Ok), 3);
 
     // Busy, not idle: the same failure is the upstream's.
-    let answers = futures_util::future::join_all((0..2).map(|_| {
-        client()
-            .post(format!("{gate_url}/v1/completions"))
-            .body("{}")
-            .send()
-    }))
-    .await;
+    let answers = futures_util::future::join_all((0..2).map(|_| post())).await;
     let first = answers
         .into_iter()
         .map(|r| r.unwrap().status())
         .collect::<Vec<_>>();
     assert!(first.iter().all(|s| *s == 200), "{first:?}");
-    let r = client()
-        .post(format!("{gate_url}/v1/completions"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = post().await.unwrap();
     assert_eq!(r.status(), 502, "reused at once, and closed unanswered");
     assert_eq!(gate.count(Outcome::UpstreamError), 1);
 }
