@@ -811,6 +811,17 @@ impl Gate {
                 &format!("the upstream answered {status}, which is no final answer to this request (the gate passes no protocol upgrades)"),
             );
         }
+        // hyper reads any three digits; 600 and above belong to no class of RFC 9110 §15, and a
+        // client's library may refuse them or take them for anything.
+        if status.as_u16() > 599 {
+            return self.garbage(
+                trial,
+                &format!(
+                    "the upstream answered status {}, outside HTTP's 100 to 599",
+                    status.as_u16()
+                ),
+            );
+        }
         let read_whole = upstream
             .content_length()
             .is_some_and(|n| n <= READ_WHOLE_UP_TO);

@@ -690,6 +690,8 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
                     "/chunk" => b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
                                   transfer-encoding: chunked\r\n\r\nzz\r\ndata: 1\r\n0\r\n\r\n"
                         .to_vec(),
+                    // Three digits, as hyper accepts, but no HTTP status class (RFC 9110 §15).
+                    "/status" => b"HTTP/1.1 999 Whatever\r\ncontent-length: 2\r\n\r\nok".to_vec(),
                     _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
                 };
                 let _ = s.write_all(&answer).await;
@@ -699,7 +701,7 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         }
     });
     let mut opts = options(&raw_url, 2, 2, Duration::from_secs(1));
-    // Four faults in a row: the circuit stays closed for all of them to be seen.
+    // Five faults in a row: the circuit stays closed for all of them to be seen.
     opts.breaker.failure_threshold = 10;
     let (gate_url, gate) = serve_gate(opts).await;
     for (path, says) in [
@@ -707,6 +709,7 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         ("/headers", "not HTTP/1.1"),
         ("/switch", "101"),
         ("/chunk", "malformed"),
+        ("/status", "999"),
     ] {
         let r = client()
             .get(format!("{gate_url}{path}"))
@@ -719,7 +722,7 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         let message = json["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{path}: {message}");
     }
-    assert_eq!(gate.count(Outcome::UpstreamError), 4);
+    assert_eq!(gate.count(Outcome::UpstreamError), 5);
     // A well-formed answer from the same upstream passes.
     let r = client().get(format!("{gate_url}/ok")).send().await.unwrap();
     assert_eq!(r.status(), 200);
