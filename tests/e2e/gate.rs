@@ -117,6 +117,45 @@ async fn completions_and_streams_pass_through_the_gate_token_for_token() {
 }
 
 /// The e2e: the breaker opens on an upstream outage, /readyz goes 503 with no change to
+/// A client that speaks HTTP/2 with prior knowledge (`curl --http2-prior-knowledge`, an h2c
+/// client) gets its connection closed, as an HTTP/1.1 server must; the log says why, so the
+/// operator does not hunt for a network fault. HTTP/1.1 clients go on being served.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_is_told_in_the_log_that_the_gate_speaks_http1() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let up = StubServer::start(200).await;
+    let v = VitalsProcess::start(
+        &bin(),
+        &gate_config(&format!("http://{}", up.addr()), ""),
+        &[],
+    );
+    let gate = gate_addr(&v);
+    let mut s = tokio::net::TcpStream::connect(gate.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is closed, not held");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !v.logs().iter().any(|l| l.contains("HTTP/2")) {
+        assert!(
+            Instant::now() < deadline,
+            "no log line names HTTP/2: {:?}",
+            v.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client()
+        .get(format!("{gate}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 /// liveness, and both recover once a trial request succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_outage_opens_the_breaker_and_readiness_follows_liveness_does_not() {

@@ -184,6 +184,8 @@ struct Inner {
     /// The upstream's port when it moves (a supervised process on a port range); 0: the URL's.
     port: AtomicU16,
     progress: Arc<Progress>,
+    /// Connections closed for opening with HTTP/2's preface, for the log's rate limit.
+    h2_clients: AtomicU64,
 }
 
 /// When the upstream last showed progress: an answer began, a byte of one arrived, or a request
@@ -295,6 +297,7 @@ impl Gate {
                 ttfb_micros: AtomicU64::new(0),
                 ttfb_count: AtomicU64::new(0),
                 port: AtomicU16::new(0),
+                h2_clients: AtomicU64::new(0),
                 progress: Arc::new(Progress {
                     epoch: Instant::now(),
                     last_micros: AtomicU64::new(0),
@@ -1045,7 +1048,18 @@ impl Gate {
                         svc,
                     );
                 // Closes at once when idle; a request in progress finishes first.
-                let _ = deadlines::drive(&here.1, conn, |conn| conn.graceful_shutdown()).await;
+                let served = deadlines::drive(&here.1, conn, |conn| conn.graceful_shutdown()).await;
+                if served.is_err_and(|e| e.is_parse_version_h2()) {
+                    let n = here.0.inner.h2_clients.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            clients = n,
+                            "gate: a client spoke HTTP/2 with prior knowledge; the gate speaks \
+                             HTTP/1.1, so its connection was closed (configure the client for \
+                             HTTP/1.1)"
+                        );
+                    }
+                }
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
