@@ -99,7 +99,8 @@ impl GatePart {
     /// Learns the limit (with `"auto"`, while the probe routes already answer: the `gate`
     /// signal has no report until then, so the instance is not ready), then serves the gate and
     /// reports its circuit and load, until `stop` (no new connections) and `root` (everything)
-    /// are cancelled. The receiver gets the error if the gate cannot start.
+    /// are cancelled. The receiver gets the error if the gate cannot start. All of it runs on the
+    /// gate's own thread ([`gate_thread`]).
     pub(crate) fn start(
         &self,
         listener: TcpListener,
@@ -110,11 +111,51 @@ impl GatePart {
     ) -> tokio::sync::oneshot::Receiver<Error> {
         let (failed, receiver) = tokio::sync::oneshot::channel();
         let (this, shared, spawner) = (self.clone(), shared.clone(), tasks.clone());
+        // The gate's thread ends with the runtime's tree, or when the tokio runtime it was
+        // started from is dropped: that drops this task, which closes the channel.
+        let (alive, runtime_gone) = tokio::sync::oneshot::channel::<()>();
+        let watch = root.clone();
         tasks.spawn(async move {
-            if let Err(e) = this.run(listener, &shared, &spawner, stop, root).await {
-                let _ = failed.send(e);
+            watch.cancelled().await;
+            drop(alive);
+        });
+        // Registered again on the runtime that serves it, which alone is then woken for it.
+        let (listener, listen) = (listener.into_std(), self.listen);
+        let serve: GateWork = Box::pin(async move {
+            let run = async {
+                let served = match listener.and_then(TcpListener::from_std) {
+                    Ok(listener) => {
+                        this.run(listener, &shared, &spawner, stop, root.clone())
+                            .await
+                    }
+                    Err(source) => Err(Error::Bind {
+                        addr: listen,
+                        source,
+                    }),
+                };
+                if let Err(e) = served {
+                    let _ = failed.send(e);
+                }
+                // Its connections' tasks live on this runtime: requests in flight finish during
+                // the drain, until the whole tree ends.
+                root.cancelled().await;
+            };
+            tokio::select! {
+                () = run => {}
+                _ = runtime_gone => {}
             }
         });
+        match gate_thread() {
+            Ok(start) => {
+                let _ = start.send(serve);
+            }
+            Err(e) => {
+                // Out of threads (a container's process limit): the gate still serves, on the
+                // runtime of the probe routes.
+                tracing::warn!(error = %e, "gate: no thread of its own; it shares the probe routes' runtime");
+                tasks.spawn(serve);
+            }
+        }
         receiver
     }
 
@@ -241,4 +282,31 @@ impl GatePart {
         }
         true
     }
+}
+
+/// The gate's whole life: serving, then waiting for the end of the runtime's tree.
+type GateWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A thread of the gate's own, with a single-threaded runtime, waiting for its work.
+///
+/// The gate's load then never takes the thread the probe routes and checks run on, and an
+/// embedder whose runtime thread is held (a blocking call) still has its model requests
+/// proxied. A single-threaded scheduler also suits a proxy's request path: no work stealing
+/// and no cross-thread wakes (measured against HAProxy: BENCHMARKS.md). One core serves tens of
+/// thousands of requests a second, far beyond any model server behind it.
+fn gate_thread() -> std::io::Result<std::sync::mpsc::Sender<GateWork>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (start, work) = std::sync::mpsc::channel::<GateWork>();
+    std::thread::Builder::new()
+        .name("vitals-gate".into())
+        .spawn(move || {
+            if let Ok(serve) = work.recv() {
+                runtime.block_on(serve);
+            }
+            // A DNS lookup on a blocking thread that never answers must not hold this one.
+            runtime.shutdown_background();
+        })?;
+    Ok(start)
 }

@@ -323,3 +323,79 @@ async fn an_agent_that_exits_by_itself_ends_the_runtime_as_a_drain_does() {
     );
     assert!(handle.snapshot().phase() == vitals_core::lifecycle::Phase::Drained);
 }
+
+/// One GET over a fresh connection, from a thread of its own: the status line and the body.
+#[cfg(feature = "gate")]
+fn blocking_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    format!("{} {body}", head.lines().next().unwrap_or(""))
+}
+
+/// The gate runs on a thread of its own: while the embedder's runtime thread is held (a
+/// blocking call, a long computation), the agent's model requests still pass through the gate.
+/// (And the other way round, the gate's load never takes the thread the probes run on.)
+#[cfg(feature = "gate")]
+#[tokio::test(flavor = "current_thread")]
+async fn the_gate_serves_while_the_embedders_runtime_thread_is_held() {
+    // An upstream on a thread of its own, answering every request with "ok".
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut s in upstream.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let gate_addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let toml = format!(
+        "[gate]\nlisten = \"{gate_addr}\"\nupstream = \"http://{upstream_addr}\"\nmax_concurrent = 2\nqueue_depth = 2\nqueue_timeout = \"1s\"\nrequest_timeout = \"5s\"\n"
+    );
+    let (runtime, handle) = Builder::from_toml(&toml)
+        .unwrap()
+        .listener(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .drain(Duration::ZERO, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let run = tokio::spawn(runtime.run());
+    // Served once the gate listens.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(gate_addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gate never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // This runtime's only thread is held until the answer comes (or 10 s pass).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(blocking_get(gate_addr, "/v1/models")));
+    let answer = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        answer.as_deref(),
+        Ok("HTTP/1.1 200 OK ok"),
+        "the gate answered while the embedder's runtime thread was held"
+    );
+    handle.drain();
+    let exit = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the runtime ends after the drain")
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.cause, DrainCause::Requested);
+}
