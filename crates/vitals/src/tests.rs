@@ -343,7 +343,6 @@ fn blocking_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 /// The gate runs on a thread of its own: while the embedder's runtime thread is held (a
 /// blocking call, a long computation), the agent's model requests still pass through the gate.
-/// (And the other way round, the gate's load never takes the thread the probes run on.)
 #[cfg(feature = "gate")]
 #[tokio::test(flavor = "current_thread")]
 async fn the_gate_serves_while_the_embedders_runtime_thread_is_held() {
