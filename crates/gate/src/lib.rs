@@ -863,6 +863,10 @@ impl Gate {
         let mut body = upstream.body;
         let ahead = match upstream::Ahead::peek(&mut body) {
             Ok(ahead) => ahead,
+            Err(e) if upstream::cut_short(&e) => {
+                tracing::warn!("gate: the upstream hung up in the start of its answer");
+                return self.truncated(trial);
+            }
             Err(e) => {
                 let detail = chain(&e);
                 tracing::warn!(error = %detail, "gate: the upstream's answer broke at its start");

@@ -71,6 +71,26 @@ fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether `error`'s causes say the upstream closed the connection before its answer's end.
+pub(crate) fn cut_short(error: &std::io::Error) -> bool {
+    let mut cause = error
+        .get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(e) = cause {
+        // hyper's own for a sized body; an end of file in a chunk's frame for a chunked one.
+        let ended = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+        if ended {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// An answer's head, and its body still to come.
 pub(crate) struct Answer {
     pub status: StatusCode,
@@ -603,13 +623,13 @@ impl http_body::Body for Held {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let polled = match std::mem::replace(&mut self.ahead, Ahead::Nothing) {
-            Ahead::Nothing => Pin::new(&mut self.body).poll_frame(cx),
-            Ahead::Frame(frame) => Poll::Ready(Some(Ok(frame))),
-            Ahead::End => {
-                self.ahead = Ahead::End;
-                Poll::Ready(None)
-            }
+        let polled = if let Some(frame) = self.ahead.frames.pop_front() {
+            self.ahead.len -= frame.data_ref().map_or(0, |d| d.len() as u64);
+            Poll::Ready(Some(Ok(frame)))
+        } else if self.ahead.end {
+            Poll::Ready(None)
+        } else {
+            Pin::new(&mut self.body).poll_frame(cx)
         };
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
@@ -632,51 +652,71 @@ impl http_body::Body for Held {
     }
 
     fn is_end_stream(&self) -> bool {
-        match self.ahead {
-            Ahead::Nothing => self.body.is_end_stream(),
-            Ahead::Frame(_) => false,
-            Ahead::End => true,
+        if self.ahead.is_empty() {
+            self.body.is_end_stream()
+        } else {
+            self.ahead.end && self.ahead.frames.is_empty()
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.ahead {
-            Ahead::Nothing => self.body.size_hint(),
-            Ahead::Frame(frame) => {
-                let mut hint = self.body.size_hint();
-                let more = frame.data_ref().map_or(0, |d| d.len() as u64);
-                // The upper bound first: each setter checks the bounds against the other.
-                if let Some(upper) = hint.upper() {
-                    hint.set_upper(upper.saturating_add(more));
-                }
-                hint.set_lower(hint.lower().saturating_add(more));
-                hint
-            }
-            Ahead::End => SizeHint::with_exact(0),
+        // What is still to come: what was taken in and not yet given out, and the rest.
+        let held = self.ahead.len;
+        if self.ahead.end {
+            return SizeHint::with_exact(held);
         }
+        let mut hint = self.body.size_hint();
+        // The upper bound first: each setter checks the bounds against the other.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint.set_lower(hint.lower().saturating_add(held));
+        hint
     }
 }
 
-/// The start of a streamed answer's body, as far as it had arrived with the head.
-pub(crate) enum Ahead {
-    /// Nothing yet, or not looked at.
-    Nothing,
-    Frame(Frame<Bytes>),
-    /// The body ended.
-    End,
+/// What of a streamed answer's body had arrived with its head: the pieces, in order, and
+/// whether the body ended there.
+pub(crate) struct Ahead {
+    frames: std::collections::VecDeque<Frame<Bytes>>,
+    /// The bytes of data in `frames`.
+    len: u64,
+    end: bool,
 }
 
+/// How much of a stream [`Ahead::peek`] takes in: past it, the rest passes on as it comes.
+const PEEK_UP_TO: u64 = 64 << 10;
+
 impl Ahead {
-    /// Takes what `body` already holds, without waiting: its first piece, its end, or its
-    /// error. A body that breaks at once is then a 502 while nothing has gone to the client,
-    /// instead of a connection the client sees close without an answer.
+    /// Takes what `body` already holds, without waiting, up to `PEEK_UP_TO` bytes: its pieces,
+    /// its end, or its error. A body that breaks anywhere in what came with the head is then a
+    /// 502 while nothing has gone to the client. Given on to hyper, the break would come as
+    /// hyper writes the head: the client would see its connection close without an answer.
     pub fn peek(body: &mut Body) -> Result<Ahead, std::io::Error> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match http_body::Body::poll_frame(Pin::new(body), &mut cx) {
-            Poll::Ready(Some(Ok(frame))) => Ok(Ahead::Frame(frame)),
-            Poll::Ready(Some(Err(e))) => Err(e),
-            Poll::Ready(None) => Ok(Ahead::End),
-            Poll::Pending => Ok(Ahead::Nothing),
+        let mut ahead = Ahead {
+            frames: std::collections::VecDeque::new(),
+            len: 0,
+            end: false,
+        };
+        while ahead.len < PEEK_UP_TO {
+            match http_body::Body::poll_frame(Pin::new(&mut *body), &mut cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    ahead.len += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    ahead.frames.push_back(frame);
+                }
+                Poll::Ready(Some(Err(e))) => return Err(e),
+                Poll::Ready(None) => {
+                    ahead.end = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
         }
+        Ok(ahead)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty() && !self.end
     }
 }

@@ -632,7 +632,8 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
     let json: serde_json::Value = r.json().await.unwrap();
     assert_eq!(json["error"]["code"], "upstream_garbage");
 
-    // An upstream that promises 100 bytes, sends 10 and hangs up.
+    // An upstream that promises 100 bytes, sends 10 and hangs up; and one that begins a stream
+    // and hangs up after its first chunk, before anything went on to the client.
     let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let raw_url = format!("http://{}", raw.local_addr().unwrap());
     tokio::spawn(async move {
@@ -640,22 +641,30 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
         loop {
             let (mut s, _) = raw.accept().await.unwrap();
             let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":\"x")
-                .await;
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let answer: &[u8] = if buf[..n].starts_with(b"GET /stream ") {
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":\"x"
+            };
+            let _ = s.write_all(answer).await;
         }
     });
     let (gate_url, gate) = start_gate(&raw_url, 2, 2, Duration::from_secs(1)).await;
-    let r = client()
-        .get(format!("{gate_url}/v1/models"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
-    let json: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(json["error"]["code"], "upstream_truncated");
-    assert_eq!(gate.count(Outcome::UpstreamError), 1);
+    for path in ["/v1/models", "/stream"] {
+        let r = client()
+            .get(format!("{gate_url}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer from the gate: {e}"));
+        assert_eq!(r.status(), 502, "{path}");
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            json["error"]["code"], "upstream_truncated",
+            "{path}: {json}"
+        );
+    }
+    assert_eq!(gate.count(Outcome::UpstreamError), 2);
 }
 
 /// An upstream that does not speak HTTP/1.1 as it should: what it sends is a 502
@@ -690,6 +699,13 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
                     "/chunk" => b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
                                   transfer-encoding: chunked\r\n\r\nzz\r\ndata: 1\r\n0\r\n\r\n"
                         .to_vec(),
+                    // A good first chunk, then a bad one, all with the head: nothing has gone to
+                    // the client yet, so it can still have its 502.
+                    "/chunk2" => {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                                   transfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\nzz\r\nxx\r\n"
+                            .to_vec()
+                    }
                     // Three digits, as hyper accepts, but no HTTP status class (RFC 9110 §15).
                     "/status" => b"HTTP/1.1 999 Whatever\r\ncontent-length: 2\r\n\r\nok".to_vec(),
                     _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
@@ -709,6 +725,7 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         ("/headers", "not HTTP/1.1"),
         ("/switch", "101"),
         ("/chunk", "malformed"),
+        ("/chunk2", "malformed"),
         ("/status", "999"),
     ] {
         let r = client()
@@ -722,7 +739,7 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         let message = json["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{path}: {message}");
     }
-    assert_eq!(gate.count(Outcome::UpstreamError), 5);
+    assert_eq!(gate.count(Outcome::UpstreamError), 6);
     // A well-formed answer from the same upstream passes.
     let r = client().get(format!("{gate_url}/ok")).send().await.unwrap();
     assert_eq!(r.status(), 200);
