@@ -652,19 +652,22 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
     });
     let (gate_url, gate) = start_gate(&raw_url, 2, 2, Duration::from_secs(1)).await;
     for path in ["/v1/models", "/stream"] {
-        let r = client()
-            .get(format!("{gate_url}{path}"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no answer from the gate: {e}"));
-        assert_eq!(r.status(), 502, "{path}");
-        let json: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(
-            json["error"]["code"], "upstream_truncated",
-            "{path}: {json}"
-        );
+        bad_gateway(&gate_url, path, "upstream_truncated").await;
     }
     assert_eq!(gate.count(Outcome::UpstreamError), 2);
+}
+
+/// GETs `path` through the gate, which must answer 502 with the error `code`; its message.
+async fn bad_gateway(gate_url: &str, path: &str, code: &str) -> String {
+    let r = client()
+        .get(format!("{gate_url}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: no answer from the gate: {e}"));
+    assert_eq!(r.status(), 502, "{path}");
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"]["code"], code, "{path}: {json}");
+    json["error"]["message"].as_str().unwrap().to_owned()
 }
 
 /// An upstream that does not speak HTTP/1.1 as it should: what it sends is a 502
@@ -728,15 +731,7 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         ("/chunk2", "malformed"),
         ("/status", "999"),
     ] {
-        let r = client()
-            .get(format!("{gate_url}{path}"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no answer from the gate: {e}"));
-        assert_eq!(r.status(), 502, "{path}");
-        let json: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(json["error"]["code"], "upstream_garbage", "{path}: {json}");
-        let message = json["error"]["message"].as_str().unwrap();
+        let message = bad_gateway(&gate_url, path, "upstream_garbage").await;
         assert!(message.contains(says), "{path}: {message}");
     }
     assert_eq!(gate.count(Outcome::UpstreamError), 6);
