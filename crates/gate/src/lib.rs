@@ -122,7 +122,7 @@ pub enum Outcome {
     ShedQueueFull,
     ShedQueueTimeout,
     CircuitOpen,
-    /// The client went away before its answer began.
+    /// The client went away before its answer ended.
     ClientCancelled,
     BadRequest,
 }
@@ -184,6 +184,9 @@ struct Inner {
     /// The upstream's port when it moves (a supervised process on a port range); 0: the URL's.
     port: AtomicU16,
     progress: Arc<Progress>,
+    /// Answers below 500 passed on (a stream as it begins), for a supervisor: proof that the
+    /// upstream answers.
+    begun: AtomicU64,
     /// Connections closed for opening with HTTP/2's preface, for the log's rate limit.
     h2_clients: AtomicU64,
 }
@@ -216,7 +219,7 @@ impl Progress {
 /// What the gate has seen of the upstream's traffic, for a supervisor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
-    /// Answers below 500 passed on since the gate started.
+    /// Answers below 500 passed on since the gate started (a stream as it begins).
     pub answered: u64,
     /// Requests holding a slot now (waiting for or streaming an answer).
     pub in_flight: usize,
@@ -298,6 +301,7 @@ impl Gate {
                 ttfb_count: AtomicU64::new(0),
                 port: AtomicU16::new(0),
                 h2_clients: AtomicU64::new(0),
+                begun: AtomicU64::new(0),
                 progress: Arc::new(Progress {
                     epoch: Instant::now(),
                     last_micros: AtomicU64::new(0),
@@ -428,7 +432,7 @@ impl Gate {
     pub fn traffic(&self) -> Traffic {
         let in_flight = self.inner.admission.in_flight();
         Traffic {
-            answered: self.count(Outcome::Ok),
+            answered: self.inner.begun.load(Ordering::Relaxed),
             in_flight,
             since_progress: (in_flight > 0).then(|| self.inner.progress.since()),
         }
@@ -876,14 +880,33 @@ impl Gate {
                 );
             }
         };
+        // An error status is judged as it begins; any other answer by how its stream ends.
+        let fault = status.is_server_error();
+        let settle = (!fault).then(|| {
+            self.inner.begun.fetch_add(1, Ordering::Relaxed);
+            // A half-open trial's success is the upstream answering again: the circuit closes
+            // now, not at the end of a stream that may last minutes.
+            if trial {
+                self.record(true, Ok(()));
+            }
+            Settle {
+                gate: self.clone(),
+                recorded: trial,
+                done: false,
+            }
+        });
         let body = BoxBody::new(upstream::Held {
             body,
             ahead,
             _slot: slot,
             progress: self.inner.progress.clone(),
             silence: deadlines::Stall::new(timers.cloned(), options.request_timeout),
+            settle,
         });
-        self.pass_on(trial, status, headers, body, false, for_head, answered)
+        if fault {
+            return self.pass_on(trial, status, headers, body, false, for_head, answered);
+        }
+        answer_with(status, headers, body, for_head)
     }
 
     /// An answer read whole (its headers stripped), `now` being when it was read: its status
@@ -914,7 +937,7 @@ impl Gate {
         &self,
         trial: bool,
         status: StatusCode,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Body,
         loading: bool,
         for_head: bool,
@@ -928,20 +951,13 @@ impl Gate {
         } else {
             self.record(trial, Ok(()));
         }
-        // hyper frames the answer itself: the upstream's length may not hold for it (one sent
-        // chunked as well). A HEAD answer has no body to frame, and its length is the GET's.
-        if !for_head {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
         let outcome = if fault {
             Outcome::UpstreamError
         } else {
+            self.inner.begun.fetch_add(1, Ordering::Relaxed);
             Outcome::Ok
         };
-        self.counted(outcome, response)
+        self.counted(outcome, answer_with(status, headers, body, for_head))
     }
 
     /// The gate's own answer for an upstream fault (`status`, error `code`, `reason`): a fault
@@ -1148,6 +1164,65 @@ impl Drop for Pending<'_> {
             if self.trial {
                 self.gate.breaker().abandon_trial();
             }
+        }
+    }
+}
+
+/// The upstream's answer as it goes to the client: its status, headers and body (`for_head`:
+/// to a HEAD request).
+fn answer_with(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Body,
+    for_head: bool,
+) -> Response<Body> {
+    // hyper frames the answer itself: the upstream's length may not hold for it (one sent
+    // chunked as well). A HEAD answer has no body to frame, and its length is the GET's.
+    if !for_head {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Counts a streamed answer's request, and judges it for the breaker, by how the stream ends:
+/// `ok` at its end, `upstream_error` (a fault) when the upstream broke it, `client_cancelled`
+/// when it was dropped before (the client went away).
+pub(crate) struct Settle {
+    gate: Gate,
+    /// Its success was recorded as it began (a half-open trial).
+    recorded: bool,
+    done: bool,
+}
+
+impl Settle {
+    /// The stream reached its end.
+    pub(crate) fn ended(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        if !self.recorded {
+            self.gate.record(false, Ok(()));
+        }
+        self.gate.count_only(Outcome::Ok);
+    }
+
+    /// The upstream broke the stream, for `reason`.
+    pub(crate) fn broke(&mut self, reason: &str) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.gate.record(false, Err(reason));
+        self.gate.count_only(Outcome::UpstreamError);
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if !self.done {
+            self.gate.count_only(Outcome::ClientCancelled);
         }
     }
 }

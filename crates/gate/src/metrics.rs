@@ -170,7 +170,7 @@ pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
     let m = &inner.metrics;
     registry.register(
         names::REQUESTS_TOTAL.strip_suffix("_total").unwrap_or_default(),
-        "Requests through the gate, by outcome (ok, upstream_error, shed_queue_full, shed_queue_timeout, circuit_open, client_cancelled, bad_request)",
+        "Requests through the gate, by outcome (ok, upstream_error, shed_queue_full, shed_queue_timeout, circuit_open, client_cancelled, bad_request), counted as they end",
         m.requests.clone(),
     );
     registry.register(

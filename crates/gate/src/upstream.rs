@@ -613,6 +613,28 @@ pub(crate) struct Held {
     pub progress: std::sync::Arc<crate::Progress>,
     /// The longest the upstream may stay silent mid-answer (`request_timeout`).
     pub silence: Stall,
+    /// Counts the request, and judges it for the breaker, by how the stream ends; `None` where
+    /// that was done as it began (an error status).
+    pub settle: Option<crate::Settle>,
+}
+
+impl Held {
+    fn broke(&mut self, reason: &str) {
+        if let Some(settle) = self.settle.as_mut() {
+            settle.broke(reason);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // hyper ends a sized answer at its last byte, without asking for the end.
+        if http_body::Body::is_end_stream(self) {
+            if let Some(settle) = self.settle.as_mut() {
+                settle.ended();
+            }
+        }
+    }
 }
 
 impl http_body::Body for Held {
@@ -636,17 +658,33 @@ impl http_body::Body for Held {
                 self.progress.mark();
                 self.silence.progressed();
             }
+            Poll::Ready(Some(Err(e))) => {
+                let reason = format!(
+                    "the upstream broke its answer in the middle ({})",
+                    crate::chain(e)
+                );
+                tracing::warn!("gate: {reason}");
+                self.broke(&reason);
+            }
+            Poll::Ready(None) => {
+                if let Some(settle) = self.settle.as_mut() {
+                    settle.ended();
+                }
+            }
             Poll::Pending if self.silence.waiting(cx).is_ready() => {
                 tracing::warn!(
                     silence = ?self.silence.limit(),
                     "gate: the upstream sent nothing for request_timeout in the middle of an answer; cut"
+                );
+                self.broke(
+                    "the upstream went silent for request_timeout in the middle of its answer",
                 );
                 return Poll::Ready(Some(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "the upstream went silent in the middle of its answer",
                 ))));
             }
-            _ => {}
+            Poll::Pending => {}
         }
         polled
     }

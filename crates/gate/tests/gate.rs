@@ -210,6 +210,19 @@ async fn upstream() -> (String, Arc<Seen>) {
                                 );
                                 StreamBody::new(events).boxed()
                             }
+                            // 2 MiB with its length, over what the gate reads whole.
+                            "/sized" => {
+                                let chunks = futures_util::stream::iter((0..32).map(|_| {
+                                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b's'; 65536])))
+                                }));
+                                let mut r = Response::new(StreamBody::new(chunks).boxed());
+                                r.headers_mut().insert(
+                                    "content-length",
+                                    (2u64 << 20).to_string().parse().unwrap(),
+                                );
+                                drop(guard);
+                                return Ok(r);
+                            }
                             "/huge" => {
                                 let chunks = futures_util::StreamExt::then(
                                     futures_util::stream::iter(0..33),
@@ -443,6 +456,119 @@ async fn a_stream_passes_through_without_buffering() {
     }
     assert_eq!(rest, "data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n");
     assert!(started.elapsed() >= Duration::from_millis(1600));
+}
+
+/// Waits up to 5 s for `done`; what was seen last goes into the failure.
+async fn until<T: std::fmt::Debug>(
+    what: &str,
+    mut seen: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = seen();
+        if done(&now) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A streamed answer is counted by how it ends: `ok` once the upstream finished it (chunked, or
+/// sized and too large to read whole), `client_cancelled` when the client went away first.
+#[tokio::test]
+async fn a_streamed_answer_counts_by_how_it_ends() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(5)).await;
+    let counts = || {
+        (
+            gate.count(Outcome::Ok),
+            gate.count(Outcome::ClientCancelled),
+            gate.count(Outcome::UpstreamError),
+        )
+    };
+    let r = client()
+        .get(format!("{gate_url}/stream?chunks=3&every=20"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    let r = client()
+        .get(format!("{gate_url}/sized"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 2 << 20);
+    until("two streams read to their end", counts, |c| *c == (2, 0, 0)).await;
+
+    let mut r = client()
+        .get(format!("{gate_url}/forever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.chunk().await.unwrap().unwrap(), "data: 0\n\n");
+    // Begun, not ended: counted as neither yet.
+    assert_eq!(counts(), (2, 0, 0));
+    drop(r);
+    until("the client gone", counts, |c| *c == (2, 1, 0)).await;
+    assert_eq!(seen.cancelled.load(Ordering::SeqCst), 1);
+}
+
+/// An upstream that breaks its stream once it has begun to reach the client (a model server
+/// that crashes in the middle of an answer): the client's stream ends short, and the request
+/// is an `upstream_error` and a fault for the breaker, which opens on such faults as on any.
+#[tokio::test]
+async fn a_stream_the_upstream_breaks_midway_is_its_fault() {
+    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_url = format!("http://{}", raw.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut s, _) = raw.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if buf[..n].starts_with(b"GET /garbage ") {
+                    let _ = s.write_all(b"zz\r\nxx\r\n").await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                // Otherwise hung up, mid-answer.
+            });
+        }
+    });
+    let mut opts = options(&raw_url, 2, 2, Duration::from_secs(1));
+    opts.breaker.failure_threshold = 2;
+    let (gate_url, gate) = serve_gate(opts).await;
+    for path in ["/cut", "/garbage"] {
+        let mut r = client()
+            .get(format!("{gate_url}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.chunk().await.unwrap().unwrap(), "data: 1\n", "{path}");
+        assert!(
+            r.chunk().await.is_err(),
+            "{path}: the stream must end short"
+        );
+    }
+    let counts = || (gate.count(Outcome::Ok), gate.count(Outcome::UpstreamError));
+    until("two broken streams", counts, |c| *c == (0, 2)).await;
+    let r = client()
+        .get(format!("{gate_url}/cut"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "two faults in a row open the circuit");
+    assert_eq!(r.headers()["x-vitals-overloaded"], "circuit_open");
 }
 
 /// A client that goes away mid-stream cancels the upstream request and frees its slot at once.
