@@ -523,27 +523,19 @@ async fn a_streamed_answer_counts_by_how_it_ends() {
 /// is an `upstream_error` and a fault for the breaker, which opens on such faults as on any.
 #[tokio::test]
 async fn a_stream_the_upstream_breaks_midway_is_its_fault() {
-    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let raw_url = format!("http://{}", raw.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        loop {
-            let (mut s, _) = raw.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                if buf[..n].starts_with(b"GET /garbage ") {
-                    let _ = s.write_all(b"zz\r\nxx\r\n").await;
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                // Otherwise hung up, mid-answer.
-            });
+    use tokio::io::AsyncWriteExt as _;
+    let raw_url = raw_upstream(|mut s, path| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if path == "/garbage" {
+            let _ = s.write_all(b"zz\r\nxx\r\n").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-    });
+        // Otherwise hung up, mid-answer.
+    })
+    .await;
     let mut opts = options(&raw_url, 2, 2, Duration::from_secs(1));
     opts.breaker.failure_threshold = 2;
     let (gate_url, gate) = serve_gate(opts).await;
@@ -760,27 +752,47 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
 
     // An upstream that promises 100 bytes, sends 10 and hangs up; and one that begins a stream
     // and hangs up after its first chunk, before anything went on to the client.
-    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let raw_url = format!("http://{}", raw.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        loop {
-            let (mut s, _) = raw.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            let answer: &[u8] = if buf[..n].starts_with(b"GET /stream ") {
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":\"x"
-            };
-            let _ = s.write_all(answer).await;
-        }
-    });
+    use tokio::io::AsyncWriteExt as _;
+    let raw_url = raw_upstream(|mut s, path| async move {
+        let answer: &[u8] = if path == "/stream" {
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":\"x"
+        };
+        let _ = s.write_all(answer).await;
+    })
+    .await;
     let (gate_url, gate) = start_gate(&raw_url, 2, 2, Duration::from_secs(1)).await;
     for path in ["/v1/models", "/stream"] {
         bad_gateway(&gate_url, path, "upstream_truncated").await;
     }
     assert_eq!(gate.count(Outcome::UpstreamError), 2);
+}
+
+/// An upstream of raw bytes: reads each request's head and hands the connection and the
+/// request's path to `answer`, each connection on a task of its own. Its URL.
+async fn raw_upstream<F, Fut>(answer: F) -> String
+where
+    F: Fn(tokio::net::TcpStream, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt as _;
+    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", raw.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = raw.accept().await.unwrap();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                answer(s, path).await;
+            });
+        }
+    });
+    url
 }
 
 /// GETs `path` through the gate, which must answer 502 with the error `code`; its message.
@@ -801,50 +813,38 @@ async fn bad_gateway(gate_url: &str, path: &str, code: &str) -> String {
 /// answer, and each is a fault for the breaker.
 #[tokio::test]
 async fn an_answer_that_is_not_http_is_a_502_saying_so() {
-    let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let raw_url = format!("http://{}", raw.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        loop {
-            let (mut s, _) = raw.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                let answer: Vec<u8> = match path.as_str() {
-                    "/ssh" => b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec(),
-                    "/headers" => {
-                        let mut a = b"HTTP/1.1 200 OK\r\n".to_vec();
-                        for i in 0..500 {
-                            a.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
-                        }
-                        a.extend_from_slice(b"content-length: 2\r\n\r\nok");
-                        a
-                    }
-                    "/switch" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                                   connection: upgrade\r\n\r\nraw bytes"
-                        .to_vec(),
-                    "/chunk" => b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-                                  transfer-encoding: chunked\r\n\r\nzz\r\ndata: 1\r\n0\r\n\r\n"
-                        .to_vec(),
-                    // A good first chunk, then a bad one, all with the head: nothing has gone to
-                    // the client yet, so it can still have its 502.
-                    "/chunk2" => {
-                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-                                   transfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\nzz\r\nxx\r\n"
-                            .to_vec()
-                    }
-                    // Three digits, as hyper accepts, but no HTTP status class (RFC 9110 §15).
-                    "/status" => b"HTTP/1.1 999 Whatever\r\ncontent-length: 2\r\n\r\nok".to_vec(),
-                    _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
-                };
-                let _ = s.write_all(&answer).await;
-                // Held open: the answer, not a closed connection, is what the gate must judge.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            });
-        }
-    });
+    use tokio::io::AsyncWriteExt as _;
+    let raw_url = raw_upstream(|mut s, path| async move {
+        let answer: Vec<u8> = match path.as_str() {
+            "/ssh" => b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec(),
+            "/headers" => {
+                let mut a = b"HTTP/1.1 200 OK\r\n".to_vec();
+                for i in 0..500 {
+                    a.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+                }
+                a.extend_from_slice(b"content-length: 2\r\n\r\nok");
+                a
+            }
+            "/switch" => b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                           connection: upgrade\r\n\r\nraw bytes"
+                .to_vec(),
+            "/chunk" => b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                          transfer-encoding: chunked\r\n\r\nzz\r\ndata: 1\r\n0\r\n\r\n"
+                .to_vec(),
+            // A good first chunk, then a bad one, all with the head: nothing has gone to
+            // the client yet, so it can still have its 502.
+            "/chunk2" => b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                           transfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\nzz\r\nxx\r\n"
+                .to_vec(),
+            // Three digits, as hyper accepts, but no HTTP status class (RFC 9110 §15).
+            "/status" => b"HTTP/1.1 999 Whatever\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        };
+        let _ = s.write_all(&answer).await;
+        // Held open: the answer, not a closed connection, is what the gate must judge.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await;
     let mut opts = options(&raw_url, 2, 2, Duration::from_secs(1));
     // Five faults in a row: the circuit stays closed for all of them to be seen.
     opts.breaker.failure_threshold = 10;
