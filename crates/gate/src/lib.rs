@@ -245,8 +245,8 @@ impl Inner {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the client library sets itself.
-const NOT_FORWARDED: [header::HeaderName; 8] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1), the ones the client library sets itself, and `Expect`.
+const NOT_FORWARDED: [header::HeaderName; 9] = [
     // First: `strip` reads the names it lists.
     header::CONNECTION,
     header::HeaderName::from_static("keep-alive"),
@@ -256,6 +256,10 @@ const NOT_FORWARDED: [header::HeaderName; 8] = [
     header::TRAILER,
     header::UPGRADE,
     header::HOST,
+    // The gate has answered the client's `Expect: 100-continue` itself (hyper does, as it reads
+    // the body) and sends the upstream the whole body at once: the upstream has nothing to wait
+    // for, and one that does not do expectations would answer 417.
+    header::EXPECT,
 ];
 
 /// Builds the client a gate would use for `upstream` (reading `ca_file`), and says why it cannot
@@ -1265,8 +1269,8 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn strip(headers: &mut HeaderMap) {
     // One pass over the few names present, and removals only for those listed: a request always
-    // carries `host`, and looking up all eight would cost seven lookups of absent names.
-    let mut present = 0u8;
+    // carries `host`, and looking up all nine would cost eight lookups of absent names.
+    let mut present = 0u16;
     for k in headers.keys() {
         if let Some(i) = NOT_FORWARDED.iter().position(|h| h == k) {
             present |= 1 << i;
@@ -1366,6 +1370,7 @@ mod tests {
             ("te", "trailers"),
             ("trailer", "x-checksum"),
             ("upgrade", "h2c"),
+            ("expect", "100-continue"),
             ("authorization", "Bearer k"),
             ("content-type", "application/json"),
         ] {

@@ -1263,7 +1263,7 @@ async fn headers_named_in_connection_stay_on_their_hop() {
     s.write_all(
         b"GET /headers HTTP/1.1\r\nhost: gate\r\nconnection: close, X-Client-Private ,x-also\r\n\
           connection: x-third\r\nx-client-private: secret\r\nx-also: 1\r\nx-third: 3\r\n\
-          x-kept: 2\r\n\r\n",
+          expect: 100-continue\r\nx-kept: 2\r\n\r\n",
     )
     .await
     .unwrap();
