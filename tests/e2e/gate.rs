@@ -430,6 +430,19 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     }
     assert_eq!(&rest[..], b"data: 1\n\n");
     assert!(started.elapsed() >= Duration::from_millis(1200));
+    // A stream the upstream hangs up on in its middle ends short for the client, and counts as
+    // the upstream's error, not as an answer.
+    let mut cut = client().get(format!("{gate}/cut")).send().await.unwrap();
+    assert_eq!(cut.status(), 200);
+    assert_eq!(&cut.chunk().await.unwrap().unwrap()[..], b"data: 0\n\n");
+    assert!(cut.chunk().await.is_err(), "the stream must end short");
+    let metrics = body(&v.url("/metrics")).await;
+    for counted in [
+        "vitals_gate_requests_total{outcome=\"ok\"} 2",
+        "vitals_gate_requests_total{outcome=\"upstream_error\"} 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted}: {metrics}");
+    }
     drop(v);
 
     let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), ""), &[]);

@@ -455,7 +455,8 @@ impl Drop for TlsRedis {
 /// An HTTPS server of the test's own (Python's `http.server` behind `ssl`), with a certificate
 /// from a CA made on the spot: the stand-in for a model server or an API behind a private CA.
 /// Every `GET` answers 200 with `{"path": …, "data": [{"id": "test-model"}]}` (a model list,
-/// as `/v1/models` gives), but `GET /stream` streams two server-sent events 1.2 s apart; every
+/// as `/v1/models` gives), but `GET /stream` streams two server-sent events 1.2 s apart and
+/// `GET /cut` hangs up 0.3 s after the first of its stream; every
 /// `POST` answers 200 with
 /// `{"path": …, "body": …}` (the request body, echoed). Stopped when dropped.
 #[derive(Debug)]
@@ -490,6 +491,17 @@ class H(http.server.BaseHTTPRequestHandler):
                 event = ("data: %d\n\n" % i).encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             self.wfile.write(b"0\r\n\r\n")
+            return
+        if self.path == "/cut":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"9\r\ndata: 0\n\n\r\n")
+            self.wfile.flush()
+            time.sleep(0.3)
+            # Hung up in the middle of the answer, without TLS's close_notify: a server that died.
+            self.close_connection = True
             return
         self.answer({"path": self.path, "object": "list", "data": [{"id": "test-model"}]})
     def do_POST(self):
