@@ -393,6 +393,38 @@ fn auto_stops_with_the_key_and_the_fix(addr: String) -> String {
     stderr
 }
 
+/// A kept-alive TLS connection that sat idle for 4 s is closed by the gate rather than reused:
+/// before the 5 s after which uvicorn, llama.cpp's server and Node close theirs, so that a
+/// request never goes out on a connection the upstream is closing. A busy one is reused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_https_connection_is_closed_before_the_upstreams_keep_alive_ends() {
+    let tls = vitals_test_util::TlsHttp::start();
+    let ca = format!("ca_file = \"{}\"", tls.ca_file.display());
+    let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), &ca), &[]);
+    let gate = gate_addr(&v);
+    let connections = || async {
+        let answer = client()
+            .get(format!("{gate}/connections"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json::<serde_json::Value>().await.unwrap()["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = connections().await;
+    // A moment for the connection to go back to the pool, as it does once its answer is read.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(connections().await, first, "a busy connection is reused");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(
+        connections().await,
+        first + 1,
+        "after 4.5 s idle the gate opened a new connection"
+    );
+}
+
 /// A model server behind a private CA: with `gate.ca_file` the gate reaches it over TLS and
 /// passes its answer through; without it the gate refuses the server's certificate and answers
 /// 502 with the reason, never the upstream's answer unverified.

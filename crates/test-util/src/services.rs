@@ -456,7 +456,8 @@ impl Drop for TlsRedis {
 /// from a CA made on the spot: the stand-in for a model server or an API behind a private CA.
 /// Every `GET` answers 200 with `{"path": …, "data": [{"id": "test-model"}]}` (a model list,
 /// as `/v1/models` gives), but `GET /stream` streams two server-sent events 1.2 s apart and
-/// `GET /cut` hangs up 0.3 s after the first of its stream; every
+/// `GET /cut` hangs up 0.3 s after the first of its stream, and `GET /connections` answers
+/// `{"connections": N}`, the connections accepted so far; every
 /// `POST` answers 200 with
 /// `{"path": …, "body": …}` (the request body, echoed). Stopped when dropped.
 #[derive(Debug)]
@@ -473,6 +474,10 @@ const TLS_HTTP_PY: &str = r#"
 import http.server, json, ssl, time
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    connections = 0
+    def setup(self):
+        H.connections += 1
+        super().setup()
     def answer(self, doc):
         body = json.dumps(doc).encode()
         self.send_response(200)
@@ -492,6 +497,8 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             self.wfile.write(b"0\r\n\r\n")
             return
+        if self.path == "/connections":
+            return self.answer({"connections": H.connections})
         if self.path == "/cut":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
