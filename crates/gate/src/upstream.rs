@@ -607,15 +607,16 @@ pub(crate) struct Held {
     pub body: Body,
     /// What had arrived with the answer's head ([`Ahead::peek`]), given out first.
     pub ahead: Ahead,
+    /// Counts the request, and judges it for the breaker, by how the stream ends; `None` where
+    /// that was done as it began (an error status). Dropped before the slot: the request is
+    /// counted by the time its slot is free.
+    pub settle: Option<crate::Settle>,
     /// Released when the body is dropped.
     pub _slot: Slot,
     /// Marked as each piece arrives.
     pub progress: std::sync::Arc<crate::Progress>,
     /// The longest the upstream may stay silent mid-answer (`request_timeout`).
     pub silence: Stall,
-    /// Counts the request, and judges it for the breaker, by how the stream ends; `None` where
-    /// that was done as it began (an error status).
-    pub settle: Option<crate::Settle>,
 }
 
 impl Held {
