@@ -620,6 +620,12 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    fn ended(&mut self) {
+        if let Some(settle) = self.settle.as_mut() {
+            settle.ended();
+        }
+    }
+
     fn broke(&mut self, reason: &str) {
         if let Some(settle) = self.settle.as_mut() {
             settle.broke(reason);
@@ -631,9 +637,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         // hyper ends a sized answer at its last byte, without asking for the end.
         if http_body::Body::is_end_stream(self) {
-            if let Some(settle) = self.settle.as_mut() {
-                settle.ended();
-            }
+            self.ended();
         }
     }
 }
@@ -667,11 +671,7 @@ impl http_body::Body for Held {
                 tracing::warn!("gate: {reason}");
                 self.broke(&reason);
             }
-            Poll::Ready(None) => {
-                if let Some(settle) = self.settle.as_mut() {
-                    settle.ended();
-                }
-            }
+            Poll::Ready(None) => self.ended(),
             Poll::Pending if self.silence.waiting(cx).is_ready() => {
                 tracing::warn!(
                     silence = ?self.silence.limit(),
@@ -691,10 +691,11 @@ impl http_body::Body for Held {
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.ahead.is_empty() {
-            self.body.is_end_stream()
+        // As `poll_frame` gives them out: what was taken in first, then the rest.
+        if !self.ahead.frames.is_empty() {
+            false
         } else {
-            self.ahead.end && self.ahead.frames.is_empty()
+            self.ahead.end || self.body.is_end_stream()
         }
     }
 
@@ -753,9 +754,5 @@ impl Ahead {
             }
         }
         Ok(ahead)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.frames.is_empty() && !self.end
     }
 }

@@ -455,11 +455,13 @@ impl Drop for TlsRedis {
 /// An HTTPS server of the test's own (Python's `http.server` behind `ssl`), with a certificate
 /// from a CA made on the spot: the stand-in for a model server or an API behind a private CA.
 /// Every `GET` answers 200 with `{"path": …, "data": [{"id": "test-model"}]}` (a model list,
-/// as `/v1/models` gives), but `GET /stream` streams two server-sent events 1.2 s apart and
-/// `GET /cut` hangs up 0.3 s after the first of its stream, and `GET /connections` answers
-/// `{"connections": N}`, the connections accepted so far; every
-/// `POST` answers 200 with
-/// `{"path": …, "body": …}` (the request body, echoed). Stopped when dropped.
+/// as `/v1/models` gives), except:
+/// - `GET /stream` streams two server-sent events 1.2 s apart;
+/// - `GET /cut` hangs up 0.3 s after the first event of its stream;
+/// - `GET /connections` answers `{"connections": N}`, the connections accepted so far.
+///
+/// Every `POST` answers 200 with `{"path": …, "body": …}` (the request body, echoed). Stopped
+/// when dropped.
 #[derive(Debug)]
 pub struct TlsHttp {
     /// `127.0.0.1:PORT`.
