@@ -623,6 +623,7 @@ impl Gate {
             gate: &self,
             trial,
             done: false,
+            streamed: false,
         };
         let slot = match self.inner.admission.admit_at(arrived).await {
             Ok(slot) => slot,
@@ -636,15 +637,28 @@ impl Gate {
         };
         self.inner.metrics.queue_wait.observe(slot.waited);
         let response = self
-            .forward(&mut parts, body, slot, arrived, trial, timers)
+            .forward(
+                &mut parts,
+                body,
+                slot,
+                arrived,
+                trial,
+                timers,
+                &mut pending.streamed,
+            )
             .await;
         pending.done = true;
-        self.inner.metrics.duration.observe(arrived.elapsed());
+        // A stream's duration runs to its end, and is observed there.
+        if !pending.streamed {
+            self.inner.metrics.duration.observe(arrived.elapsed());
+        }
         response
     }
 
     // The request's head is borrowed, not moved: it stays where `respond` holds it, and this
-    // future holds no second copy of it.
+    // future holds no second copy of it. `streamed` is set where the answer is a stream that
+    // observes the request's duration at its end.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         parts: &mut http::request::Parts,
@@ -653,6 +667,7 @@ impl Gate {
         arrived: Instant,
         trial: bool,
         timers: Option<&Arc<Deadlines>>,
+        streamed: &mut bool,
     ) -> Response<Body> {
         let options = &self.inner.options;
         let target = parts
@@ -893,8 +908,10 @@ impl Gate {
             if trial {
                 self.record(true, Ok(()));
             }
+            *streamed = true;
             Settle {
                 gate: self.clone(),
+                arrived,
                 recorded: trial,
                 done: false,
             }
@@ -1159,6 +1176,8 @@ struct Pending<'a> {
     gate: &'a Gate,
     trial: bool,
     done: bool,
+    /// The answer is a stream, which observes the request's duration at its end.
+    streamed: bool,
 }
 
 impl Drop for Pending<'_> {
@@ -1196,6 +1215,8 @@ fn answer_with(
 /// when it was dropped before (the client went away).
 pub(crate) struct Settle {
     gate: Gate,
+    /// When its request arrived: its duration runs from there to the stream's end.
+    arrived: Instant,
     /// Its success was recorded as it began (a half-open trial).
     recorded: bool,
     done: bool,
@@ -1210,7 +1231,7 @@ impl Settle {
         if !self.recorded {
             self.gate.record(false, Ok(()));
         }
-        self.gate.count_only(Outcome::Ok);
+        self.counted(Outcome::Ok);
     }
 
     /// The upstream broke the stream, for `reason`.
@@ -1219,14 +1240,23 @@ impl Settle {
             return;
         }
         self.gate.record(false, Err(reason));
-        self.gate.count_only(Outcome::UpstreamError);
+        self.counted(Outcome::UpstreamError);
+    }
+
+    fn counted(&self, outcome: Outcome) {
+        self.gate.count_only(outcome);
+        self.gate
+            .inner
+            .metrics
+            .duration
+            .observe(self.arrived.elapsed());
     }
 }
 
 impl Drop for Settle {
     fn drop(&mut self) {
         if !self.done {
-            self.gate.count_only(Outcome::ClientCancelled);
+            self.counted(Outcome::ClientCancelled);
         }
     }
 }

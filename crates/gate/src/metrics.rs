@@ -175,7 +175,7 @@ pub(crate) fn register(inner: &Arc<Inner>, registry: &mut Registry) {
     );
     registry.register(
         names::REQUEST_DURATION,
-        "Seconds from a request's arrival to the end of its answer's headers, for forwarded requests",
+        "Seconds from a request's arrival to the end of its answer (a stream's last byte, or where it was cut), for forwarded requests",
         m.duration.clone(),
     );
     registry.register(

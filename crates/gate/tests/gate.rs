@@ -456,17 +456,18 @@ async fn a_stream_passes_through_without_buffering() {
     assert!(started.elapsed() >= Duration::from_millis(1600));
 }
 
-/// Waits up to 5 s for `done`; what was seen last goes into the failure.
+/// Waits up to 5 s for `done`, and gives what satisfied it; what was seen last goes into the
+/// failure.
 async fn until<T: std::fmt::Debug>(
     what: &str,
     mut seen: impl FnMut() -> T,
     done: impl Fn(&T) -> bool,
-) {
+) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let now = seen();
         if done(&now) {
-            return;
+            return now;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -503,6 +504,47 @@ async fn a_streamed_answer_counts_by_how_it_ends() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), 2 << 20);
     until("two streams read to their end", counts, |c| *c == (2, 0, 0)).await;
+}
+
+/// A streamed answer's duration is the whole stream's, not its head's: a model's generation
+/// time, where `vitals_gate_time_to_first_byte_seconds` already has the head.
+#[tokio::test]
+async fn a_streams_duration_runs_to_its_end() {
+    let (up, _) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(5)).await;
+    let r = client()
+        .get(format!("{gate_url}/stream?chunks=3&every=300"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    let durations = || histogram(&gate, "vitals_gate_request_duration_seconds");
+    let (count, sum) = until("the stream's duration", durations, |(n, _)| *n == 1).await;
+    assert_eq!(count, 1);
+    assert!(
+        sum >= 0.6,
+        "the stream lasted 0.6 s or more, its duration says {sum} s"
+    );
+    let (_, ttfb) = histogram(&gate, "vitals_gate_time_to_first_byte_seconds");
+    assert!(ttfb < 0.3, "its first byte came at once, yet {ttfb} s");
+}
+
+/// `name`'s count and sum as the gate's metrics give them.
+fn histogram(gate: &Gate, name: &str) -> (u64, f64) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    gate.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let value = |suffix: &str| {
+        let key = format!("{name}_{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    (value("count") as u64, value("sum"))
 }
 
 /// An upstream that breaks its stream once it has begun to reach the client (a model server
