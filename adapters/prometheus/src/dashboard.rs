@@ -1,6 +1,7 @@
 //! A Grafana dashboard over vitals' metrics: readiness and degraded share, dependency timeline,
-//! check latency quantiles, LLM probe tokens, restarts. The data source is a variable, so it
-//! imports into any Grafana with a Prometheus data source.
+//! check latency quantiles, LLM probe tokens, restarts; the gate's traffic, limits and latency;
+//! supervised processes; the fleet's calls. The data source is a variable, so it imports into
+//! any Grafana with a Prometheus data source.
 
 use serde_json::{json, Value};
 use vitals_core::contract::metrics as m;
@@ -49,6 +50,11 @@ fn panel(id: u32, p: Panel<'_>) -> Value {
         "options": {},
         "targets": p.targets,
     })
+}
+
+/// The `q` quantile of histogram `h` over the selected series, from its rate.
+fn quantile(q: f64, h: &str, sel: &str) -> String {
+    format!("histogram_quantile({q}, sum by (le) (rate({h}_bucket{{{sel}}}[$__rate_interval])))")
 }
 
 /// The dashboard as pretty JSON.
@@ -242,11 +248,25 @@ pub fn render() -> String {
             pos: (0, 48, 12, 8),
             extra_defaults: json!({ "min": 0 }),
         }),
+        panel(14, Panel {
+            title: "Gate latency",
+            description: "Through [gate], over the selected instances: the upstream's first byte (p50, p99), the whole answer from arrival to its last byte (p99: for a stream, the model's generation time), and the wait in the gate's queue (p99, never above queue_timeout). Empty without a gate.",
+            kind: "timeseries",
+            unit: "s",
+            targets: vec![
+                target(&quantile(0.5, m::GATE_TIME_TO_FIRST_BYTE, sel), "first byte p50", "A"),
+                target(&quantile(0.99, m::GATE_TIME_TO_FIRST_BYTE, sel), "first byte p99", "B"),
+                target(&quantile(0.99, m::GATE_REQUEST_DURATION, sel), "whole answer p99", "C"),
+                target(&quantile(0.99, m::GATE_QUEUE_WAIT, sel), "queue wait p99", "D"),
+            ],
+            pos: (12, 48, 12, 8),
+            extra_defaults: json!({ "min": 0 }),
+        }),
     ];
     let dashboard = json!({
         "uid": "vitals-agents",
         "title": "vitals: agent health",
-        "description": "Readiness, degraded share, dependencies, check latency, LLM probe tokens and restarts of agents probed by vitals.",
+        "description": "Readiness, degraded share, dependencies, check latency, LLM probe tokens and restarts of agents probed by vitals; the gate in front of their model server, supervised processes and the fleet's shared checks.",
         "tags": ["vitals", "agents"],
         "editable": true,
         "schemaVersion": 39,

@@ -110,6 +110,9 @@ fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
         "vitals_gate_concurrency_limit",
         "vitals_gate_queue_depth",
         "vitals_gate_circuit_state",
+        "vitals_gate_time_to_first_byte_seconds_bucket",
+        "vitals_gate_request_duration_seconds_bucket",
+        "vitals_gate_queue_wait_seconds_bucket",
         "vitals_process_restarts_total",
         "vitals_process_up",
         "vitals_process_resident_memory_bytes",
@@ -119,7 +122,7 @@ fn dashboard_reads_only_contract_metrics_through_the_datasource_variable() {
         "vitals_fleet_connected",
     ];
     let panels = d["panels"].as_array().unwrap();
-    assert_eq!(panels.len(), 12);
+    assert_eq!(panels.len(), 13);
     let mut used = std::collections::BTreeSet::new();
     for p in panels {
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
