@@ -10,6 +10,7 @@
 mod agent;
 mod alerts;
 mod config;
+mod dashboard;
 mod drain;
 #[cfg(feature = "ecs-live")]
 mod ecs;
