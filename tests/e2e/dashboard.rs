@@ -1,13 +1,13 @@
 //! The rendered Grafana dashboard's queries, as Grafana would send them, in a real Prometheus
 //! that scrapes a real `vitals serve` with a dependency and a gate carrying traffic.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vitals_test_util::{PrometheusProcess, StubServer, VitalsProcess};
 
 use crate::gate::gate_addr;
 use crate::metrics::require_tool;
+use crate::render::{self, render_to};
 use crate::{bin, client};
 
 /// Panels that need what this test does not run: an LLM server, supervised processes (or a
@@ -61,14 +61,11 @@ async fn every_panel_the_config_feeds_shows_numbers_in_a_real_prometheus() {
     let gate = gate_addr(&vitals);
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("health.toml"), &config).unwrap();
-    let out = Command::new(bin())
-        .args(["render", "dashboard", "--config"])
-        .arg(dir.path().join("health.toml"))
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = render_to(
+        "dashboard",
+        &render::config(dir.path(), &config),
+        dir.path(),
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -17,7 +17,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// `vitals render PLATFORMS --config CFG --out OUT`.
-fn render_to(platforms: &str, cfg: &str, out: &Path) -> Output {
+pub(crate) fn render_to(platforms: &str, cfg: &str, out: &Path) -> Output {
     vitals(&[
         "render",
         platforms,
@@ -28,7 +28,7 @@ fn render_to(platforms: &str, cfg: &str, out: &Path) -> Output {
     ])
 }
 
-fn config(dir: &Path, toml: &str) -> String {
+pub(crate) fn config(dir: &Path, toml: &str) -> String {
     let path = dir.join("health.toml");
     std::fs::write(&path, toml).unwrap();
     path.display().to_string()
