@@ -1212,7 +1212,7 @@ fn answer_with(
 
 /// Counts a streamed answer's request, and judges it for the breaker, by how the stream ends:
 /// `ok` at its end, `upstream_error` (a fault) when the upstream broke it, `client_cancelled`
-/// when it was dropped before (the client went away).
+/// when it was dropped before (the client went away). Its request's duration ends there too.
 pub(crate) struct Settle {
     gate: Gate,
     /// When its request arrived: its duration runs from there to the stream's end.
