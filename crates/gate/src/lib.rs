@@ -678,8 +678,15 @@ impl Gate {
         let port = self.port();
         // A HEAD answer's Content-Length is the size of the GET's: passed on as it is.
         let for_head = parts.method == Method::HEAD;
+        let says_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
         let headers = &mut parts.headers;
         strip(headers);
+        // A method that gives content a meaning says its length even when there is none (RFC
+        // 9110 §8.6); hyper sends no Content-Length for an empty body, and some servers answer
+        // such a POST 411.
+        if says_length && body.is_empty() && !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
         // The slot's wait is measured: no clock to read.
         let sent = arrived + slot.waited;
         let in_flight_at_send = self.inner.admission.in_flight();

@@ -1311,6 +1311,42 @@ async fn headers_named_in_connection_stay_on_their_hop() {
     assert!(!head.contains("x-upstream-private"), "{head}");
 }
 
+/// An empty POST, PUT or PATCH goes upstream with `content-length: 0`, however the client framed
+/// it (a chunked body of no chunks, or no framing at all): RFC 9110 §8.6 asks a client to send
+/// it, and some servers (Google's front ends among them) refuse such a request without it
+/// (411). A GET stays without one.
+#[tokio::test]
+async fn an_empty_post_goes_upstream_with_content_length_0() {
+    use tokio::io::AsyncWriteExt as _;
+    let (up, _seen) = upstream().await;
+    let (gate_url, _gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    for (request, seen) in [
+        (
+            "POST /headers HTTP/1.1\r\nhost: gate\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\n",
+            "content-length,host",
+        ),
+        (
+            "PUT /headers HTTP/1.1\r\nhost: gate\r\nconnection: close\r\n\r\n",
+            "content-length,host",
+        ),
+        (
+            "PATCH /headers HTTP/1.1\r\nhost: gate\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            "content-length,host",
+        ),
+        (
+            "GET /headers HTTP/1.1\r\nhost: gate\r\nconnection: close\r\n\r\n",
+            "host",
+        ),
+    ] {
+        let mut s = raw(&gate_url).await;
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (answer, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{request}: {answer}");
+        assert_eq!(body, seen, "what the upstream received for {request}");
+    }
+}
+
 /// At `max_connections`, a new connection is served and the oldest is asked to close: at once
 /// when idle, and only after its answer when a request is in progress. A flood of idle
 /// connections therefore never takes the process's file descriptors from the probe listener.
