@@ -425,6 +425,21 @@ async fn an_idle_https_connection_is_closed_before_the_upstreams_keep_alive_ends
     );
 }
 
+/// Sends `request` as it is to the gate at `gate` (`http://…`) and reads until it closes.
+async fn raw_exchange(gate: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(gate.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the gate closes after answering")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A model server behind a private CA: with `gate.ca_file` the gate reaches it over TLS and
 /// passes its answer through; without it the gate refuses the server's certificate and answers
 /// 502 with the reason, never the upstream's answer unverified.
@@ -475,6 +490,13 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     ] {
         assert!(metrics.contains(counted), "{counted}: {metrics}");
     }
+    // An empty chunked POST reaches the hosted API with `Content-Length: 0`, as RFC 9110 asks.
+    let empty = raw_exchange(
+        &gate,
+        "POST /v1/x HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(empty.contains("\"content_length\": \"0\""), "{empty}");
     drop(v);
 
     let v = VitalsProcess::start(&bin(), &gate_config(&tls.url(""), ""), &[]);

@@ -459,6 +459,8 @@ impl Drop for TlsRedis {
 /// - `GET /stream` streams two server-sent events 1.2 s apart;
 /// - `GET /cut` hangs up 0.3 s after the first event of its stream;
 /// - `GET /connections` answers `{"connections": N}`, the connections accepted so far.
+/// - `POST` answers `{"path", "body", "content_length"}`: the path, the body and the
+///   `Content-Length` header it came with (null without one).
 ///
 /// Every `POST` answers 200 with `{"path": …, "body": …}` (the request body, echoed). Stopped
 /// when dropped.
@@ -515,7 +517,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.answer({"path": self.path, "object": "list", "data": [{"id": "test-model"}]})
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
-        self.answer({"path": self.path, "body": self.rfile.read(n).decode()})
+        self.answer({"path": self.path, "body": self.rfile.read(n).decode(),
+                     "content_length": self.headers.get("Content-Length")})
     def log_message(self, *args):
         pass
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
