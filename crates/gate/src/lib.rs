@@ -1084,6 +1084,8 @@ impl Gate {
                 // checks), and the gate writes twice a request (BENCHMARKS.md).
                 let conn = http1::Builder::new()
                     .writev(false)
+                    .max_header_size(MAX_HEAD_BYTES)
+                    .max_buf_size(MAX_HEAD_BYTES)
                     .timer(timer)
                     .header_read_timeout(header_read_timeout)
                     .serve_connection(
@@ -1267,6 +1269,12 @@ impl Drop for Settle {
         }
     }
 }
+
+/// The largest request head the gate takes in (hyper answers 431 beyond it), and the most a
+/// connection's read buffer grows to: AWS's load balancers allow 64 KiB of headers. hyper's own
+/// bound, about 400 KiB, let clients holding the connections with unfinished heads make vitals
+/// hold 400 MiB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// llama.cpp's `503 {"error":{"message":"Loading model", ...}}` and its kin.
 fn is_loading(body: &[u8]) -> bool {
