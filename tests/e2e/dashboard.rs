@@ -8,7 +8,7 @@ use vitals_test_util::{PrometheusProcess, StubServer, VitalsProcess};
 use crate::gate::gate_addr;
 use crate::metrics::require_tool;
 use crate::render::{self, render_to};
-use crate::{bin, client};
+use crate::{bin, body, client};
 
 /// Panels that need what this test does not run: an LLM server, supervised processes (or a
 /// restart of one), the fleet's Redis. Their queries must still be valid PromQL.
@@ -22,15 +22,9 @@ const FED_ELSEWHERE: [&str; 4] = [
 /// What Prometheus answers to `expr`: `Err` with its error for a query it refuses, else the
 /// values of the result's series.
 async fn query(prom: &PrometheusProcess, expr: &str) -> Result<Vec<String>, String> {
-    let answer: serde_json::Value = client()
-        .get(prom.url("/api/v1/query"))
-        .query(&[("query", expr)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url =
+        reqwest::Url::parse_with_params(&prom.url("/api/v1/query"), [("query", expr)]).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&body(url.as_str()).await).unwrap();
     if answer["status"] != "success" {
         return Err(answer.to_string());
     }
