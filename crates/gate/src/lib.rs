@@ -14,6 +14,8 @@
 //!   while open; its state is published ([`Gate::circuit`]) for readiness.
 //! - A client has `header_read_timeout` to send each request's headers and body, and may not
 //!   stop reading its answer for longer: a stalled client is cut, and its slot freed.
+//! - A request head over 64 KiB gets 431; the bodies held at once, over all requests, are
+//!   bounded by `max_buffered` (a request whose body would pass it is shed, `buffers_full`).
 //! - A request body over `max_body` gets 413, a malformed request 400, from the gate itself;
 //!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason, as
 //!   does one that answers HTML or cuts a sized answer short. An answer with a
@@ -33,7 +35,7 @@ pub mod saturation;
 mod upstream;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -71,6 +73,10 @@ pub struct Options {
     pub request_timeout: Duration,
     /// The largest request body the gate forwards.
     pub max_body: usize,
+    /// The most bytes of request bodies the gate holds at once, over all requests (bodies are
+    /// read whole before a request takes its place in the queue); a request whose body would
+    /// pass it is shed.
+    pub max_buffered: usize,
     /// With an `https://` upstream: a PEM file of the certificate authorities to trust instead
     /// of the bundled public roots.
     pub ca_file: Option<std::path::PathBuf>,
@@ -189,6 +195,10 @@ struct Inner {
     begun: AtomicU64,
     /// Connections closed for opening with HTTP/2's preface, for the log's rate limit.
     h2_clients: AtomicU64,
+    /// Bytes of request bodies held now, against `max_buffered` ([`Charge`]).
+    buffered: AtomicUsize,
+    /// Requests shed for `max_buffered`, for the log's rate limit.
+    buffers_full: AtomicU64,
 }
 
 /// When the upstream last showed progress: an answer began, a byte of one arrived, or a request
@@ -305,6 +315,8 @@ impl Gate {
                 ttfb_count: AtomicU64::new(0),
                 port: AtomicU16::new(0),
                 h2_clients: AtomicU64::new(0),
+                buffered: AtomicUsize::new(0),
+                buffers_full: AtomicU64::new(0),
                 begun: AtomicU64::new(0),
                 progress: Arc::new(Progress {
                     epoch: Instant::now(),
@@ -539,6 +551,27 @@ impl Gate {
         )
     }
 
+    /// 503 for a request whose body would pass `max_buffered`, counted as `shed_queue_full`:
+    /// the gate is full of bodies as its queue would be.
+    fn buffers_full(&self) -> Response<Body> {
+        let n = self.inner.buffers_full.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                shed = n,
+                max_buffered = self.inner.options.max_buffered,
+                "gate: the request bodies held at once reached gate.max_buffered; shed a request"
+            );
+        }
+        self.counted(
+            Outcome::ShedQueueFull,
+            overloaded(
+                "buffers_full",
+                "the gate holds as many request bodies as gate.max_buffered allows; retry after the Retry-After delay",
+                Duration::from_secs(1),
+            ),
+        )
+    }
+
     fn count_only(&self, outcome: Outcome) {
         self.inner.metrics.by_outcome[outcome as usize].inc();
     }
@@ -576,14 +609,28 @@ impl Gate {
         // A body still arriving must arrive within header_read_timeout: a client that trickles
         // one would otherwise hold its connection for ever (a slowloris past the headers).
         let options = &self.inner.options;
+        // Held until the request is done with its body: after its answer began.
+        let charge = Charge {
+            buffered: &self.inner.buffered,
+            limit: options.max_buffered,
+            bytes: AtomicUsize::new(0),
+        };
         let read = within(
             timers,
             || Instant::now() + options.header_read_timeout,
-            Limited::new(body, options.max_body).collect(),
+            Limited::new(
+                Charged {
+                    body,
+                    charge: &charge,
+                },
+                options.max_body,
+            )
+            .collect(),
         )
         .await;
         let body = match read {
             Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<BuffersFull>() => return self.buffers_full(),
             Err(_) => {
                 let limit = options.header_read_timeout;
                 return self.bad_request(
@@ -1197,6 +1244,90 @@ impl Drop for Pending<'_> {
                 self.gate.breaker().abandon_trial();
             }
         }
+    }
+}
+
+/// A request's share of `max_buffered`, the bytes of request bodies the gate holds at once over
+/// all requests: charged as each piece of its body arrives, freed when it is dropped.
+struct Charge<'a> {
+    buffered: &'a AtomicUsize,
+    limit: usize,
+    bytes: AtomicUsize,
+}
+
+impl Charge<'_> {
+    /// Charges `n` bytes more; `false`, with nothing charged, where that would pass the limit.
+    fn add(&self, n: usize) -> bool {
+        let before = self.buffered.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.limit {
+            self.buffered.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        self.buffered
+            .fetch_sub(*self.bytes.get_mut(), Ordering::Relaxed);
+    }
+}
+
+/// The bodies held at once would pass `max_buffered`.
+#[derive(Debug)]
+struct BuffersFull;
+
+impl std::fmt::Display for BuffersFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request bodies held at once would pass gate.max_buffered")
+    }
+}
+
+impl std::error::Error for BuffersFull {}
+
+pin_project_lite::pin_project! {
+    /// A request body whose pieces are charged to its request's [`Charge`] as they arrive.
+    struct Charged<'a, B> {
+        #[pin]
+        body: B,
+        charge: &'a Charge<'a>,
+    }
+}
+
+impl<B> http_body::Body for Charged<'_, B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match std::task::ready!(this.body.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                let n = frame.data_ref().map_or(0, Bytes::len);
+                if n > 0 && !this.charge.add(n) {
+                    return Poll::Ready(Some(Err(Box::new(BuffersFull))));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -305,6 +305,7 @@ fn options(upstream: &str, max: usize, depth: usize, queue_timeout: Duration) ->
         queue_timeout,
         request_timeout: Duration::from_secs(5),
         max_body: 64 * 1024,
+        max_buffered: 1 << 20,
         ca_file: None,
         header_read_timeout: Duration::from_secs(5),
         max_connections: 64,
@@ -1078,6 +1079,65 @@ async fn a_request_head_over_64_kib_gets_431() {
         seen.requests.load(Ordering::SeqCst),
         1,
         "nothing more upstream"
+    );
+}
+
+/// Request bodies are read whole before a request takes its place in the queue, so the bodies
+/// held at once are bounded over all requests (`max_buffered`): a request whose body would pass
+/// the bound is shed at once, 503 `buffers_full` with a Retry-After, and nothing reaches the
+/// upstream; once the bodies held are done with, the same request passes.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded() {
+    use tokio::io::AsyncWriteExt as _;
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = serve_gate(Options {
+        max_body: 1 << 20,
+        max_buffered: 1 << 20,
+        ..options(&up, 4, 4, Duration::from_secs(1))
+    })
+    .await;
+    // A client sends 700 KiB of a 1 MiB body, and waits.
+    let mut slow = raw(&gate_url).await;
+    slow.write_all(b"POST /sized HTTP/1.1\r\nhost: gate\r\ncontent-length: 1048576\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    slow.write_all(&vec![b'a'; 700 * 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let post = || {
+        client()
+            .post(format!("{gate_url}/sized"))
+            .body(vec![b'b'; 500 * 1024])
+            .send()
+    };
+    let r = post().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-vitals-overloaded"], "buffers_full");
+    assert!(r.headers().contains_key("retry-after"));
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "buffers_full", "{json}");
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0, "nothing upstream");
+    assert_eq!(gate.count(Outcome::ShedQueueFull), 1);
+    // The first body completes and is forwarded; then the second passes.
+    slow.write_all(&vec![b'a'; 324 * 1024]).await.unwrap();
+    let (answer, _) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    let r = post().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 2);
+    // A client that goes away in the middle of its body frees what it held.
+    let mut gone = raw(&gate_url).await;
+    gone.write_all(b"POST /sized HTTP/1.1\r\nhost: gate\r\ncontent-length: 1048576\r\n\r\n")
+        .await
+        .unwrap();
+    gone.write_all(&vec![b'a'; 700 * 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post().await.unwrap().status(), 503, "held while it stays");
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        post().await.unwrap().status(),
+        200,
+        "freed once it went away"
     );
 }
 

@@ -45,6 +45,7 @@ impl GatePart {
             queue_timeout: g.queue_timeout.std(),
             request_timeout: g.request_timeout.std(),
             max_body: g.max_body,
+            max_buffered: g.max_buffered,
             ca_file: g.ca_file.clone(),
             // Slow clients are cut as on the probe routes.
             header_read_timeout: config.server.header_read_timeout.std(),

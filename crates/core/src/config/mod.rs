@@ -268,6 +268,8 @@ pub struct Gate {
     pub queue_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body: usize,
+    /// The most bytes of request bodies held at once, over all requests; at least `max_body`.
+    pub max_buffered: usize,
     /// With an `https://` upstream: the certificate authorities to trust instead of the bundled
     /// roots.
     pub ca_file: Option<std::path::PathBuf>,

@@ -256,6 +256,8 @@ pub struct RawGate {
     pub request_timeout: Option<Duration>,
     /// The largest request body forwarded, in bytes.
     pub max_body: Option<usize>,
+    /// The most bytes of request bodies held at once, over all requests.
+    pub max_buffered: Option<usize>,
     /// With an `https://` upstream: a PEM file of the certificate authorities to trust instead
     /// of the bundled public roots (a private CA).
     pub ca_file: Option<std::path::PathBuf>,

@@ -594,6 +594,7 @@ fn a_gate_takes_its_defaults_and_no_gate_is_none() {
     assert_eq!(g.queue_timeout, Duration::from_secs(10));
     assert_eq!(g.request_timeout, Duration::from_secs(60));
     assert_eq!(g.max_body, 4 * 1024 * 1024);
+    assert_eq!(g.max_buffered, 64 * 1024 * 1024);
     assert_eq!(g.breaker.failure_threshold, 5);
     assert_eq!((g.retry.attempts, g.retry.budget), (2, 0.2));
     assert_eq!(g.saturation.high_water, 4, "half the queue depth");
@@ -618,6 +619,8 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         max_concurrent = 0
         queue_timeout = "60s"
         request_timeout = "30s"
+        max_body = 1000
+        max_buffered = 999
         [gate.breaker]
         open_for = "10s"
         max_open_for = "5s"
@@ -636,6 +639,7 @@ fn bad_gate_settings_name_their_keys_and_fixes() {
         "gate.upstream: holds credentials (user:password@); remove them",
         "gate.max_concurrent: must be at least 1",
         "gate.queue_timeout: 1m is not shorter than gate.request_timeout (30s)",
+        "gate.max_buffered: 999 is less than gate.max_body (1000): a request with a body at that limit could never be taken in; raise max_buffered (or lower max_body)",
         "gate.breaker.max_open_for: 5s is shorter than gate.breaker.open_for (10s)",
         "gate.retry.attempts: 50 retries of one request is a storm",
         "gate.retry.budget: 3 must be between 0 and 1",

@@ -131,6 +131,18 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
         Some(n) => n,
         None => 4 * 1024 * 1024,
     };
+    let max_buffered = match raw.max_buffered {
+        Some(n) if n < max_body => {
+            e.push(
+                "gate.max_buffered",
+                format!("{n} is less than gate.max_body ({max_body}): a request with a body at that limit could never be taken in; raise max_buffered (or lower max_body)"),
+            );
+            n
+        }
+        Some(n) => n,
+        // Room for a few bodies at the limit, and for many of an ordinary size.
+        None => (64 * 1024 * 1024).max(max_body.saturating_mul(4)),
+    };
     let rb = raw.breaker.unwrap_or_default();
     let failure_threshold =
         e.at_least_one("gate.breaker.failure_threshold", rb.failure_threshold, 5);
@@ -283,6 +295,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
         queue_timeout,
         request_timeout,
         max_body,
+        max_buffered,
         ca_file,
         breaker: GateBreaker {
             failure_threshold,
