@@ -670,7 +670,6 @@ impl Gate {
             gate: &self,
             trial,
             done: false,
-            streamed: false,
         };
         let slot = match self.inner.admission.admit_at(arrived).await {
             Ok(slot) => slot,
@@ -683,6 +682,8 @@ impl Gate {
             }
         };
         self.inner.metrics.queue_wait.observe(slot.waited);
+        // Set where the answer is a stream: its duration runs to its end, observed there.
+        let mut streamed = false;
         let response = self
             .forward(
                 &mut parts,
@@ -691,12 +692,11 @@ impl Gate {
                 arrived,
                 trial,
                 timers,
-                &mut pending.streamed,
+                &mut streamed,
             )
             .await;
         pending.done = true;
-        // A stream's duration runs to its end, and is observed there.
-        if !pending.streamed {
+        if !streamed {
             self.inner.metrics.duration.observe(arrived.elapsed());
         }
         response
@@ -1232,8 +1232,6 @@ struct Pending<'a> {
     gate: &'a Gate,
     trial: bool,
     done: bool,
-    /// The answer is a stream, which observes the request's duration at its end.
-    streamed: bool,
 }
 
 impl Drop for Pending<'_> {
