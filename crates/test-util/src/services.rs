@@ -459,11 +459,10 @@ impl Drop for TlsRedis {
 /// - `GET /stream` streams two server-sent events 1.2 s apart;
 /// - `GET /cut` hangs up 0.3 s after the first event of its stream;
 /// - `GET /connections` answers `{"connections": N}`, the connections accepted so far.
-/// - `POST` answers `{"path", "body", "content_length"}`: the path, the body and the
-///   `Content-Length` header it came with (null without one).
+/// - every `POST` answers 200 with `{"path", "body", "content_length"}`: its path, its body
+///   echoed, and the `Content-Length` header it came with (null without one).
 ///
-/// Every `POST` answers 200 with `{"path": …, "body": …}` (the request body, echoed). Stopped
-/// when dropped.
+/// Stopped when dropped.
 #[derive(Debug)]
 pub struct TlsHttp {
     /// `127.0.0.1:PORT`.
