@@ -221,8 +221,11 @@ async fn one_upstream_call_per_interval_whatever_the_fleet_size() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_redis_each_checks_for_itself_and_sharing_resumes_when_it_returns() {
     let redis = redis_addr();
-    let proxy = TcpProxy::start(&redis).await;
-    let proxy_addr = proxy.addr().to_string();
+    // Cut, the proxy comes back on its port: one no other test's connection can take meanwhile.
+    let (held, port) = crate::ports_below_ephemeral(1);
+    drop(held);
+    let proxy_addr = format!("127.0.0.1:{port}");
+    let proxy = TcpProxy::start_on(&proxy_addr, &redis).await;
     let llm = CountingLlm::start().await;
     let config = fleet_config(llm.addr, &proxy_addr, &unique("outage"));
     let mut fleet = ready_fleet(3, &config, &[("FLEET_TEST_KEY", KEY)]).await;

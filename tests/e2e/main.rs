@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `vitals` binary against real local HTTP and TCP servers.
 //!
-//! Every server here listens on 127.0.0.1 with a port the OS picked; nothing is mocked inside
+//! Every server here listens on 127.0.0.1 with a port the OS picked, except where a port must
+//! be free again after a restart ([`ports_below_ephemeral`]); nothing is mocked inside
 //! vitals. Timing bounds are the design's own (a failure visible within interval + timeout), with
 //! a small margin for process scheduling, never a sleep that hopes.
 
@@ -25,11 +26,48 @@ mod stores;
 mod supervisor;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// A configuration that sets only what the defaults already are, for commands that need a
 /// file (an empty one is refused).
 pub const DEFAULTS: &str = "[startup]\ntimeout = \"2m\"\n";
+
+/// `count` ports in a row that are free now, the first held by a listener the caller keeps,
+/// for a server that must find its port free again when it restarts.
+///
+/// They lie below the kernel's ephemeral range (`ip_local_port_range`), in a block of 32 that
+/// no other test of this run is given. A port in that range can be taken at any moment by
+/// another test's outgoing connection (`connect` picks its local port there, and the port stays
+/// taken in TIME_WAIT after the close) or listener (`bind` to port 0): a server coming back on
+/// it would find it in use.
+pub fn ports_below_ephemeral(count: u16) -> (std::net::TcpListener, u16) {
+    static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 12_000;
+    assert!((1..=32).contains(&count), "a block has 32 ports");
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    assert!(
+        low > SPAN + 1024,
+        "the ephemeral port range starts at {low}: these tests need ports below it"
+    );
+    let blocks = SPAN / 32;
+    // Two runs on one machine (two checkouts) start at different blocks.
+    let seed = std::process::id() % blocks;
+    for _ in 0..blocks {
+        let block = (seed + NEXT_BLOCK.fetch_add(1, Ordering::Relaxed)) % blocks;
+        let first = u16::try_from(low - SPAN + block * 32).expect("below 65536");
+        let Ok(held) = std::net::TcpListener::bind(("127.0.0.1", first)) else {
+            continue;
+        };
+        if (1..count).all(|k| std::net::TcpListener::bind(("127.0.0.1", first + k)).is_ok()) {
+            return (held, first);
+        }
+    }
+    panic!("no {count} free ports in a row below the ephemeral range ({low})");
+}
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vitals"))

@@ -3,7 +3,6 @@
 //! agent under `vitals serve -- CMD`, and a vitals killed by SIGKILL taking its children along.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use vitals_test_util::{llm_python, tiny_model, VitalsProcess};
@@ -62,39 +61,10 @@ fn alive(pid: i32) -> bool {
     })
 }
 
-/// A port that is free now, held by a listener the caller keeps, with the 20 after it free as
-/// well: a range for a process, whose first port is taken.
-///
-/// The ports lie below the kernel's ephemeral range (`ip_local_port_range`), in a block of 32
-/// that no other test of this run is given. A port in that range can be taken at any moment
-/// by another test's outgoing connection (`connect` picks its local port there) or listener
-/// (`bind` to port 0): a process restarted onto its port would then find it taken and move to
-/// the next, as it should, and a test expecting it on its port would fail.
+/// A range for a process whose first port is taken: a port held by a listener the caller
+/// keeps, with the 20 after it free ([`crate::ports_below_ephemeral`]).
 fn range_with_first_taken() -> (TcpListener, u16) {
-    static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
-    const SPAN: u32 = 12_000;
-    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    assert!(
-        low > SPAN + 1024,
-        "the ephemeral port range starts at {low}: these tests need ports below it"
-    );
-    let blocks = SPAN / 32;
-    // Runs in parallel (two checkouts on one machine) start at different blocks.
-    let seed = std::process::id() % blocks;
-    for _ in 0..blocks {
-        let block = (seed + NEXT_BLOCK.fetch_add(1, Ordering::Relaxed)) % blocks;
-        let first = u16::try_from(low - SPAN + block * 32).expect("below 65536");
-        let Ok(held) = TcpListener::bind(("127.0.0.1", first)) else {
-            continue;
-        };
-        if (1..=20).all(|k| TcpListener::bind(("127.0.0.1", first + k)).is_ok()) {
-            return (held, first);
-        }
-    }
-    panic!("no 21 free ports in a row below the ephemeral range ({low})");
+    crate::ports_below_ephemeral(21)
 }
 
 fn llama_config(model: &std::path::Path, port: &str, extra: &str) -> String {
