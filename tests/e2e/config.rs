@@ -499,3 +499,25 @@ fn validate_summarises_the_gate_and_the_fleet() {
     }
     assert!(!stdout.contains("fleet-secret-3f9a"), "{stdout}");
 }
+
+/// A fixed process port in the ephemeral range loads and runs, with a note naming the key and the
+/// fix (a restart may find the port held by an outgoing connection); a port below it gets none.
+#[test]
+fn validate_advises_against_a_fixed_process_port_in_the_ephemeral_range() {
+    let ephemeral = vitals_core::config::ephemeral_ports();
+    let inside = ephemeral.start() + 100;
+    let below = ephemeral.start() - 100;
+    let toml = format!(
+        "[[processes]]\nname = \"model\"\ncommand = [\"sleep\", \"60\"]\nport = {inside}\n\n[[processes]]\nname = \"web\"\ncommand = [\"sleep\", \"60\"]\nport = {below}\n"
+    );
+    let (code, stdout, stderr) = validate(&toml, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let notes: Vec<&str> = stdout.lines().filter(|l| l.contains("note:")).collect();
+    assert_eq!(notes.len(), 1, "{stdout}");
+    assert!(
+        notes[0].contains(&format!(
+            "processes[0].port {inside} is in the ephemeral port range"
+        )) && notes[0].contains(&format!("a port below {}", ephemeral.start())),
+        "{stdout}"
+    );
+}

@@ -618,3 +618,35 @@ initial = "200ms"
     assert_eq!(r.status(), 200);
     drop(held);
 }
+
+/// `serve` says the same as `validate` when a supervised process with a fixed port in the
+/// ephemeral range starts, and runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fixed_port_in_the_ephemeral_range_is_warned_about_and_served() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        r#"
+[[processes]]
+name = "web"
+command = ["python3", "-m", "http.server", "{{port}}", "--bind", "127.0.0.1"]
+port = {port}
+health = "/"
+"#
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(10)).await;
+    let warned = v
+        .logs()
+        .iter()
+        .filter(|l| {
+            l.contains(&format!(
+                "processes[0].port {port} is in the ephemeral port range"
+            ))
+        })
+        .count();
+    assert_eq!(warned, 1, "{:#?}", v.logs());
+}

@@ -324,6 +324,11 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
                         .unwrap_or_default()
                 );
             }
+            for note in
+                vitals_core::config::advice(&config, &vitals_core::config::ephemeral_ports())
+            {
+                out!("  note: {note}");
+            }
             if let Some(g) = &config.gate {
                 out!("  {}", gate_summary(g));
             }

@@ -255,6 +255,11 @@ async fn supervise(
 ) {
     let spec = &m.spec;
     let name = spec.name.as_str();
+    if let Some(advice) =
+        vitals_core::config::port_advice(index, spec, &vitals_core::config::ephemeral_ports())
+    {
+        tracing::warn!(process = name, "{advice}");
+    }
     let mut machine = Machine::new(Rules::from(spec));
     let candidates: Vec<u16> = spec
         .port

@@ -202,6 +202,64 @@ impl fmt::Display for Ports {
     }
 }
 
+/// Linux's ephemeral port range (`net.ipv4.ip_local_port_range`) where none can be read.
+pub const LINUX_EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// The ports from which outgoing connections take their local port here:
+/// `/proc/sys/net/ipv4/ip_local_port_range`, which a container reads for its own network
+/// namespace (a pod's), or [`LINUX_EPHEMERAL_PORTS`] where it cannot be read.
+pub fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| parse_port_range(&s))
+        .unwrap_or(LINUX_EPHEMERAL_PORTS)
+}
+
+/// `ip_local_port_range`'s two numbers.
+fn parse_port_range(s: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+    let (low, high) = (it.next()??, it.next()??);
+    (low <= high).then_some(low..=high)
+}
+
+/// What loads and runs but may not do what its author expects, each naming its key and the
+/// fix: `validate` prints these as notes, and a supervised process's start logs its own.
+///
+/// A fixed process port in the ephemeral range (`ephemeral`, see [`ephemeral_ports`]): every
+/// outgoing connection in the network namespace (the agent's, vitals' checks', the process's
+/// own) takes its local port from that range and holds it for up to a minute after it closes
+/// (TIME_WAIT), so when the process restarts, its port may be taken and it cannot start on it.
+/// A range is not advised against: the process moves to the next free port of it.
+pub fn advice(config: &Config, ephemeral: &std::ops::RangeInclusive<u16>) -> Vec<String> {
+    config
+        .processes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, p)| port_advice(index, p, ephemeral))
+        .collect()
+}
+
+/// [`advice`] on process `index`'s port.
+pub fn port_advice(
+    index: usize,
+    process: &Process,
+    ephemeral: &std::ops::RangeInclusive<u16>,
+) -> Option<String> {
+    let Some(Ports::Fixed(port)) = process.port else {
+        return None;
+    };
+    ephemeral.contains(&port).then(|| {
+        format!(
+            "processes[{index}].port {port} is in the ephemeral port range ({}-{}), from which every outgoing connection takes its local port and holds it up to a minute after it closes: when {} restarts, its port may be taken and it cannot start on it. Fix: a port below {}, or a range such as \"{port}-{}\" (it then moves to a free one, and the gate follows it)",
+            ephemeral.start(),
+            ephemeral.end(),
+            process.name,
+            ephemeral.start(),
+            port.saturating_add(9)
+        )
+    })
+}
+
 /// `processes[].health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessHealth {

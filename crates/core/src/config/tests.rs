@@ -1124,3 +1124,50 @@ fn https_takes_a_private_ca_for_http_and_llm_checks_and_the_gate() {
         &["gate.ca_file: gate.process is reached over plain HTTP on loopback; remove ca_file"],
     );
 }
+
+#[test]
+fn a_fixed_process_port_in_the_ephemeral_range_is_advised_against() {
+    let config = parse(
+        r#"
+        [[processes]]
+        name = "model"
+        command = ["llama-server", "--port", "{port}"]
+        port = 40000
+
+        [[processes]]
+        name = "low"
+        command = ["web", "{port}"]
+        port = 8000
+
+        [[processes]]
+        name = "ranged"
+        command = ["web", "{port}"]
+        port = "40010-40019"
+        "#,
+    )
+    .unwrap();
+    let linux = 32768..=60999;
+    let advice = advice(&config, &linux);
+    assert_eq!(advice.len(), 1, "{advice:?}");
+    let a = &advice[0];
+    assert!(
+        a.starts_with("processes[0].port 40000 is in the ephemeral port range (32768-60999)"),
+        "{a}"
+    );
+    assert!(
+        a.contains("a port below 32768") && a.contains("\"40000-40009\""),
+        "{a}"
+    );
+    // Where this machine's range is elsewhere, so is the advice.
+    assert!(super::advice(&config, &(41000..=50000)).is_empty());
+    assert_eq!(super::advice(&config, &(1024..=9000)).len(), 1);
+}
+
+#[test]
+fn the_ephemeral_range_is_read_as_the_kernel_writes_it() {
+    assert_eq!(parse_port_range("32768\t60999\n"), Some(32768..=60999));
+    assert_eq!(parse_port_range("1024 65535"), Some(1024..=65535));
+    assert_eq!(parse_port_range("60999 32768"), None);
+    assert_eq!(parse_port_range("x"), None);
+    assert_eq!(parse_port_range("70000 80000"), None);
+}
