@@ -45,10 +45,7 @@ pub fn ports_below_ephemeral(count: u16) -> (std::net::TcpListener, u16) {
     static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
     const SPAN: u32 = 12_000;
     assert!((1..=32).contains(&count), "a block has 32 ports");
-    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
+    let low = u32::from(*vitals_core::config::ephemeral_ports().start());
     assert!(
         low > SPAN + 1024,
         "the ephemeral port range starts at {low}: these tests need ports below it"
