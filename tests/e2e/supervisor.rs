@@ -619,25 +619,23 @@ initial = "200ms"
     drop(held);
 }
 
-/// `serve` says the same as `validate` when a supervised process with a fixed port in the
-/// ephemeral range starts, and runs it. (The process binds nothing: a port of that range may be
-/// taken by any connection meanwhile, which is the point.)
+/// `serve` says the same as `validate` when the life of a supervised process with a fixed port
+/// in the ephemeral range starts, and keeps serving. Whether the process then starts is left
+/// out: its port may be held by any connection on this machine, which is the point.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fixed_port_in_the_ephemeral_range_is_warned_about_and_served() {
+async fn a_fixed_port_in_the_ephemeral_range_is_warned_about() {
     let port = vitals_core::config::ephemeral_ports().start() + 100;
     let config = format!(
         "[[processes]]\nname = \"idle\"\ncommand = [\"sleep\", \"60\"]\nport = {port}\nhealth = \"none\"\n"
     );
     let v = VitalsProcess::start(&bin(), &config, &[]);
-    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(10)).await;
-    let warned = v
-        .logs()
-        .iter()
-        .filter(|l| {
-            l.contains(&format!(
-                "processes[0].port {port} is in the ephemeral port range"
-            ))
-        })
-        .count();
+    let said = format!("processes[0].port {port} is in the ephemeral port range");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !v.logs().iter().any(|l| l.contains(&said)) {
+        assert!(Instant::now() < deadline, "no warning in {:#?}", v.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status(&v.url("/healthz")).await, 200);
+    let warned = v.logs().iter().filter(|l| l.contains(&said)).count();
     assert_eq!(warned, 1, "{:#?}", v.logs());
 }
