@@ -453,3 +453,30 @@ async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
         v.logs()
     );
 }
+
+/// The reader of vitals' log going away (a log shipper restarting, `vitals serve 2>&1 | head`)
+/// loses the lines written after it, not vitals: it keeps serving, and drains and exits 0 on
+/// SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_reader_that_goes_away_loses_lines_not_vitals() {
+    // vitals' stderr goes to a reader that takes 3,000 bytes and leaves; a process that exits
+    // at once, restarted every 100 ms, keeps vitals logging after that.
+    let wrapper = ["bash", "-c", r#"exec "$0" "$@" 2> >(head -c 3000 >&2)"#];
+    let config = "[[processes]]\nname = \"flaky\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\ncritical = false\n[processes.backoff]\ninitial = \"100ms\"\nmax = \"100ms\"\n";
+    let mut v = VitalsProcess::start_wrapped(&wrapper, &bin(), config, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        v.logs().iter().any(|l| l.contains("flaky")),
+        "{:#?}",
+        v.logs()
+    );
+    for _ in 0..10 {
+        assert_eq!(status(&v.url("/healthz")).await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    v.signal("TERM");
+    let exit = v
+        .wait_exit(Duration::from_secs(15))
+        .expect("vitals exits after SIGTERM");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}

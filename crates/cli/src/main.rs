@@ -152,10 +152,14 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: in a container, escapes end up in the log store.
+    // A log whose reader went away (a log shipper restarting, `vitals serve 2>&1 | head`) loses
+    // its lines, not vitals: tracing-subscriber would report the failed write with `eprintln!`,
+    // which panics on the same broken stderr (and the release build aborts on a panic).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
