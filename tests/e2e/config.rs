@@ -186,6 +186,25 @@ fn a_reader_that_goes_away_ends_validate_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// An error report whose reader went away (`vitals validate 2>&1 | head -0`): the exit status
+/// still says what happened (64: the configuration), not an abort.
+#[test]
+fn a_reader_that_goes_away_leaves_validates_exit_status_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    std::fs::write(&path, "[server]\nlisten = \"everywhere\"\n").unwrap();
+    let mut child = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(64), "{status:?}");
+}
+
 #[test]
 fn text_logs_carry_no_colour_escapes_when_stderr_is_not_a_terminal() {
     let mut child = Command::new(bin())

@@ -17,11 +17,11 @@ pub fn run(url: &str, timeout: Duration) -> ExitCode {
     match check(url, timeout) {
         Ok(status) if (200..400).contains(&status) => ExitCode::SUCCESS,
         Ok(status) => {
-            eprintln!("vitals check: {url} answered {status}");
+            report!("vitals check: {url} answered {status}");
             ExitCode::FAILURE
         }
         Err(reason) => {
-            eprintln!("vitals check: {url}: {reason}");
+            report!("vitals check: {url}: {reason}");
             ExitCode::FAILURE
         }
     }

@@ -41,7 +41,7 @@ impl Source {
         let text = std::env::var_os(CONFIG_TOML_ENV);
         match (file, text) {
             (Some(_), Some(_)) => {
-                eprintln!(
+                report!(
                     "error: both --config (or VITALS_CONFIG) and {CONFIG_TOML_ENV} are set; keep one: the file, or the configuration's text in {CONFIG_TOML_ENV}"
                 );
                 Err(ExitCode::from(EXIT_CONFIG))
@@ -50,14 +50,14 @@ impl Source {
             (None, Some(text)) => {
                 match text.into_string() {
                     Ok(text) if is_blank(text.as_bytes()) => {
-                        eprintln!(
+                        report!(
                             "error: {CONFIG_TOML_ENV} is empty (a parameter not filled in?); set it to the text of health.toml, or unset it to serve without a configuration"
                         );
                         Err(ExitCode::from(EXIT_CONFIG))
                     }
                     Ok(text) => Ok(Source::Text(text)),
                     Err(_) => {
-                        eprintln!("error: {CONFIG_TOML_ENV} is not UTF-8; set it to the text of health.toml");
+                        report!("error: {CONFIG_TOML_ENV} is not UTF-8; set it to the text of health.toml");
                         Err(ExitCode::from(EXIT_CONFIG))
                     }
                 }
@@ -127,11 +127,11 @@ pub fn load_for_render(path: &Path) -> Result<(Config, String, Vec<String>), Exi
         .collect();
     ignored.sort();
     for var in ignored {
-        eprintln!("note: {var} is not read by render: the files describe {} alone; set it in the platform's container environment instead", path.display());
+        report!("note: {var} is not read by render: the files describe {} alone; set it in the platform's container environment instead", path.display());
     }
     let text = utf8(path, read_bounded(path)?)?;
     if is_blank(text.as_bytes()) {
-        eprintln!(
+        report!(
             "error: {} is empty; put the configuration in it: the rendered files deliver it to \
              `vitals serve`, which refuses an empty --config file",
             path.display()
@@ -201,7 +201,7 @@ fn read_with_content(path: &Path) -> Result<String, ExitCode> {
             return utf8(path, bytes);
         }
         if std::time::Instant::now() >= deadline {
-            eprintln!(
+            report!(
                 "error: {} is empty (a volume not written yet, or the wrong file mounted?); \
                  put the configuration in it, or leave --config out to serve without one",
                 path.display()
@@ -215,14 +215,14 @@ fn read_with_content(path: &Path) -> Result<String, ExitCode> {
 /// The file's bytes (at most [`MAX_FILE_BYTES`]); any failure printed with what to do.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ExitCode> {
     let read = vitals_core::files::read_bounded(path).map_err(|e| {
-        eprintln!(
+        report!(
             "error: cannot read {}: {e}; pass an existing, readable file to --config",
             path.display()
         );
         ExitCode::from(EXIT_CONFIG)
     })?;
     read.ok_or_else(|| {
-        eprintln!(
+        report!(
             "error: {} is larger than {} MiB, more than any configuration; check that --config names health.toml",
             path.display(),
             MAX_FILE_BYTES >> 20
@@ -233,7 +233,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ExitCode> {
 
 fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ExitCode> {
     String::from_utf8(bytes).map_err(|e| {
-        eprintln!(
+        report!(
             "error: {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
             path.display(),
             e.utf8_error().valid_up_to()
@@ -243,7 +243,7 @@ fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ExitCode> {
 }
 
 fn report(source: &Source, errors: &ConfigErrors) -> ExitCode {
-    eprint!("error: {}: {errors}", source.describe());
+    report_text!("error: {}: {errors}", source.describe());
     ExitCode::from(EXIT_CONFIG)
 }
 

@@ -96,14 +96,14 @@ fn runtime() -> tokio::runtime::Runtime {
 fn fail(e: LiveError) -> ExitCode {
     match e {
         LiveError::Refused(r) => {
-            eprintln!("error: settings ECS would refuse; nothing was called:");
+            report!("error: settings ECS would refuse; nothing was called:");
             for r in &r.0 {
-                eprintln!("  {r}");
+                report!("  {r}");
             }
             ExitCode::from(EXIT_CONFIG)
         }
         other => {
-            eprintln!("error: {other}");
+            report!("error: {other}");
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,23 @@ macro_rules! out {
     };
 }
 
+/// `eprintln!` for errors and notes, for a reader that may go away: `eprintln!` panics on a
+/// closed stderr (`vitals validate 2>&1 | head -0`), and the release build aborts on a panic, so
+/// the exit status that says what went wrong would be lost. A line that cannot be written is
+/// dropped.
+macro_rules! report {
+    ($($arg:tt)*) => {
+        $crate::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`report!`] without the newline, for a text that ends with its own.
+macro_rules! report_text {
+    ($($arg:tt)*) => {
+        $crate::write_err(format_args!($($arg)*))
+    };
+}
+
 mod check;
 mod config;
 #[cfg(feature = "ecs-live")]
@@ -127,6 +144,12 @@ enum LogFormat {
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Writes to stderr, dropping what cannot be written; see [`report!`].
+pub fn write_err(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_fmt(text);
+}
+
 /// Writes one line of output; see [`out!`].
 pub fn write_out(line: std::fmt::Arguments<'_>) {
     write_text(&format!("{line}\n"));
@@ -143,7 +166,7 @@ pub fn write_text(text: &str) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: cannot write the output: {e}");
+        report!("error: cannot write the output: {e}");
         std::process::exit(1);
     }
 }
@@ -193,7 +216,7 @@ fn main() -> ExitCode {
                 .first()
                 .and_then(|program| vitals_core::config::program_problem(program, path.as_deref()))
             {
-                eprintln!("error: the agent's command (after --): {problem}");
+                report!("error: the agent's command (after --): {problem}");
                 return ExitCode::from(EXIT_CONFIG);
             }
             serve::run(config, listen, command)

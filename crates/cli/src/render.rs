@@ -200,7 +200,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         unique
     };
     if platforms.len() > 1 && args.out.is_none() {
-        eprintln!("error: several platforms' files cannot share stdout; pass --out DIR");
+        report!("error: several platforms' files cannot share stdout; pass --out DIR");
         return ExitCode::from(EXIT_CONFIG);
     }
     let (config, config_toml, secret_env) = match crate::config::load_for_render(&args.config) {
@@ -236,11 +236,11 @@ pub fn run(args: &RenderArgs) -> ExitCode {
     };
     match (workload.layout, workload.agent_command.is_empty()) {
         (Layout::Entrypoint, true) => {
-            eprintln!("error: --layout entrypoint runs the agent under vitals: give the agent's command after --, such as `vitals render kubernetes --config health.toml --layout entrypoint -- python agent.py`");
+            report!("error: --layout entrypoint runs the agent under vitals: give the agent's command after --, such as `vitals render kubernetes --config health.toml --layout entrypoint -- python agent.py`");
             return ExitCode::from(EXIT_CONFIG);
         }
         (Layout::Sidecar | Layout::Embedded, false) => {
-            eprintln!("error: a command after -- is the agent's command of --layout entrypoint; add --layout entrypoint, or remove it");
+            report!("error: a command after -- is the agent's command of --layout entrypoint; add --layout entrypoint, or remove it");
             return ExitCode::from(EXIT_CONFIG);
         }
         _ => {}
@@ -271,26 +271,26 @@ pub fn run(args: &RenderArgs) -> ExitCode {
     }
     if !refused.is_empty() {
         let n: usize = refused.iter().map(|r| r.0.len()).sum();
-        eprintln!(
+        report!(
             "error: {}: {n} setting{} the platform would refuse; nothing was written:",
             args.config.display(),
             if n == 1 { "" } else { "s" }
         );
         for r in refused.iter().flat_map(|r| r.0.iter()) {
-            eprintln!("  {r}");
+            report!("  {r}");
         }
         return ExitCode::from(EXIT_CONFIG);
     }
     for (_, r) in &outputs {
         for n in &r.notes {
-            eprintln!("note: {n}");
+            report!("note: {n}");
         }
     }
     let platforms_rendered = outputs
         .iter()
         .any(|(p, _)| !matches!(p, Platform::Alerts | Platform::Dashboard));
     if let (Some(gate), true) = (&config.gate, platforms_rendered) {
-        eprintln!(
+        report!(
             "note: [gate] listens on {} inside the {}: point the agent's LLM base URL at http://127.0.0.1:{} (no platform port is opened for it, and no probe goes through it)",
             gate.listen,
             match workload.layout {
@@ -307,7 +307,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             .iter()
             .filter_map(|p| p.command.first().map(String::as_str))
             .collect();
-        eprintln!(
+        report!(
             "note: [[processes]] run in the container that runs vitals: {} must be in {}",
             programs.join(", "),
             match workload.layout {
@@ -323,7 +323,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
             .filter(|d| d.shared)
             .map(|d| d.name.as_str())
             .collect();
-        eprintln!(
+        report!(
             "note: [fleet]: every replica must reach Redis at {}{}; {} checked once an interval for the whole deployment, under keys {}. Where readiness replaces instances (ECS' scope=instance), a task whose own path to a shared dependency fails is replaced, and an outage the whole fleet sees only degrades",
             fleet.redis_url,
             fleet
@@ -356,13 +356,13 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         .map(|p| p.display().to_string())
         .collect();
     if !ca_files.is_empty() && platforms_rendered {
-        eprintln!(
+        report!(
             "note: the CA files {} are read in the container that runs vitals, at start; the files rendered do not deliver them: mount them there (Kubernetes: a Secret or ConfigMap volume; Nomad: a template; ECS and Cloud Run: a volume, or an image that holds them)",
             ca_files.join(", ")
         );
     }
     if workload.layout == Layout::Entrypoint && platforms_rendered {
-        eprintln!(
+        report!(
             "note: entrypoint layout: the agent's image ({}) must hold vitals at {}; vitals runs `{}` as its supervised process `agent`, holds its SIGTERM for drain.delay and exits with its status",
             workload.image,
             workload.vitals_path,
@@ -370,7 +370,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         );
     }
     if workload.layout == Layout::Embedded && platforms_rendered {
-        eprintln!(
+        report!(
             "note: embedded layout: the agent embeds vitals and reads its configuration itself (vitals::Builder::from_toml, or in code); the files deliver no health.toml to it{}: ship them with the agent",
             if workload.secret_env.is_empty() {
                 String::new()
@@ -383,7 +383,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         Some(dir) => match write(dir, &outputs) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                report!("error: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -477,7 +477,7 @@ fn stage_and_swap(
         std::fs::rename(&from, &to)
             .map_err(|e| format!("cannot move the render into {}: {e}", to.display()))?;
         for f in &r.files {
-            eprintln!("wrote {}", to.join(&f.name).display());
+            report!("wrote {}", to.join(&f.name).display());
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>, entrypoint: Vec<Strin
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            report!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -40,7 +40,7 @@ pub fn run(mut config: Config, listen: Option<SocketAddr>, entrypoint: Vec<Strin
     match result {
         Ok(exit) => ExitCode::from(exit.code),
         Err(e @ (Error::Config(_) | Error::Build(_))) => {
-            eprint!("error: configuration: {e}");
+            report_text!("error: configuration: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
