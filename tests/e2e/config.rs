@@ -166,19 +166,26 @@ fn a_duration_that_would_overflow_the_clock_is_refused_not_a_crash() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("longer than a day"));
 }
 
-#[test]
-fn a_reader_that_goes_away_ends_validate_quietly() {
+/// `vitals validate --config FILE` with `toml` in FILE, started with stdout and stderr piped, for
+/// a test that closes one of them as a reader that goes away would. The directory holds FILE.
+fn spawn_validate(toml: &str) -> (tempfile::TempDir, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("health.toml");
-    std::fs::write(&path, "[startup]\ntimeout = \"30s\"\n").unwrap();
-    // Like `vitals validate ... | head -0`: the pipe is closed before anything is written.
-    let mut child = Command::new(bin())
+    std::fs::write(&path, toml).unwrap();
+    let child = Command::new(bin())
         .args(["validate", "--config"])
         .arg(&path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    (dir, child)
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_validate_quietly() {
+    // Like `vitals validate ... | head -0`: the pipe is closed before anything is written.
+    let (_dir, mut child) = spawn_validate("[startup]\ntimeout = \"30s\"\n");
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -190,16 +197,7 @@ fn a_reader_that_goes_away_ends_validate_quietly() {
 /// still says what happened (64: the configuration), not an abort.
 #[test]
 fn a_reader_that_goes_away_leaves_validates_exit_status_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("health.toml");
-    std::fs::write(&path, "[server]\nlisten = \"everywhere\"\n").unwrap();
-    let mut child = Command::new(bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_dir, mut child) = spawn_validate("[server]\nlisten = \"everywhere\"\n");
     drop(child.stderr.take());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(64), "{status:?}");
