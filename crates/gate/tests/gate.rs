@@ -1096,13 +1096,21 @@ async fn request_bodies_held_at_once_are_bounded() {
         ..options(&up, 4, 4, Duration::from_secs(1))
     })
     .await;
-    // A client sends 700 KiB of a 1 MiB body, and waits.
-    let mut slow = raw(&gate_url).await;
-    slow.write_all(b"POST /sized HTTP/1.1\r\nhost: gate\r\ncontent-length: 1048576\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    slow.write_all(&vec![b'a'; 700 * 1024]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A client that has sent 700 KiB of a 1 MiB body, and waits (the gate holding it by now).
+    let part_of_a_body = |connection: &'static str| {
+        let gate_url = gate_url.clone();
+        async move {
+            let mut client = raw(&gate_url).await;
+            let head = format!(
+                "POST /sized HTTP/1.1\r\nhost: gate\r\ncontent-length: 1048576\r\n{connection}\r\n"
+            );
+            client.write_all(head.as_bytes()).await.unwrap();
+            client.write_all(&vec![b'a'; 700 * 1024]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client
+        }
+    };
+    let mut slow = part_of_a_body("connection: close\r\n").await;
     let post = || {
         client()
             .post(format!("{gate_url}/sized"))
@@ -1125,12 +1133,7 @@ async fn request_bodies_held_at_once_are_bounded() {
     assert_eq!(r.status(), 200);
     assert_eq!(seen.requests.load(Ordering::SeqCst), 2);
     // A client that goes away in the middle of its body frees what it held.
-    let mut gone = raw(&gate_url).await;
-    gone.write_all(b"POST /sized HTTP/1.1\r\nhost: gate\r\ncontent-length: 1048576\r\n\r\n")
-        .await
-        .unwrap();
-    gone.write_all(&vec![b'a'; 700 * 1024]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gone = part_of_a_body("").await;
     assert_eq!(post().await.unwrap().status(), 503, "held while it stays");
     drop(gone);
     tokio::time::sleep(Duration::from_millis(300)).await;
