@@ -87,7 +87,7 @@ async fn completions_and_streams_pass_through_the_gate_token_for_token() {
     assert_eq!(text(&gated), text(&direct));
 
     let direct = stream_texts(&ask(upstream, true).await);
-    let gated = stream_texts(&ask(gate, true).await);
+    let gated = stream_texts(&ask(gate.clone(), true).await);
     assert!(direct.len() > 1, "a stream of several events: {direct:?}");
     assert_eq!(gated, direct, "the same events, in order");
 
@@ -114,6 +114,19 @@ async fn completions_and_streams_pass_through_the_gate_token_for_token() {
     }
     // The gate's families pass Prometheus' own lint, as the rest do.
     crate::metrics::promtool_check_metrics(&metrics);
+
+    // The server's own web page (FastAPI's docs, HTML) is not an API answer: a 502 with the
+    // reason. Asked for more times than the breaker's threshold (5), it leaves the circuit
+    // closed and the instance ready: a client cannot take it out of traffic by asking for it.
+    for _ in 0..7 {
+        let r = c.get(format!("{gate}/docs")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "upstream_garbage", "{json}");
+    }
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(1)).await;
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(metrics.contains("vitals_gate_circuit_state 0"), "{metrics}");
 }
 
 /// A client that speaks HTTP/2 with prior knowledge (`curl --http2-prior-knowledge`, an h2c

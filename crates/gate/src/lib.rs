@@ -18,7 +18,8 @@
 //!   bounded by `max_buffered` (a request whose body would pass it is shed, `buffers_full`).
 //! - A request body over `max_body` gets 413, a malformed request 400, from the gate itself;
 //!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason, as
-//!   does one that answers HTML or cuts a sized answer short. An answer with a
+//!   does one that answers an HTML error page or cuts a sized answer short (an HTML page below
+//!   500 is an answer a client asked for, never a fault). An answer with a
 //!   `Content-Length` of up to 1 MiB is read whole before it is passed on (so a truncation
 //!   becomes a 502); a larger one, and one without (server-sent events, chunked streams),
 //!   passes through as it comes.
@@ -911,10 +912,7 @@ impl Gate {
             v.len() >= 9 && v[..9].eq_ignore_ascii_case(b"text/html")
         });
         if html {
-            return self.garbage(
-                trial,
-                "the upstream answered an HTML page, not an API answer (a proxy or error page in the way?)",
-            );
+            return self.html_page(trial, status, answered);
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
         // becomes a 502; an unsized one (a stream), or one larger than READ_WHOLE_UP_TO, passes
@@ -1054,6 +1052,41 @@ impl Gate {
     /// 502 for an answer that is not an API answer, with `reason`.
     fn garbage(&self, trial: bool, reason: &str) -> Response<Body> {
         self.upstream_fault(trial, StatusCode::BAD_GATEWAY, "upstream_garbage", reason)
+    }
+
+    /// An HTML page where an API answer belongs, begun at `now`. With a 5xx it is an error page
+    /// (a proxy's in the way, or the upstream's own): a fault, as any 5xx. With any other status
+    /// the upstream answered what it was asked, and a client chooses what it asks: llama.cpp
+    /// serves its web UI at `/`, vLLM its docs at `/docs`, a proxy a 404 page. Counting those as
+    /// faults would let any client open the circuit and take the instance out of readiness, so
+    /// they count as answers. The client gets the reason as an API error: a 4xx keeps its status
+    /// (a client's library retries a 502, not a 404 or a 401); a 2xx or 3xx becomes a 502.
+    fn html_page(&self, trial: bool, status: StatusCode, now: Instant) -> Response<Body> {
+        let reason = format!(
+            "the upstream answered {} with an HTML page, not an API answer (a web page of the server's, or a proxy or error page in the way?)",
+            status.as_u16()
+        );
+        if status.is_server_error() {
+            return self.garbage(trial, &reason);
+        }
+        self.inner.progress.mark_at(now);
+        self.record(trial, Ok(()));
+        self.inner.begun.fetch_add(1, Ordering::Relaxed);
+        if status.is_client_error() {
+            return self.counted(
+                Outcome::Ok,
+                error(status, "upstream_error", "upstream_html", &reason),
+            );
+        }
+        self.counted(
+            Outcome::UpstreamError,
+            error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_garbage",
+                &reason,
+            ),
+        )
     }
 
     fn truncated(&self, trial: bool) -> Response<Body> {

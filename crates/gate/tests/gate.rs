@@ -173,6 +173,11 @@ async fn upstream() -> (String, Arc<Seen>) {
                                 );
                                 r.headers_mut()
                                     .insert("content-type", "text/html".parse().unwrap());
+                                if let Ok(status) = u16::try_from(query(&req, "status")) {
+                                    if let Ok(status) = hyper::StatusCode::from_u16(status) {
+                                        *r.status_mut() = status;
+                                    }
+                                }
                                 return Ok(r);
                             }
                             "/slow" => {
@@ -770,8 +775,9 @@ async fn a_loading_model_does_not_open_the_breaker() {
     assert_eq!(gate.circuit().borrow().state, CircuitState::Closed);
 }
 
-/// Garbage from the upstream reaches the client as a 502 with a reason, and counts as a fault:
-/// an HTML page, and a sized answer cut short.
+/// Garbage from the upstream reaches the client as a 502 with a reason: an HTML page where an
+/// API answer belongs, and a sized answer cut short (a fault; on HTML pages see
+/// `html_pages_a_client_asks_for_never_open_the_circuit`).
 #[tokio::test]
 async fn upstream_garbage_is_a_502_with_a_reason() {
     let (up, _) = upstream().await;
@@ -802,6 +808,49 @@ async fn upstream_garbage_is_a_502_with_a_reason() {
         bad_gateway(&gate_url, path, "upstream_truncated").await;
     }
     assert_eq!(gate.count(Outcome::UpstreamError), 2);
+}
+
+/// An HTML page the upstream serves when a client asks for it (llama.cpp's web UI at `/`, a
+/// docs page, a 404 page) is the upstream answering, not failing: however many a client asks
+/// for, the circuit stays closed and readiness with it. A 4xx keeps its status, so that a
+/// client's library does not retry it as it would a 502; a 2xx or 3xx page becomes a 502 with
+/// the reason. An HTML error page with a 5xx (a proxy's, in the way) is a fault like any 5xx.
+#[tokio::test]
+async fn html_pages_a_client_asks_for_never_open_the_circuit() {
+    let (up, _) = upstream().await;
+    let mut opts = options(&up, 2, 2, Duration::from_secs(1));
+    opts.breaker.failure_threshold = 2;
+    let (gate_url, gate) = serve_gate(opts).await;
+    for _ in 0..3 {
+        for (status, expected, code) in [
+            (200, 502, "upstream_garbage"),
+            (302, 502, "upstream_garbage"),
+            (404, 404, "upstream_html"),
+            (401, 401, "upstream_html"),
+        ] {
+            let r = client()
+                .get(format!("{gate_url}/html?status={status}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), expected, "an HTML {status}");
+            let json: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(json["error"]["code"], code, "an HTML {status}: {json}");
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&status.to_string()) && message.contains("HTML"),
+                "an HTML {status}: {message}"
+            );
+        }
+    }
+    assert_eq!(gate.circuit().borrow().state, CircuitState::Closed);
+    assert_eq!(gate.count(Outcome::UpstreamError), 6, "the 502s");
+    assert_eq!(gate.count(Outcome::Ok), 6, "the 4xx, passed on");
+
+    for _ in 0..2 {
+        bad_gateway(&gate_url, "/html?status=502", "upstream_garbage").await;
+    }
+    assert_eq!(gate.circuit().borrow().state, CircuitState::Open);
 }
 
 /// An upstream of raw bytes: reads each request's head and hands the connection and the
