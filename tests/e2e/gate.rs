@@ -116,13 +116,24 @@ async fn completions_and_streams_pass_through_the_gate_token_for_token() {
     crate::metrics::promtool_check_metrics(&metrics);
 
     // The server's own web page (FastAPI's docs, HTML) is not an API answer: a 502 with the
-    // reason. Asked for more times than the breaker's threshold (5), it leaves the circuit
-    // closed and the instance ready: a client cannot take it out of traffic by asking for it.
+    // reason. And a body that says it is JSON and is not, which this server answers with a 500,
+    // is the gate's 400. Each asked for more times than the breaker's threshold (5), they leave
+    // the circuit closed and the instance ready: a client cannot take it out of traffic so.
     for _ in 0..7 {
         let r = c.get(format!("{gate}/docs")).send().await.unwrap();
         assert_eq!(r.status(), 502);
         let json: serde_json::Value = r.json().await.unwrap();
         assert_eq!(json["error"]["code"], "upstream_garbage", "{json}");
+        let r = c
+            .post(format!("{gate}/v1/completions"))
+            .header("content-type", "application/json")
+            .body("{\"prompt\": \"Hello\", \"max_tokens\": 4,")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let json: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(json["error"]["code"], "invalid_json", "{json}");
     }
     expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(1)).await;
     let metrics = body(&v.url("/metrics")).await;

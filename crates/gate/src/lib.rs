@@ -16,13 +16,13 @@
 //!   stop reading its answer for longer: a stalled client is cut, and its slot freed.
 //! - A request head over 64 KiB gets 431; the bodies held at once, over all requests, are
 //!   bounded by `max_buffered` (a request whose body would pass it is shed, `buffers_full`).
-//! - A request body over `max_body` gets 413, a malformed request 400, from the gate itself;
-//!   an upstream that refuses, resets or does not answer gives 502 or 504 with the reason, as
-//!   does one that answers an HTML error page or cuts a sized answer short (an HTML page below
-//!   500 is an answer a client asked for, never a fault). An answer with a
-//!   `Content-Length` of up to 1 MiB is read whole before it is passed on (so a truncation
-//!   becomes a 502); a larger one, and one without (server-sent events, chunked streams),
-//!   passes through as it comes.
+//! - A request body over `max_body` gets 413, a malformed request (or a body that says it is
+//!   JSON and is not) 400, from the gate itself; an upstream that refuses, resets or does not
+//!   answer gives 502 or 504 with the reason, as does one that answers an HTML error page or
+//!   cuts a sized answer short (an HTML page below 500 is an answer a client asked for, never a
+//!   fault). An answer with a `Content-Length` of up to 1 MiB is read whole before it is
+//!   passed on (so a truncation becomes a 502); a larger one, and one without (server-sent
+//!   events, chunked streams), passes through as it comes.
 //!
 //! Probe routes never sit behind the gate: it has a listener of its own.
 
@@ -656,6 +656,15 @@ impl Gate {
                 )
             }
         };
+        if let Some(broken) = not_json(&parts.headers, &body) {
+            return self.bad_request(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!(
+                    "the request body says it is JSON (its Content-Type) and is not: {broken}"
+                ),
+            );
+        }
         let arrived = Instant::now();
         // Fail fast while the circuit is open, before taking a place in the queue.
         let trial = match self.admit(arrived) {
@@ -1525,6 +1534,31 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response<
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// Where a body that says it is JSON (`application/json`, or a `+json` type) fails to parse,
+/// as serde_json says it: the line and column, never the body's text. `None` for any other
+/// body, an empty one, and JSON nested past serde_json's depth limit (valid, for all the gate
+/// knows: the upstream judges it).
+///
+/// A malformed request is the gate's to refuse: sent on, llama-cpp-python answers it with a
+/// 500, which the breaker would count against the upstream.
+fn not_json(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let json = essence.eq_ignore_ascii_case("application/json")
+        || essence.len() > 5
+            && essence.is_char_boundary(essence.len() - 5)
+            && essence[essence.len() - 5..].eq_ignore_ascii_case("+json");
+    if !json {
+        return None;
+    }
+    let e = serde_json::from_slice::<serde::de::IgnoredAny>(body).err()?;
+    let said = e.to_string();
+    (!said.starts_with("recursion limit exceeded")).then_some(said)
 }
 
 /// 503 with `Retry-After` (whole seconds, rounded up) and `x-vitals-overloaded`.

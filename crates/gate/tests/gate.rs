@@ -853,6 +853,65 @@ async fn html_pages_a_client_asks_for_never_open_the_circuit() {
     assert_eq!(gate.circuit().borrow().state, CircuitState::Open);
 }
 
+/// A body that says it is JSON and is not is a malformed request: 400 from the gate, never
+/// sent on. (llama-cpp-python answers such a body with a 500, which would count against it as
+/// a fault: a client could open the circuit by sending bad JSON.) A body that says nothing of
+/// JSON, and JSON nested deeper than the gate's parser goes, are the upstream's to judge.
+#[tokio::test]
+async fn a_body_that_says_json_and_is_not_gets_400_from_the_gate() {
+    let (up, seen) = upstream().await;
+    let mut opts = options(&up, 2, 2, Duration::from_secs(1));
+    opts.breaker.failure_threshold = 2;
+    let (gate_url, gate) = serve_gate(opts).await;
+    let post = |content_type: &'static str, body: String| {
+        let url = format!("{gate_url}/v1/completions");
+        async move {
+            let r = client()
+                .post(url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for (content_type, body) in [
+        ("application/json", "{\"prompt\": \"hi\", "),
+        ("application/json; charset=utf-8", "{bad json}"),
+        ("Application/JSON", "{\"a\":1} trailing"),
+        ("application/vnd.api+json", "[1,]"),
+    ] {
+        let (status, text) = post(content_type, body.to_owned()).await;
+        assert_eq!(status, 400, "{content_type} {body}: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_json", "{text}");
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{text}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("line 1"),
+            "where it broke: {text}"
+        );
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0, "none sent on");
+    assert_eq!(gate.count(Outcome::BadRequest), 4);
+    assert_eq!(gate.circuit().borrow().state, CircuitState::Closed);
+
+    // Passed on as they are: the upstream echoes them.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for (content_type, body) in [
+        ("text/plain", "{bad json}".to_owned()),
+        ("application/json", "{\"prompt\": \"hi\"}".to_owned()),
+        ("application/json", String::new()),
+        ("application/json", deep),
+    ] {
+        let (status, text) = post(content_type, body.clone()).await;
+        assert_eq!((status, text), (200, body.clone()), "{content_type} {body}");
+    }
+}
+
 /// An upstream of raw bytes: reads each request's head and hands the connection and the
 /// request's path to `answer`, each connection on a task of its own. Its URL.
 async fn raw_upstream<F, Fut>(answer: F) -> String
