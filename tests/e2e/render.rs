@@ -560,10 +560,29 @@ fn a_gate_is_explained_where_the_agent_must_use_it() {
             && !text(&out.stdout).contains("port: 8081"),
         "no platform port for the gate"
     );
+    assert!(
+        !text(&out.stderr).contains("every interface"),
+        "on loopback: {}",
+        text(&out.stderr)
+    );
     let alerts = vitals(&["render", "alerts", "--config", &cfg]);
     assert!(
         !text(&alerts.stderr).contains("base URL"),
         "only where a platform is rendered"
+    );
+
+    // On every interface, any pod of the cluster reaches the gate at the pod's IP: the note
+    // says so, and how to keep it to the agent.
+    let cfg = config(
+        dir.path(),
+        "[gate]\nlisten = \"0.0.0.0:8081\"\nupstream = \"http://127.0.0.1:8090\"\nmax_concurrent = 4\n",
+    );
+    let out = vitals(&["render", "kubernetes", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let notes = text(&out.stderr);
+    assert!(
+        notes.contains("every interface") && notes.contains("listen = \"127.0.0.1:8081\""),
+        "{notes}"
     );
 }
 
