@@ -1538,13 +1538,17 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response<
 
 /// Where a body that says it is JSON (`application/json`, or a `+json` type) fails to parse,
 /// as serde_json says it: the line and column, never the body's text. `None` for any other
-/// body, an empty one, and JSON nested past serde_json's depth limit (valid, for all the gate
-/// knows: the upstream judges it).
+/// body, an empty one, an encoded one (compressed JSON is JSON once the upstream decodes it),
+/// and JSON nested past serde_json's depth limit (valid, for all the gate knows: the upstream
+/// judges it).
 ///
 /// A malformed request is the gate's to refuse: sent on, llama-cpp-python answers it with a
 /// 500, which the breaker would count against the upstream.
 fn not_json(headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    if body.is_empty() {
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if body.is_empty() || encoded {
         return None;
     }
     let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;

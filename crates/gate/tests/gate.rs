@@ -899,6 +899,21 @@ async fn a_body_that_says_json_and_is_not_gets_400_from_the_gate() {
     assert_eq!(gate.count(Outcome::BadRequest), 4);
     assert_eq!(gate.circuit().borrow().state, CircuitState::Closed);
 
+    // Compressed JSON is JSON only once the upstream decodes it.
+    let r = client()
+        .post(format!("{gate_url}/v1/completions"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f_u8, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a compressed body is passed on");
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        [0x1f_u8, 0x8b, 0x08, 0x00]
+    );
+
     // Passed on as they are: the upstream echoes them.
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
     for (content_type, body) in [
