@@ -516,14 +516,23 @@ class H(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length", 0)); self.rfile.read(n)
         if b"hang" in self.path.encode():
             time.sleep(3600)
+        if b"slow" in self.path.encode():
+            time.sleep(4)
+        if b"stall" in self.path.encode():
+            # HTTP/1.0: the answer runs to the connection's end, as a stream.
+            self.send_response(200); self.send_header("content-type", "text/event-stream")
+            self.end_headers(); self.wfile.write(b"data: {}\n\n"); self.wfile.flush()
+            time.sleep(3600)
         body = b'{"choices":[{"text":"ok"}]}'
         self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
 /// The gate in front of a managed process: requests reach it on whatever port it runs; steady
-/// traffic stretches health polling; a request the process never answers for stall_after is a
-/// hang, and the process is restarted.
+/// traffic stretches health polling. A stream the process goes silent in for stall_after is a
+/// hang, and so is a request it has not begun to answer within request_timeout: each restarts
+/// it. A non-streamed answer longer than stall_after (a long generation, of which nothing comes
+/// before the whole) is no hang.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_follows_its_process_and_a_hang_under_traffic_restarts_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -538,7 +547,7 @@ process = "model"
 max_concurrent = 4
 queue_depth = 4
 queue_timeout = "2s"
-request_timeout = "60s"
+request_timeout = "6s"
 
 [[processes]]
 name = "model"
@@ -585,19 +594,49 @@ initial = "200ms"
     assert!(idle >= 3, "idle: {idle} checks in 4s");
     assert!(busy < idle, "busy: {busy} checks in 4s, idle: {idle}");
 
-    // A request the process never answers: after stall_after it is restarted.
+    // A non-streamed answer that takes 4 s, twice stall_after: it arrives, from the same process.
     let (pid, _) = nth_start(&v, "model", 1, Duration::from_secs(1));
-    let hung = tokio::spawn(
-        client()
-            .post(format!("{gate}/v1/completions?hang"))
-            .body("{}")
-            .send(),
-    );
-    let (pid2, port2) = nth_start(&v, "model", 2, Duration::from_secs(8));
+    let r = client()
+        .post(format!("{gate}/v1/completions?slow"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a long answer is no hang");
+    assert_eq!(starts(&v, "model").len(), 1, "{:#?}", v.logs());
+
+    // A stream the process goes silent in: after stall_after it is restarted, and the client's
+    // stream ends.
+    let mut stream = client()
+        .post(format!("{gate}/v1/completions?stall"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.chunk().await.unwrap().is_some(), "the stream began");
+    let (pid2, _) = nth_start(&v, "model", 2, Duration::from_secs(8));
     assert_ne!(pid2, pid);
     assert!(!alive(pid));
-    let answer = hung.await.unwrap().unwrap();
-    assert!(answer.status().is_server_error(), "{}", answer.status());
+    // Its end: the process's connection closed (an HTTP/1.0 stream runs to that end).
+    assert!(
+        !matches!(stream.chunk().await, Ok(Some(_))),
+        "the stream ends"
+    );
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(10)).await;
+
+    // A request the process never begins to answer: at request_timeout the gate answers 504,
+    // and the process is restarted.
+    let answer = client()
+        .post(format!("{gate}/v1/completions?hang"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 504);
+    let (pid3, port2) = nth_start(&v, "model", 3, Duration::from_secs(4));
+    assert_ne!(pid3, pid2);
+    assert!(!alive(pid2));
     expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(10)).await;
     assert_eq!(
         metric(
@@ -605,7 +644,7 @@ initial = "200ms"
             r#"vitals_process_restarts_total{process="model",reason="stalled"}"#
         )
         .await,
-        1.0
+        2.0
     );
     // Requests follow the process to whatever port it runs on now.
     assert!(port2.is_some());

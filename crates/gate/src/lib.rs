@@ -194,6 +194,8 @@ struct Inner {
     /// Answers below 500 passed on (a stream as it begins), for a supervisor: proof that the
     /// upstream answers.
     begun: AtomicU64,
+    /// Requests sent to the upstream whose answer has not begun ([`Awaiting`]).
+    awaiting: AtomicUsize,
     /// Connections closed for opening with HTTP/2's preface, for the log's rate limit.
     h2_clients: AtomicU64,
     /// Bytes of request bodies held now, against `max_buffered` ([`Charge`]).
@@ -202,15 +204,39 @@ struct Inner {
     buffers_full: AtomicU64,
 }
 
+/// A request sent to the upstream whose answer has not begun, counted in `Inner::awaiting` while
+/// this lives (a client that goes away drops it too).
+struct Awaiting<'a>(&'a AtomicUsize);
+
+impl<'a> Awaiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Awaiting(count)
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// When the upstream last showed progress: an answer began, a byte of one arrived, or a request
-/// went to it while none was in flight. A hung upstream stops all three.
+/// went to it while none was in flight. A hung upstream stops all three. And how often it went
+/// silent on a request for `request_timeout`, for a supervisor.
 #[derive(Debug)]
 pub(crate) struct Progress {
     epoch: Instant,
     last_micros: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 impl Progress {
+    /// The upstream sent nothing on a request for `request_timeout`.
+    pub(crate) fn timed_out(&self) {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn mark(&self) {
         self.mark_at(Instant::now());
     }
@@ -234,8 +260,14 @@ pub struct Traffic {
     pub answered: u64,
     /// Requests holding a slot now (waiting for or streaming an answer).
     pub in_flight: usize,
+    /// Of those, the ones sent whose answer has not begun: a non-streamed answer shows nothing
+    /// until it is whole, so their silence is no sign of a hang.
+    pub awaiting: usize,
     /// With requests in flight: how long since the upstream last showed progress.
     pub since_progress: Option<Duration>,
+    /// Times the upstream went silent on a request for `request_timeout`, before its answer
+    /// began (a 504) or in its middle (the stream cut), since the gate started.
+    pub timed_out: u64,
 }
 
 /// The saturation state machine and the counters at the last sample.
@@ -319,9 +351,11 @@ impl Gate {
                 buffered: AtomicUsize::new(0),
                 buffers_full: AtomicU64::new(0),
                 begun: AtomicU64::new(0),
+                awaiting: AtomicUsize::new(0),
                 progress: Arc::new(Progress {
                     epoch: Instant::now(),
                     last_micros: AtomicU64::new(0),
+                    timed_out: AtomicU64::new(0),
                 }),
                 load: Mutex::new(LoadSampler {
                     saturation: saturation::Saturation::new(options_saturation),
@@ -451,7 +485,9 @@ impl Gate {
         Traffic {
             answered: self.inner.begun.load(Ordering::Relaxed),
             in_flight,
+            awaiting: self.inner.awaiting.load(Ordering::Relaxed),
             since_progress: (in_flight > 0).then(|| self.inner.progress.since()),
+            timed_out: self.inner.progress.timed_out.load(Ordering::Relaxed),
         }
     }
 
@@ -761,6 +797,7 @@ impl Gate {
         // single-threaded runtime that holds each request back for the batch: p50 at saturation
         // about 60 µs higher for the same throughput (BENCHMARKS.md).
         let mut attempt = 0u32;
+        let awaiting = Awaiting::new(&self.inner.awaiting);
         // Each attempt holds the same slot: retries never raise the upstream's concurrency.
         let answer = loop {
             // The last attempt this request may make takes the headers; one before it, a copy.
@@ -828,6 +865,7 @@ impl Gate {
             }
             break got;
         };
+        drop(awaiting);
         let mut upstream = match answer {
             Got::Answer(r) => r,
             Got::Read(status, mut head, bytes) => {
@@ -862,6 +900,7 @@ impl Gate {
             }
             Got::Timeout => {
                 self.adapt(None, in_flight_at_send);
+                self.inner.progress.timed_out();
                 let reason = format!(
                     "the upstream did not begin its answer within request_timeout ({:?})",
                     options.request_timeout

@@ -613,7 +613,7 @@ pub(crate) struct Held {
     pub settle: Option<crate::Settle>,
     /// Released when the body is dropped.
     pub _slot: Slot,
-    /// Marked as each piece arrives.
+    /// Marked as each piece arrives; told of a silence that cuts the stream.
     pub progress: std::sync::Arc<crate::Progress>,
     /// The longest the upstream may stay silent mid-answer (`request_timeout`).
     pub silence: Stall,
@@ -673,6 +673,7 @@ impl http_body::Body for Held {
             }
             Poll::Ready(None) => self.ended(),
             Poll::Pending if self.silence.waiting(cx).is_ready() => {
+                self.progress.timed_out();
                 tracing::warn!(
                     silence = ?self.silence.limit(),
                     "gate: the upstream sent nothing for request_timeout in the middle of an answer; cut"

@@ -927,6 +927,61 @@ async fn a_body_that_says_json_and_is_not_gets_400_from_the_gate() {
     }
 }
 
+/// What a supervisor reads of the traffic: requests whose answer has not begun (a client that
+/// goes away takes its request out of the count), a stream under way, and the times the
+/// upstream went silent for request_timeout, before an answer began or in its middle.
+#[tokio::test]
+async fn traffic_tells_answers_not_begun_from_streams_and_counts_timeouts() {
+    let (up, _) = upstream().await;
+    let mut opts = options(&up, 4, 0, Duration::from_secs(1));
+    opts.request_timeout = Duration::from_millis(500);
+    let (gate_url, gate) = serve_gate(opts).await;
+    let until_traffic = |what: &'static str, ok: fn(&vitals_gate::Traffic) -> bool| {
+        let gate = gate.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let t = gate.traffic();
+                if ok(&t) {
+                    return t;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: {t:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let hung = tokio::spawn(client().get(format!("{gate_url}/hang")).send());
+    until_traffic("one awaiting", |t| t.in_flight == 1 && t.awaiting == 1).await;
+    hung.abort();
+    until_traffic("none after the client left", |t| {
+        t.in_flight == 0 && t.awaiting == 0
+    })
+    .await;
+    assert_eq!(gate.traffic().timed_out, 0, "cancelled, not timed out");
+
+    // `/forever` sends one event and then nothing: cut after request_timeout.
+    let mut r = client()
+        .get(format!("{gate_url}/forever"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.chunk().await.unwrap().is_some());
+    let t = gate.traffic();
+    assert_eq!((t.in_flight, t.awaiting), (1, 0), "a stream under way");
+    assert!(r.chunk().await.is_err(), "cut");
+    let t = until_traffic("the stream ended", |t| t.in_flight == 0).await;
+    assert_eq!((t.awaiting, t.timed_out), (0, 1));
+
+    let r = client()
+        .get(format!("{gate_url}/hang"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let t = until_traffic("the request ended", |t| t.in_flight == 0).await;
+    assert_eq!((t.awaiting, t.timed_out), (0, 2));
+}
+
 /// An upstream of raw bytes: reads each request's head and hands the connection and the
 /// request's path to `answer`, each connection on a task of its own. Its URL.
 async fn raw_upstream<F, Fut>(answer: F) -> String

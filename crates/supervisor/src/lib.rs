@@ -9,8 +9,11 @@
 //!   given up. A process still loading keeps vitals in startup.
 //! - A port range gives each start a free port (`{port}` in its command); a conflict moves it to
 //!   the next (see [`ports`]-level docs in the source).
-//! - With the gate in front of it ([`Traffic`]), requests in flight with no byte for
-//!   `stall_after` count as a hung process, and real traffic stands in for health polling.
+//! - With the gate in front of it ([`Traffic`]), an answer in flight with no byte for
+//!   `stall_after`, or a request it goes silent on for the gate's `request_timeout`, counts as
+//!   a hung process, and real traffic stands in for health polling. A request whose answer has
+//!   not begun is given `request_timeout`, not `stall_after`: a non-streamed answer sends
+//!   nothing until the whole generation is done.
 
 pub mod machine;
 
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vitals_core::config::{Ports, Process, PORT_PLACEHOLDER};
 
-use machine::{Action, Exit, Health, Machine, Reason, Rules, State};
+use machine::{Action, Exit, Health, Machine, Reason, Rules, Stall, State};
 
 /// What the gate in front of a process has seen of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,8 +44,13 @@ pub struct TrafficSample {
     pub answered: u64,
     /// Requests waiting for the process now.
     pub in_flight: usize,
+    /// Of those, the ones whose answer has not begun.
+    pub awaiting: usize,
     /// While requests are in flight: how long since the process last sent a byte to any of them.
     pub since_progress: Option<Duration>,
+    /// Times it went silent on a request for the gate's `request_timeout`, before the answer
+    /// began or in its middle, since vitals started.
+    pub timed_out: u64,
 }
 
 /// The gate's view of one process's traffic.
@@ -368,6 +376,15 @@ async fn supervise(
         let mut next_check = started;
         let mut every = spec.interval.std();
         let mut answered = traffic.as_ref().map(|t| t.sample().answered);
+        // Timeouts before this life are the last life's.
+        let mut timed_out = traffic.as_ref().map_or(0, |t| t.sample().timed_out);
+        // Made once, not in each turn of the loop: health checks due more often than once a
+        // second would otherwise put it off for ever.
+        let mut stall_ticks = tokio::time::interval_at(
+            Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        stall_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             let deadline = [
                 Some(next_check),
@@ -377,7 +394,6 @@ async fn supervise(
             .flatten()
             .min()
             .unwrap_or(next_check);
-            let stall_tick = tokio::time::sleep(Duration::from_secs(1));
             let action = tokio::select! {
                 biased;
                 () = stop.cancelled() => {
@@ -430,12 +446,17 @@ async fn supervise(
                         other => other,
                     }
                 }
-                () = stall_tick, if traffic.is_some() => {
+                _ = stall_ticks.tick(), if traffic.is_some() => {
                     let s = traffic.as_ref().map(|t| t.sample()).unwrap_or_default();
+                    let timed_out_now = s.timed_out > timed_out;
+                    timed_out = s.timed_out;
+                    // Silence counts where an answer has begun: a stream goes on sending.
+                    let answering = s.in_flight > s.awaiting;
                     match s.since_progress {
-                        Some(quiet) if s.in_flight > 0 && quiet >= spec.stall_after.std() => {
-                            machine.stalled(spec.stall_after.std())
+                        Some(quiet) if answering && quiet >= spec.stall_after.std() => {
+                            machine.stalled(Stall::Silent(spec.stall_after.std()))
                         }
+                        _ if timed_out_now => machine.stalled(Stall::TimedOut),
                         _ => Action::Nothing,
                     }
                 }

@@ -97,13 +97,23 @@ pub enum Reason {
     Unhealthy(String),
     /// It did not become healthy within `start_timeout`.
     StartTimeout,
-    /// Requests were in flight through the gate with no byte from it for `stall_after`.
-    Stalled(Duration),
+    /// The gate saw it hang (see [`Stall`]).
+    Stalled(Stall),
     /// Its port was taken (at start, or it said "address already in use"): who holds it, and
     /// the fix.
     PortInUse(String),
     /// It could not be started at all (the program vanished, a permission).
     SpawnFailed(String),
+}
+
+/// How the gate saw a process hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// An answer had begun, and no byte of any answer came for `stall_after`.
+    Silent(Duration),
+    /// It sent nothing on a request for the gate's `request_timeout`: before the answer began
+    /// (a non-streamed answer may take that long), or in its middle.
+    TimedOut,
 }
 
 impl Reason {
@@ -134,10 +144,13 @@ impl std::fmt::Display for Reason {
             Reason::Exited(e) => e.fmt(f),
             Reason::Unhealthy(why) => write!(f, "unhealthy: {why}"),
             Reason::StartTimeout => f.write_str("not healthy within start_timeout"),
-            Reason::Stalled(d) => write!(
+            Reason::Stalled(Stall::Silent(d)) => write!(
                 f,
-                "hung: requests in flight with no byte from it for {}",
+                "hung: an answer in flight with no byte from it for {}",
                 vitals_core::Duration::from(*d)
+            ),
+            Reason::Stalled(Stall::TimedOut) => f.write_str(
+                "hung: it sent nothing on a request through the gate for gate.request_timeout",
             ),
             Reason::PortInUse(why) => f.write_str(why),
             Reason::SpawnFailed(why) => write!(f, "cannot start: {why}"),
@@ -290,10 +303,10 @@ impl Machine {
         }
     }
 
-    /// The gate saw requests in flight with no progress for `after`.
-    pub fn stalled(&mut self, after: Duration) -> Action {
+    /// The gate saw the process hang.
+    pub fn stalled(&mut self, stall: Stall) -> Action {
         match self.state {
-            State::Starting { .. } | State::Ready { .. } => self.stop(Reason::Stalled(after)),
+            State::Starting { .. } | State::Ready { .. } => self.stop(Reason::Stalled(stall)),
             _ => Action::Nothing,
         }
     }

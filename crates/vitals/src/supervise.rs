@@ -49,7 +49,9 @@ impl SupervisorPart {
                 TrafficSample {
                     answered: t.answered,
                     in_flight: t.in_flight,
+                    awaiting: t.awaiting,
                     since_progress: t.since_progress,
+                    timed_out: t.timed_out,
                 }
             }
         }

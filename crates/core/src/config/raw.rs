@@ -359,8 +359,8 @@ pub struct RawProcess {
     /// Restarts in a row (without `backoff.reset_after` of health between them) before vitals
     /// gives up on the process; unset: never gives up.
     pub give_up_after: Option<u32>,
-    /// With `gate.process` naming this process: requests in flight with no byte from it for this
-    /// long count as a hung process.
+    /// With `gate.process` naming this process: an answer under way with no byte from it for
+    /// this long counts as a hung process (one not begun has `gate.request_timeout`).
     pub stall_after: Option<Duration>,
     pub backoff: Option<RawBackoff>,
 }

@@ -190,12 +190,19 @@ fn loading_waits_for_the_start_budget_and_no_longer() {
 fn a_stall_stops_a_ready_process_and_nothing_else() {
     let t0 = Instant::now();
     let mut m = Machine::new(rules());
-    assert_eq!(m.stalled(secs(60)), Action::Nothing, "idle");
+    assert_eq!(m.stalled(Stall::Silent(secs(60))), Action::Nothing, "idle");
     m.started(t0);
     m.health(Health::Ok, t0);
-    assert_eq!(m.stalled(secs(60)), Action::Stop(Reason::Stalled(secs(60))));
+    assert_eq!(
+        m.stalled(Stall::Silent(secs(60))),
+        Action::Stop(Reason::Stalled(Stall::Silent(secs(60))))
+    );
     m.exited(Exit::Signal(9), t0 + secs(61));
-    assert_eq!(m.stalled(secs(60)), Action::Nothing, "backing off");
+    assert_eq!(
+        m.stalled(Stall::Silent(secs(60))),
+        Action::Nothing,
+        "backing off"
+    );
 }
 
 #[test]
