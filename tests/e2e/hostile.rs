@@ -454,6 +454,62 @@ async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
     );
 }
 
+/// A reader of vitals' log that stops reading and stays (a log driver in blocking mode whose
+/// destination is down: Docker's and ECS's `awslogs` during a CloudWatch outage) costs lines,
+/// never probes: with four processes flooding the log, `/healthz` and `/readyz` keep answering
+/// at once. When the reader reads again, the log says how many lines were dropped; SIGTERM
+/// drains and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_reader_that_stops_reading_costs_lines_not_probes() {
+    // The first 3,000 bytes reach the test (the listen address is among them); then the pipe
+    // stays open and nothing reads it for 8 s, so it fills in a moment; then it is read again.
+    let wrapper = [
+        "bash",
+        "-c",
+        r#"exec "$0" "$@" 2> >(head -c 3000 >&2; sleep 8; exec cat >&2)"#,
+    ];
+    // 20,000 lines each (the test keeps what it reads), then quiet.
+    let mut config = String::new();
+    for i in 0..4 {
+        config += &format!(
+            "[[processes]]\nname = \"flood{i}\"\ncommand = [\"sh\", \"-c\", \"n=0; while [ $n -lt 20000 ]; do echo flood {i} 0123456789012345678901234567890123456789; n=$((n+1)); done; exec sleep 600\"]\nhealth = \"none\"\ncritical = false\n"
+        );
+    }
+    let mut v = VitalsProcess::start_wrapped(&wrapper, &bin(), &config, &[]);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..20 {
+        for path in ["/healthz", "/readyz"] {
+            let r = c.get(v.url(path)).send().await;
+            let status = r.as_ref().map(|r| r.status().as_u16());
+            assert!(
+                matches!(status, Ok(200)),
+                "{path} with the log's reader stalled: {status:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = "dropped: the log's reader did not keep up";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !v.logs().iter().any(|l| l.contains(said)) {
+        assert!(
+            Instant::now() < deadline,
+            "no word of the dropped lines in {} lines",
+            v.logs().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    v.signal("TERM");
+    let exit = v
+        .wait_exit(Duration::from_secs(15))
+        .expect("vitals exits after SIGTERM");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
 /// The reader of vitals' log going away (a log shipper restarting, `vitals serve 2>&1 | head`)
 /// loses the lines written after it, not vitals: it keeps serving, and drains and exits 0 on
 /// SIGTERM.

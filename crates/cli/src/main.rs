@@ -30,6 +30,7 @@ mod check;
 mod config;
 #[cfg(feature = "ecs-live")]
 mod ecs;
+mod logging;
 mod render;
 mod serve;
 
@@ -171,6 +172,9 @@ pub fn write_text(text: &str) {
     }
 }
 
+/// The log's writer thread, once started: flushed, within a bound, before the process exits.
+static LOG: std::sync::OnceLock<logging::Log> = std::sync::OnceLock::new();
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -181,11 +185,27 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
         .log_internal_errors(false);
+    // A reader that stops reading and stays costs lines, never a thread (see `logging`).
+    let log = logging::start(std::io::stderr());
+    let writer = match log {
+        Some(log) => {
+            let _ = LOG.set(log.clone());
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(log)
+        }
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
+    let builder = builder.with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Waits up to a second for the log's last lines to be written.
+fn flush_log() {
+    if let Some(log) = LOG.get() {
+        log.flush(std::time::Duration::from_secs(1));
     }
 }
 
@@ -196,7 +216,13 @@ fn main() -> ExitCode {
         return check::run(url, *timeout);
     }
     init_logging(cli.log_format);
-    match cli.command {
+    let code = run(cli.command);
+    flush_log();
+    code
+}
+
+fn run(command: Command) -> ExitCode {
+    match command {
         Command::Check { .. } => unreachable!("handled above"),
         Command::Render(args) => render::run(&args),
         #[cfg(feature = "ecs-live")]
