@@ -1,6 +1,7 @@
 //! The adaptive limit (`gate.limit = "adaptive"`): Vegas (as in Netflix's concurrency-limits),
 //! on the time to first byte rather than the whole answer, whose length depends on how much the
-//! model writes.
+//! model writes; and of streamed answers only (the gate takes no sample from the others, whose
+//! first byte comes after their last token).
 //!
 //! The fastest time to first byte seen is the upstream at ease. A sample `s` taken with the
 //! limit at `L` says about `L · (1 − min / s)` requests are waiting in the upstream's own queue
@@ -81,6 +82,18 @@ impl Vegas {
     pub fn drop_one(&mut self) -> usize {
         if self.probing.is_none() {
             self.limit = self.limit.saturating_sub(1).max(self.options.min_limit);
+        }
+        self.limit
+    }
+
+    /// An answer whose time to first byte measures nothing (not streamed: it came after the
+    /// last token), sent with `in_flight` requests in flight: the upstream answered, so while it
+    /// is busy the limit climbs back one step toward its ceiling, as after a fast sample. Without
+    /// it, the timeouts and failures that lower the limit would ratchet it down for good where
+    /// no answer is streamed. The new limit.
+    pub fn unmeasured(&mut self, in_flight: usize) -> usize {
+        if self.probing.is_none() && in_flight * 2 >= self.limit {
+            self.limit = (self.limit + 1).min(self.options.max_limit);
         }
         self.limit
     }
@@ -214,6 +227,26 @@ mod tests {
         g.sample(f64::NAN, 6);
         g.sample(-1.0, 6);
         assert!(g.limit() >= 2, "floored at min");
+    }
+
+    #[test]
+    fn answers_it_cannot_measure_win_back_what_failures_took() {
+        let mut g = Vegas::new(AdaptiveOptions::new(1, 8), 8);
+        for _ in 0..5 {
+            g.drop_one();
+        }
+        assert_eq!(g.limit(), 3);
+        // Non-streamed answers while busy: one step back up each, to the ceiling and no further.
+        for _ in 0..10 {
+            g.unmeasured(g.limit());
+        }
+        assert_eq!(g.limit(), 8);
+        // While less than half used they hold it.
+        g.drop_one();
+        for _ in 0..10 {
+            g.unmeasured(1);
+        }
+        assert_eq!(g.limit(), 7);
     }
 
     #[test]

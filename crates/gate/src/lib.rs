@@ -506,12 +506,15 @@ impl Gate {
 
     /// Feeds the adaptive limit, if there is one: a time to first byte with the requests in
     /// flight when it was sent, or a drop (`None`: a timeout or a failed connection).
-    fn adapt(&self, ttfb: Option<Duration>, in_flight: usize) {
+    /// Tells the adaptive limit of an answer: `Measured(ttfb)` (a stream's), `Unmeasured` (an
+    /// answer that says nothing of the upstream's queue), or `Failed`.
+    fn adapt(&self, answer: Adapt, in_flight: usize) {
         let Some(l) = &self.inner.limiter else { return };
         let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
-        let limit = match ttfb {
-            Some(t) => l.sample(t.as_secs_f64(), in_flight),
-            None => l.drop_one(),
+        let limit = match answer {
+            Adapt::Measured(t) => l.sample(t.as_secs_f64(), in_flight),
+            Adapt::Unmeasured => l.unmeasured(in_flight),
+            Adapt::Failed => l.drop_one(),
         };
         drop(l);
         if limit != self.inner.admission.max_concurrent() {
@@ -874,7 +877,7 @@ impl Gate {
                 return self.finish_read(trial, status, head, bytes, slot, for_head, now);
             }
             Got::Failed(e) if e.malformed => {
-                self.adapt(None, in_flight_at_send);
+                self.adapt(Adapt::Failed, in_flight_at_send);
                 tracing::warn!(error = %e.detail, "gate: the upstream's answer is not HTTP/1.1");
                 return self.garbage(
                     trial,
@@ -882,7 +885,7 @@ impl Gate {
                 );
             }
             Got::Failed(e) => {
-                self.adapt(None, in_flight_at_send);
+                self.adapt(Adapt::Failed, in_flight_at_send);
                 let reason = if e.certificate {
                     "the upstream's TLS certificate is not trusted (a private CA goes in gate.ca_file)"
                 } else if e.connect {
@@ -899,7 +902,7 @@ impl Gate {
                 );
             }
             Got::Timeout => {
-                self.adapt(None, in_flight_at_send);
+                self.adapt(Adapt::Failed, in_flight_at_send);
                 self.inner.progress.timed_out();
                 let reason = format!(
                     "the upstream did not begin its answer within request_timeout ({:?})",
@@ -923,13 +926,20 @@ impl Gate {
         };
         let answered = Instant::now();
         let ttfb = answered.saturating_duration_since(sent);
-        self.adapt(Some(ttfb), in_flight_at_send);
         self.inner.metrics.ttfb.observe(ttfb);
-        self.inner.ttfb_micros.fetch_add(
-            u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.inner.ttfb_count.fetch_add(1, Ordering::Relaxed);
+        // A stream's first byte comes after the upstream's queue and the prompt; a non-streamed
+        // answer's after the whole generation, as long as the model writes: no measure of the
+        // upstream's pace, so neither the adaptive limit nor saturation takes it as a sample.
+        if is_event_stream(&upstream.headers) {
+            self.adapt(Adapt::Measured(ttfb), in_flight_at_send);
+            self.inner.ttfb_micros.fetch_add(
+                u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            self.inner.ttfb_count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.adapt(Adapt::Unmeasured, in_flight_at_send);
+        }
         let status = upstream.status;
         // hyper passes on no 1xx but a 101, which switches the connection to another protocol:
         // the gate asks for no upgrade (it strips `Upgrade`), so that is no answer to pass on.
@@ -1573,6 +1583,21 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response<
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// What an answer tells the adaptive limit ([`Gate::adapt`]).
+enum Adapt {
+    Measured(Duration),
+    Unmeasured,
+    Failed,
+}
+
+/// An answer of server-sent events (`text/event-stream`): a streamed completion.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes().trim_ascii_start();
+        v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
+    })
 }
 
 /// Where a body that says it is JSON (`application/json`, or a `+json` type) fails to parse,

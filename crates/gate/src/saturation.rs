@@ -3,7 +3,8 @@
 //!
 //! - **Degraded** once the gate has been *hot* for `degrade_after`: its queue at or above
 //!   `high_water`, or the recent time to first byte above `ttfb_factor` × its baseline (the
-//!   upstream is slowing down: llama.cpp's own queue, a throttled GPU, a swapped model).
+//!   upstream is slowing down: llama.cpp's own queue, a throttled GPU, a swapped model). Of
+//!   streamed answers only: a non-streamed answer's first byte comes after its last token.
 //! - **Overloaded** (not ready) once requests have been shed for a full queue for `full_for`
 //!   without a break: more traffic than the instance can take, for longer than a burst.
 //! - Each comes back after `recover_after` without its cause.

@@ -138,6 +138,17 @@ async fn upstream() -> (String, Arc<Seen>) {
                                 let _slot = seen.model_slots.acquire().await.unwrap();
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                                 drop(guard);
+                                if query(&req, "sse") == 1 {
+                                    // A (short) streamed answer.
+                                    let mut r = Response::new(
+                                        Full::new(Bytes::from_static(b"data: {}\n\n")).boxed(),
+                                    );
+                                    r.headers_mut().insert(
+                                        "content-type",
+                                        "text/event-stream".parse().unwrap(),
+                                    );
+                                    return Ok(r);
+                                }
                                 Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()
                             }
                             // 503 "Loading model" twice, then an answer.
@@ -183,6 +194,16 @@ async fn upstream() -> (String, Arc<Seen>) {
                             "/slow" => {
                                 tokio::time::sleep(Duration::from_millis(query(&req, "ms"))).await;
                                 drop(guard);
+                                if query(&req, "sse") == 1 {
+                                    let mut r = Response::new(
+                                        Full::new(Bytes::from_static(b"data: {}\n\n")).boxed(),
+                                    );
+                                    r.headers_mut().insert(
+                                        "content-type",
+                                        "text/event-stream".parse().unwrap(),
+                                    );
+                                    return Ok(r);
+                                }
                                 Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()
                             }
                             "/stream" | "/forever" => {
@@ -1129,9 +1150,85 @@ async fn an_empty_budget_retries_nothing() {
     assert_eq!(seen.warming.load(Ordering::SeqCst), 1);
 }
 
+/// `limit = "adaptive"` learns nothing from a non-streamed answer: its time to first byte is
+/// the whole generation, long or short as the model writes, not the upstream's queue. Answers
+/// of 10 and 400 ms from an upstream with room for all leave the limit at its ceiling (taken
+/// as queueing, they had brought it down to 2 or 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_streamed_answers_teach_the_adaptive_limit_nothing() {
+    let (up, _) = upstream().await;
+    let (url, gate) = serve_gate(Options {
+        adaptive: Some(vitals_gate::adaptive::AdaptiveOptions::new(1, 8)),
+        ..options(&up, 8, 64, Duration::from_secs(20))
+    })
+    .await;
+    let stop = std::time::Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder().no_proxy().build().unwrap();
+                let mut n = 0;
+                while std::time::Instant::now() < stop {
+                    let ms = if (i + n) % 2 == 0 { 10 } else { 400 };
+                    let r = c.get(format!("{url}/slow?ms={ms}")).send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await;
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut seen_limits = Vec::new();
+    while std::time::Instant::now() < stop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen_limits.push(gate.admission().max_concurrent());
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(seen_limits.iter().all(|l| *l == 8), "{seen_limits:?}");
+}
+
+/// Saturation's time to first byte, like the adaptive limit's, comes from streamed answers
+/// only: non-streamed answers that grow from 10 to 300 ms (longer completions, not a slower
+/// upstream) leave the load normal, and streamed ones that slow down as much degrade it.
+#[tokio::test]
+async fn saturation_reads_the_time_to_first_byte_of_streams_only() {
+    for (sse, degrades) in [(0, false), (1, true)] {
+        let (up, _) = upstream().await;
+        let (url, gate) = serve_gate(Options {
+            saturation: SaturationOptions {
+                high_water: 0,
+                degrade_after: Duration::ZERO,
+                ..SATURATION
+            },
+            ..options(&up, 4, 4, Duration::from_secs(1))
+        })
+        .await;
+        let mut load = None;
+        for ms in [10, 10, 10, 300, 300, 300] {
+            for _ in 0..2 {
+                let r = client()
+                    .get(format!("{url}/slow?ms={ms}&sse={sse}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+            }
+            // A second's sample, taken at once.
+            load = Some(gate.sample_load());
+        }
+        let degraded = matches!(load, Some(vitals_gate::saturation::Load::Degraded { .. }));
+        assert_eq!(degraded, degrades, "sse={sse}: {load:?}");
+    }
+}
+
 /// `limit = "adaptive"`: with 32 clients always waiting and an upstream of 4 slots that queues
 /// the rest inside (as llama.cpp defers), the limit comes down from its ceiling of 32 to near
 /// 4, so the upstream's own queue stays short; nothing is shed meanwhile that the queue can hold.
+/// The answers are streamed: their time to first byte is the upstream's queue and its prompt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adaptive_limit_converges_to_the_upstreams_slots() {
     let (up, _) = upstream().await;
@@ -1144,7 +1241,7 @@ async fn the_adaptive_limit_converges_to_the_upstreams_slots() {
     let stop = std::time::Instant::now() + Duration::from_secs(6);
     let clients: Vec<_> = (0..32)
         .map(|_| {
-            let url = format!("{url}/model");
+            let url = format!("{url}/model?sse=1");
             tokio::spawn(async move {
                 let c = reqwest::Client::builder().no_proxy().build().unwrap();
                 let mut limits = Vec::new();
