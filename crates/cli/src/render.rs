@@ -303,7 +303,7 @@ pub fn run(args: &RenderArgs) -> ExitCode {
         // Every port of a pod is open to the cluster unless a NetworkPolicy closes it: a gate
         // on every interface takes requests from any pod, and a client that is not the agent
         // can send requests whose 5xx count against the upstream.
-        if !gate.listen.ip().is_loopback() {
+        if !gate.listen.ip().to_canonical().is_loopback() {
             report!(
                 "note: [gate] listens on every interface ({}): anything that reaches the pod's or task's IP reaches it too (on Kubernetes any pod, unless a NetworkPolicy says otherwise); where only the agent calls it, set [gate] listen = \"127.0.0.1:{}\"",
                 gate.listen,
