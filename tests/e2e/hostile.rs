@@ -454,6 +454,15 @@ async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
     );
 }
 
+/// SIGTERM: vitals drains and exits 0 within 15 s.
+fn drains_and_exits_0(v: &mut VitalsProcess) {
+    v.signal("TERM");
+    let exit = v
+        .wait_exit(Duration::from_secs(15))
+        .expect("vitals exits after SIGTERM");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
 /// A reader of vitals' log that stops reading and stays (a log driver in blocking mode whose
 /// destination is down: Docker's and ECS's `awslogs` during a CloudWatch outage) costs lines,
 /// never probes: with four processes flooding the log, `/healthz` and `/readyz` keep answering
@@ -503,11 +512,7 @@ async fn a_log_reader_that_stops_reading_costs_lines_not_probes() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    v.signal("TERM");
-    let exit = v
-        .wait_exit(Duration::from_secs(15))
-        .expect("vitals exits after SIGTERM");
-    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    drains_and_exits_0(&mut v);
 }
 
 /// The reader of vitals' log going away (a log shipper restarting, `vitals serve 2>&1 | head`)
@@ -530,9 +535,5 @@ async fn a_log_reader_that_goes_away_loses_lines_not_vitals() {
         assert_eq!(status(&v.url("/healthz")).await, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    v.signal("TERM");
-    let exit = v
-        .wait_exit(Duration::from_secs(15))
-        .expect("vitals exits after SIGTERM");
-    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    drains_and_exits_0(&mut v);
 }

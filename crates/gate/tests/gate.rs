@@ -95,12 +95,12 @@ fn query(req: &Request<hyper::body::Incoming>, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The upstream: `/slow?ms=N` answers after N ms; `/stream?chunks=K&every=MS` streams K SSE
-/// events; `/forever` streams one event and then nothing, until its client goes away;
-/// `/flood` streams 64 KiB chunks as fast as they are taken, until its client goes away;
-/// `/huge` announces 64 MiB, sends 2 MiB and then nothing;
-/// `/endless503` answers 503 with a body that never ends;
-/// `/hang` never answers; anything else echoes the request body.
+/// The upstream: `/slow?ms=N` answers after N ms (`&sse=1`: as a stream of one event, as
+/// `/model?sse=1` does); `/stream?chunks=K&every=MS` streams K SSE events; `/forever` streams
+/// one event and then nothing, until its client goes away; `/flood` streams 64 KiB chunks as
+/// fast as they are taken, until its client goes away; `/huge` announces 64 MiB, sends 2 MiB
+/// and then nothing; `/endless503` answers 503 with a body that never ends; `/hang` never
+/// answers; anything else echoes the request body.
 async fn upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -139,15 +139,7 @@ async fn upstream() -> (String, Arc<Seen>) {
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                                 drop(guard);
                                 if query(&req, "sse") == 1 {
-                                    // A (short) streamed answer.
-                                    let mut r = Response::new(
-                                        Full::new(Bytes::from_static(b"data: {}\n\n")).boxed(),
-                                    );
-                                    r.headers_mut().insert(
-                                        "content-type",
-                                        "text/event-stream".parse().unwrap(),
-                                    );
-                                    return Ok(r);
+                                    return Ok(one_event());
                                 }
                                 Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()
                             }
@@ -195,14 +187,7 @@ async fn upstream() -> (String, Arc<Seen>) {
                                 tokio::time::sleep(Duration::from_millis(query(&req, "ms"))).await;
                                 drop(guard);
                                 if query(&req, "sse") == 1 {
-                                    let mut r = Response::new(
-                                        Full::new(Bytes::from_static(b"data: {}\n\n")).boxed(),
-                                    );
-                                    r.headers_mut().insert(
-                                        "content-type",
-                                        "text/event-stream".parse().unwrap(),
-                                    );
-                                    return Ok(r);
+                                    return Ok(one_event());
                                 }
                                 Full::new(Bytes::from_static(b"{\"ok\":true}")).boxed()
                             }
@@ -311,6 +296,14 @@ async fn upstream() -> (String, Arc<Seen>) {
         }
     });
     (format!("http://{addr}"), seen)
+}
+
+/// A short streamed answer: one server-sent event.
+fn one_event() -> Response<UpBody> {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"data: {}\n\n")).boxed());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    r
 }
 
 /// An answer of `body` that announces `len` bytes.
