@@ -1,5 +1,6 @@
 //! `[gate]` through the binary: in front of the real llama-cpp-python server, and in front of a
-//! failing upstream whose outage reaches readiness through the breaker.
+//! failing upstream whose outage reaches readiness through the breaker, and whose recovery
+//! brings readiness back with no client's request.
 
 use std::time::{Duration, Instant};
 
@@ -211,15 +212,18 @@ async fn an_upstream_outage_opens_the_breaker_and_readiness_follows_liveness_doe
         "{metrics}"
     );
 
-    // The upstream recovers: after the open period a trial succeeds and readiness comes back.
+    // The upstream recovers. The instance is out of traffic, so no client's request comes to
+    // be the trial: the gate's own trial closes the circuit, and readiness comes back.
     up.set_status(200);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(8)).await;
+    let metrics = body(&v.url("/metrics")).await;
+    assert!(metrics.contains("vitals_gate_circuit_state 0"), "{metrics}");
+    assert!(
+        metrics.contains("vitals_gate_requests_total{outcome=\"ok\"} 0"),
+        "no client's request did it: {metrics}"
+    );
     let r = c.get(format!("{gate}/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(2)).await;
-    assert!(body(&v.url("/metrics"))
-        .await
-        .contains("vitals_gate_circuit_state 0"));
 }
 
 /// A configuration the gate cannot run is refused before anything starts.

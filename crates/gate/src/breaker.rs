@@ -1,7 +1,8 @@
 //! The circuit breaker: after `failure_threshold` upstream faults in a row the circuit opens and
 //! requests fail fast (503) for an open period that doubles at each reopening up to
 //! `max_open_for`, with jitter; then one trial request goes through (half-open): a success
-//! closes the circuit, a fault opens it again for longer.
+//! closes the circuit, a fault opens it again for longer. Where no client's request comes to
+//! be the trial, the gate sends one of its own.
 //!
 //! Only upstream faults count: a refused or reset connection, an upstream timeout, a 5xx other
 //! than a model still loading, an answer that is not an API's. Client errors (4xx) and the
@@ -141,6 +142,16 @@ impl Breaker {
             State::HalfOpen { trial: true } => Admit::No {
                 retry_after: self.options.open_for,
             },
+        }
+    }
+
+    /// Whether a trial may go now and none has: the open period has passed (or the last trial
+    /// went away without a result).
+    pub fn trial_due(&self, now: Instant) -> bool {
+        match self.state {
+            State::Open { until } => now >= until,
+            State::HalfOpen { trial } => !trial,
+            State::Closed { .. } => false,
         }
     }
 

@@ -1160,6 +1160,93 @@ impl Gate {
         self.inner.budget.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sends a trial of the gate's own while the circuit is open and no client's request comes
+    /// to be one. An open circuit takes the instance out of traffic (readiness), so the agent,
+    /// receiving nothing, may send nothing: a circuit that waited for a client's trial could
+    /// stay open, and the instance out of traffic, long after the upstream recovered. Once the
+    /// open period has passed and a second more has gone by with no client's request taking
+    /// the trial, the gate sends `GET /v1/models` (cheap on every OpenAI-compatible server; no
+    /// inference), judged as any answer is: a fault opens the circuit again for longer, any
+    /// other answer (a 401 from a hosted API without the client's key included) closes it.
+    async fn trials(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut due_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.inner.clean.load(Ordering::Acquire) {
+                due_since = None;
+                continue;
+            }
+            let now = Instant::now();
+            if !self.breaker().trial_due(now) {
+                due_since = None;
+                continue;
+            }
+            // A client's request that comes meanwhile is the better trial: give it a second.
+            let since = *due_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < Duration::from_secs(1) {
+                continue;
+            }
+            due_since = None;
+            if let Admit::Trial = self.admit(now) {
+                let result = self.own_trial().await;
+                self.record(true, result.as_ref().map(|_| ()).map_err(String::as_str));
+            }
+        }
+    }
+
+    /// The gate's own trial request: `Err` with the reason for an upstream fault.
+    async fn own_trial(&self) -> Result<(), String> {
+        const TRIAL: &str = "/v1/models";
+        let timeout = self.inner.options.request_timeout;
+        let sent = tokio::time::timeout(
+            timeout,
+            self.inner.client.send(
+                Method::GET,
+                &http::uri::PathAndQuery::from_static(TRIAL),
+                self.port(),
+                HeaderMap::new(),
+                Bytes::new(),
+                Instant::now(),
+            ),
+        )
+        .await;
+        let answer = match sent {
+            Err(_) => {
+                return Err(format!(
+                    "the upstream did not answer the gate's trial request (GET {TRIAL}) within request_timeout"
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "the gate's trial request (GET {TRIAL}) failed: {}",
+                    e.detail
+                ))
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let status = answer.status;
+        if !status.is_server_error() {
+            return Ok(());
+        }
+        // As for a client's request: a model still loading is the upstream coming up.
+        let loading = status == StatusCode::SERVICE_UNAVAILABLE
+            && matches!(
+                tokio::time::timeout(timeout, answer.bytes_within(SHORT_ANSWER)).await,
+                Ok(Ok(body)) if is_loading(&body)
+            );
+        if loading {
+            return Ok(());
+        }
+        Err(format!(
+            "the upstream answered the gate's trial request (GET {TRIAL}) with {status}"
+        ))
+    }
+
     /// Serves the gate on `listener` until `shutdown` is cancelled.
     ///
     /// At most `max_connections` connections are held. At the cap, a new connection is served
@@ -1173,6 +1260,7 @@ impl Gate {
         ));
         let max = self.inner.options.max_connections.max(1);
         let (mut next_id, mut evicted) = (0u64, 0u64);
+        tokio::spawn(self.clone().trials(shutdown.clone()));
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -772,6 +772,57 @@ async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
     assert_eq!(circuit.borrow().state, CircuitState::Closed);
 }
 
+/// An open circuit takes the instance out of traffic, so a trial that waited for a client's
+/// request could wait for ever. When the open period has passed and no client's request has
+/// taken the trial for a second, the gate tries itself (`GET /v1/models`): while the upstream
+/// still fails the circuit opens again, and once it answers the circuit closes, with no client
+/// request at all.
+#[tokio::test]
+async fn an_open_circuit_is_tried_by_the_gate_itself_when_no_client_asks() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    seen.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let r = client()
+            .get(format!("{gate_url}/slow?ms=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500);
+    }
+    assert_eq!(gate.circuit().borrow().state, CircuitState::Open);
+    // Still failing: the gate's own trials go to it, and the circuit stays open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.requests.load(Ordering::SeqCst) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no trial of the gate's own"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(gate.circuit().borrow().state, CircuitState::Open);
+    assert!(
+        gate.circuit().borrow().reason.contains("trial"),
+        "{:?}",
+        gate.circuit().borrow()
+    );
+    // It recovers: the next trial of the gate's own closes the circuit.
+    seen.failing.store(false, Ordering::SeqCst);
+    let mut circuit = gate.circuit();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        circuit.wait_for(|c| c.state == CircuitState::Closed),
+    )
+    .await;
+    assert!(closed.is_ok(), "still {:?}", gate.circuit().borrow());
+    assert_eq!(
+        gate.count(Outcome::Ok),
+        0,
+        "no client's request was a trial"
+    );
+}
+
 /// A model still loading (llama.cpp's 503 "Loading model") is not an upstream fault.
 #[tokio::test]
 async fn a_loading_model_does_not_open_the_breaker() {
