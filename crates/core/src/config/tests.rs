@@ -1171,3 +1171,36 @@ fn the_ephemeral_range_is_read_as_the_kernel_writes_it() {
     assert_eq!(parse_port_range("x"), None);
     assert_eq!(parse_port_range("70000 80000"), None);
 }
+
+/// A process that startup waits for may take its whole `start_timeout` to become healthy (a
+/// large model loading): left unset, the startup budget (and the platforms' startup probes,
+/// derived from it) grows to cover it; set shorter, it is refused, since the orchestrator would
+/// stop the container while the process may still be starting.
+#[test]
+fn the_startup_budget_covers_the_slowest_start_it_waits_for() {
+    let slow =
+        "[[processes]]\nname = \"llama\"\ncommand = [\"sleep\", \"1\"]\nstart_timeout = \"10m\"\n";
+    let c = parse(slow).unwrap();
+    assert_eq!(c.startup.timeout, Duration::from_secs(600));
+    assert_eq!(c.probes.startup.failure_threshold, 120, "10m in 5s periods");
+
+    let errs = errors(&format!("[startup]\ntimeout = \"2m\"\n{slow}"));
+    assert_reported(&errs, &["startup.timeout"]);
+    let said = errs
+        .iter()
+        .find(|e| e.starts_with("startup.timeout"))
+        .unwrap();
+    assert!(
+        said.contains("llama") && said.contains("10m") && said.contains("raise startup.timeout"),
+        "{said}"
+    );
+
+    // A process that startup does not wait for (not critical) leaves the budget alone.
+    let c = parse(&format!(
+        "[startup]\ntimeout = \"2m\"\n{slow}critical = false\n"
+    ))
+    .unwrap();
+    assert_eq!(c.startup.timeout, Duration::from_secs(120));
+    let c = parse(&format!("{slow}critical = false\n")).unwrap();
+    assert_eq!(c.startup.timeout, Duration::from_secs(120));
+}

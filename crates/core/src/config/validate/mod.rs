@@ -166,12 +166,12 @@ pub fn validate(
         delay: raw.drain.delay.unwrap_or(Duration::from_secs(5)),
         grace: raw.drain.grace.unwrap_or(Duration::from_secs(20)),
     };
+    let startup_set = raw.startup.timeout.is_some();
     let startup_timeout = e.positive(
         "startup.timeout",
         raw.startup.timeout,
         Duration::from_secs(120),
     );
-    let probes = sections::probes(&mut e, raw.probes, startup_timeout);
 
     let agent = signals::agent(&mut e, raw.agent);
     // Names are compared as written, across dependencies and signals (they share routes and
@@ -339,6 +339,29 @@ pub fn validate(
             require
         }
     };
+
+    // A process startup waits for may take its whole start_timeout to become healthy: the
+    // budget must allow it, or the platform's startup probe (derived from the budget) stops
+    // the container while the process may still be loading its model.
+    let slowest = processes
+        .iter()
+        .filter(|p| require.contains(&p.name))
+        .max_by_key(|p| p.start_timeout);
+    let startup_timeout = match slowest {
+        Some(p) if p.start_timeout > startup_timeout && !startup_set => p.start_timeout,
+        Some(p) if p.start_timeout > startup_timeout => {
+            e.push(
+                "startup.timeout",
+                format!(
+                    "{startup_timeout} is shorter than the start_timeout ({}) of process \"{}\", which startup waits for: the platform's startup probe would stop the container while it may still be starting; raise startup.timeout to {} or more (or leave it out: it then covers the slowest start), or lower that start_timeout",
+                    p.start_timeout, p.name, p.start_timeout
+                ),
+            );
+            startup_timeout
+        }
+        _ => startup_timeout,
+    };
+    let probes = sections::probes(&mut e, raw.probes, startup_timeout);
 
     if !e.0.is_empty() {
         return Err(ConfigErrors(e.0));
