@@ -714,14 +714,9 @@ async fn an_upstream_that_never_answers_gets_504_after_request_timeout() {
     assert_eq!(g.admission().in_flight(), 0);
 }
 
-/// The breaker opens on an upstream outage (3 faults in a row here), fails fast while open,
-/// lets one trial through after the open period and closes when it succeeds; each change is
-/// published for readiness.
-#[tokio::test]
-async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
-    let (up, seen) = upstream().await;
-    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
-    let mut circuit = gate.circuit();
+/// The upstream fails every request from now on, and 3 requests through the gate at
+/// `gate_url` each get its 500, as they are: enough faults to open the tests' circuit.
+async fn outage(gate_url: &str, seen: &Seen) {
     seen.failing.store(true, Ordering::SeqCst);
     for _ in 0..3 {
         let r = client()
@@ -731,6 +726,17 @@ async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
             .unwrap();
         assert_eq!(r.status(), 500, "the upstream's own answer passes through");
     }
+}
+
+/// The breaker opens on an upstream outage (3 faults in a row here), fails fast while open,
+/// lets one trial through after the open period and closes when it succeeds; each change is
+/// published for readiness.
+#[tokio::test]
+async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
+    let (up, seen) = upstream().await;
+    let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
+    let mut circuit = gate.circuit();
+    outage(&gate_url, &seen).await;
     assert_eq!(
         seen.requests.load(Ordering::SeqCst),
         3,
@@ -781,15 +787,7 @@ async fn the_breaker_opens_on_an_outage_fails_fast_and_closes_after_recovery() {
 async fn an_open_circuit_is_tried_by_the_gate_itself_when_no_client_asks() {
     let (up, seen) = upstream().await;
     let (gate_url, gate) = start_gate(&up, 2, 2, Duration::from_secs(1)).await;
-    seen.failing.store(true, Ordering::SeqCst);
-    for _ in 0..3 {
-        let r = client()
-            .get(format!("{gate_url}/slow?ms=1"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 500);
-    }
+    outage(&gate_url, &seen).await;
     assert_eq!(gate.circuit().borrow().state, CircuitState::Open);
     // Still failing: the gate's own trials go to it, and the circuit stays open.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
