@@ -117,10 +117,10 @@ impl Breaker {
         }
     }
 
-    /// Closed with no fault since the last success: a success changes nothing, and every
-    /// request is admitted.
+    /// Closed with no fault since the last success, and no open period to remember: a
+    /// success changes nothing, and every request is admitted.
     pub fn is_clean(&self) -> bool {
-        matches!(self.state, State::Closed { faults: 0 })
+        matches!(self.state, State::Closed { faults: 0 }) && self.opened == 0
     }
 
     /// Why the circuit last opened (the last fault's reason).
@@ -159,7 +159,8 @@ impl Breaker {
     pub fn record(&mut self, now: Instant, trial: bool, result: Result<(), &str>) {
         match (result, self.state) {
             (Ok(()), State::HalfOpen { .. }) if trial => self.close(),
-            (Ok(()), State::Closed { .. }) => self.state = State::Closed { faults: 0 },
+            // A client's answer while closed: faults, and open periods, are behind it.
+            (Ok(()), State::Closed { .. }) => self.close(),
             (Err(reason), State::HalfOpen { .. }) if trial => self.open(now, reason),
             (Err(reason), State::Closed { faults }) => {
                 let faults = faults + 1;
@@ -171,6 +172,21 @@ impl Breaker {
             }
             // Results of requests admitted before the circuit opened change nothing now.
             _ => {}
+        }
+    }
+
+    /// The result of the gate's own trial (`GET /v1/models`, sent when no client's request came
+    /// to be the trial). Weaker evidence than a client's answer: the models list may answer
+    /// while completions still fail (a hosted API's partial outage, a model server whose
+    /// generation hangs). A success closes the circuit but keeps the count of open periods, so
+    /// if clients' requests open it again soon the next open period is doubled, not the first
+    /// again; a client's answer while closed clears that count.
+    pub fn record_own_trial(&mut self, now: Instant, result: Result<(), &str>) {
+        if let State::HalfOpen { trial: true } = self.state {
+            match result {
+                Ok(()) => self.state = State::Closed { faults: 0 },
+                Err(reason) => self.open(now, reason),
+            }
         }
     }
 
@@ -242,6 +258,50 @@ mod tests {
         b.record(t, false, Err("reset by peer"));
         assert_eq!(b.state(t), CircuitState::Open);
         assert_eq!(b.reason(), "reset by peer");
+        assert_eq!(
+            b.admit(t),
+            Admit::No {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gates_own_trial_closes_without_forgetting_how_often_it_opened() {
+        let t = Instant::now();
+        let mut b = breaker(1);
+        b.record(t, false, Err("boom"));
+        let t = t + Duration::from_secs(1);
+        assert_eq!(b.admit(t), Admit::Trial);
+        b.record_own_trial(t, Ok(()));
+        assert_eq!(b.state(t), CircuitState::Closed);
+        assert!(!b.is_clean(), "a client's answer has yet to confirm it");
+        // Clients' requests fail again at once: the next open period is doubled.
+        b.record(t, false, Err("boom"));
+        assert_eq!(
+            b.admit(t),
+            Admit::No {
+                retry_after: Duration::from_secs(2)
+            }
+        );
+        // The own trial fails: open again, doubled again.
+        let t = t + Duration::from_secs(2);
+        assert_eq!(b.admit(t), Admit::Trial);
+        b.record_own_trial(t, Err("refused"));
+        assert_eq!(b.reason(), "refused");
+        assert_eq!(
+            b.admit(t),
+            Admit::No {
+                retry_after: Duration::from_secs(4)
+            }
+        );
+        // It passes, and a client's answer confirms it: the next outage starts afresh.
+        let t = t + Duration::from_secs(4);
+        assert_eq!(b.admit(t), Admit::Trial);
+        b.record_own_trial(t, Ok(()));
+        b.record(t, false, Ok(()));
+        assert!(b.is_clean());
+        b.record(t, false, Err("boom"));
         assert_eq!(
             b.admit(t),
             Admit::No {

@@ -420,11 +420,16 @@ impl Gate {
         if !trial && result.is_ok() && self.inner.clean.load(Ordering::Acquire) {
             return;
         }
+        self.change_breaker(|b, now| b.record(now, trial, result));
+    }
+
+    /// Applies `change` to the breaker and publishes a change of state.
+    fn change_breaker(&self, change: impl FnOnce(&mut Breaker, Instant)) {
         let now = Instant::now();
         let (before, after, reason) = {
             let mut b = self.breaker();
             let before = b.state(now);
-            b.record(now, trial, result);
+            change(&mut b, now);
             self.inner.clean.store(b.is_clean(), Ordering::Release);
             let after = b.state(now);
             // The reason is copied only for a change of state: not on every request.
@@ -1167,7 +1172,8 @@ impl Gate {
     /// open period has passed and a second more has gone by with no client's request taking
     /// the trial, the gate sends `GET /v1/models` (cheap on every OpenAI-compatible server; no
     /// inference), judged as any answer is: a fault opens the circuit again for longer, any
-    /// other answer (a 401 from a hosted API without the client's key included) closes it.
+    /// other answer (a 401 from a hosted API without the client's key included) closes it,
+    /// though less firmly than a client's answer would ([`Breaker::record_own_trial`]).
     async fn trials(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1194,7 +1200,8 @@ impl Gate {
             due_since = None;
             if let Admit::Trial = self.admit(now) {
                 let result = self.own_trial().await;
-                self.record(true, result.as_ref().map(|_| ()).map_err(String::as_str));
+                let result = result.as_ref().map(|_| ()).map_err(String::as_str);
+                self.change_breaker(|b, now| b.record_own_trial(now, result));
             }
         }
     }
