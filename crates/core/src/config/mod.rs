@@ -230,13 +230,22 @@ fn parse_port_range(s: &str) -> Option<std::ops::RangeInclusive<u16>> {
 /// own) takes its local port from that range and holds it for up to a minute after it closes
 /// (TIME_WAIT), so when the process restarts, its port may be taken and it cannot start on it.
 /// A range is not advised against: the process moves to the next free port of it.
+///
+/// A critical signal: down, it takes the instance out of traffic, and a report that comes only
+/// when the capability is used then never comes, so its silence keeps it down for good.
 pub fn advice(config: &Config, ephemeral: &std::ops::RangeInclusive<u16>) -> Vec<String> {
-    config
+    let ports = config
         .processes
         .iter()
         .enumerate()
-        .filter_map(|(index, p)| port_advice(index, p, ephemeral))
-        .collect()
+        .filter_map(|(index, p)| port_advice(index, p, ephemeral));
+    let signals = config.signals.iter().enumerate().filter(|(_, s)| s.critical).map(|(index, s)| {
+        format!(
+            "signals[{index}] (\"{}\") is critical: once it is down the instance leaves traffic, so a report sent only when the capability is used may never come again, and silence past its ttl ({}) reads as down. Fix: report it from a timer (a check of the agent's own) as well, or make it critical = false (degraded, still in traffic)",
+            s.name, s.ttl
+        )
+    });
+    ports.chain(signals).collect()
 }
 
 /// [`advice`] on process `index`'s port.

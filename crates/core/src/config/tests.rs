@@ -1204,3 +1204,21 @@ fn the_startup_budget_covers_the_slowest_start_it_waits_for() {
     let c = parse(&format!("{slow}critical = false\n")).unwrap();
     assert_eq!(c.startup.timeout, Duration::from_secs(120));
 }
+
+/// A critical signal reported only on use never comes back: once down, the instance leaves
+/// traffic, sees no use, and its silence reads as down. `validate` says so for each critical
+/// signal (a note, not an error: reported on a timer, it is right).
+#[test]
+fn a_critical_signal_gets_a_note_to_report_it_without_traffic() {
+    let config = parse(
+        "[[signals]]\nname = \"db-writes\"\ncritical = true\n[[signals]]\nname = \"search\"\n",
+    )
+    .unwrap();
+    let advice = advice(&config, &(32768..=60999));
+    assert_eq!(advice.len(), 1, "{advice:?}");
+    let a = &advice[0];
+    assert!(
+        a.starts_with("signals[0]") && a.contains("db-writes") && a.contains("timer"),
+        "{a}"
+    );
+}
