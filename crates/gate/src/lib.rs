@@ -530,20 +530,11 @@ impl Gate {
     /// The upstream's slot count, from llama.cpp's `GET /props` (`total_slots`).
     pub async fn upstream_slots(&self) -> Result<usize, String> {
         let url = self.upstream_url("/props");
-        let answer = tokio::time::timeout(
-            self.inner.options.request_timeout,
-            self.inner.client.send(
-                Method::GET,
-                &http::uri::PathAndQuery::from_static("/props"),
-                self.port(),
-                HeaderMap::new(),
-                Bytes::new(),
-                Instant::now(),
-            ),
-        )
-        .await
-        .map_err(|_| format!("GET {url} did not answer"))?
-        .map_err(|e| format!("GET {url}: {}", e.detail))?;
+        let answer = self
+            .get("/props")
+            .await
+            .map_err(|_| format!("GET {url} did not answer"))?
+            .map_err(|e| format!("GET {url}: {}", e.detail))?;
         if !answer.status.is_success() {
             return Err(format!("GET {url} answered {}", answer.status));
         }
@@ -970,11 +961,7 @@ impl Gate {
             .is_some_and(|n| n <= READ_WHOLE_UP_TO);
         let mut headers = std::mem::take(&mut upstream.headers);
         strip(&mut headers);
-        let html = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-            let v = v.as_bytes().trim_ascii_start();
-            v.len() >= 9 && v[..9].eq_ignore_ascii_case(b"text/html")
-        });
-        if html {
+        if content_type_is(&headers, b"text/html") {
             return self.html_page(trial, status, answered);
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
@@ -1206,23 +1193,31 @@ impl Gate {
         }
     }
 
-    /// The gate's own trial request: `Err` with the reason for an upstream fault.
-    async fn own_trial(&self) -> Result<(), String> {
-        const TRIAL: &str = "/v1/models";
-        let timeout = self.inner.options.request_timeout;
-        let sent = tokio::time::timeout(
-            timeout,
+    /// A `GET` of the gate's own to the upstream (no client's headers), within
+    /// `request_timeout`.
+    async fn get(
+        &self,
+        path: &'static str,
+    ) -> Result<Result<upstream::Answer, upstream::SendError>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(
+            self.inner.options.request_timeout,
             self.inner.client.send(
                 Method::GET,
-                &http::uri::PathAndQuery::from_static(TRIAL),
+                &http::uri::PathAndQuery::from_static(path),
                 self.port(),
                 HeaderMap::new(),
                 Bytes::new(),
                 Instant::now(),
             ),
         )
-        .await;
-        let answer = match sent {
+        .await
+    }
+
+    /// The gate's own trial request: `Err` with the reason for an upstream fault.
+    async fn own_trial(&self) -> Result<(), String> {
+        const TRIAL: &str = "/v1/models";
+        let timeout = self.inner.options.request_timeout;
+        let answer = match self.get(TRIAL).await {
             Err(_) => {
                 return Err(format!(
                     "the upstream did not answer the gate's trial request (GET {TRIAL}) within request_timeout"
@@ -1687,12 +1682,17 @@ enum Adapt {
     Failed,
 }
 
-/// An answer of server-sent events (`text/event-stream`): a streamed completion.
-fn is_event_stream(headers: &HeaderMap) -> bool {
+/// Whether the `Content-Type` begins with `media` (ASCII case ignored, parameters after it).
+fn content_type_is(headers: &HeaderMap, media: &[u8]) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes().trim_ascii_start();
-        v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
+        v.len() >= media.len() && v[..media.len()].eq_ignore_ascii_case(media)
     })
+}
+
+/// An answer of server-sent events (`text/event-stream`): a streamed completion.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    content_type_is(headers, b"text/event-stream")
 }
 
 /// Where a body that says it is JSON (`application/json`, or a `+json` type) fails to parse,
