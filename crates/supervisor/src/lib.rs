@@ -375,9 +375,10 @@ async fn supervise(
         // Watch it until it exits, or until it is stopped.
         let mut next_check = started;
         let mut every = spec.interval.std();
-        let mut answered = traffic.as_ref().map(|t| t.sample().answered);
+        let first = traffic.as_ref().map(|t| t.sample());
+        let mut answered = first.map(|s| s.answered);
         // Timeouts before this life are the last life's.
-        let mut timed_out = traffic.as_ref().map_or(0, |t| t.sample().timed_out);
+        let mut timed_out = first.map_or(0, |s| s.timed_out);
         // Made once, not in each turn of the loop: health checks due more often than once a
         // second would otherwise put it off for ever.
         let mut stall_ticks = tokio::time::interval_at(

@@ -239,12 +239,17 @@ pub fn advice(config: &Config, ephemeral: &std::ops::RangeInclusive<u16>) -> Vec
         .iter()
         .enumerate()
         .filter_map(|(index, p)| port_advice(index, p, ephemeral));
-    let signals = config.signals.iter().enumerate().filter(|(_, s)| s.critical).map(|(index, s)| {
-        format!(
-            "signals[{index}] (\"{}\") is critical: once it is down the instance leaves traffic, so a report sent only when the capability is used may never come again, and silence past its ttl ({}) reads as down. Fix: report it from a timer (a check of the agent's own) as well, or make it critical = false (degraded, still in traffic)",
-            s.name, s.ttl
-        )
-    });
+    let signals = config
+        .signals
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.critical)
+        .map(|(index, s)| {
+            format!(
+                "signals[{index}] (\"{}\") is critical: once it is down the instance leaves traffic, so a report sent only when the capability is used may never come again, and silence past its ttl ({}) reads as down. Fix: report it from a timer (a check of the agent's own) as well, or make it critical = false (degraded, still in traffic)",
+                s.name, s.ttl
+            )
+        });
     ports.chain(signals).collect()
 }
 
