@@ -496,7 +496,7 @@ fn validate_summarises_the_gate_and_the_fleet() {
         r#"
         [gate]
         listen = "127.0.0.1:9000"
-        upstream = "http://127.0.0.1:8080"
+        upstream = "http://127.0.0.1:8000"
         max_concurrent = 4
         queue_depth = 8
         queue_timeout = "10s"
@@ -509,7 +509,7 @@ fn validate_summarises_the_gate_and_the_fleet() {
     );
     assert_eq!(code, Some(0), "{stderr}");
     for want in [
-        "gate 127.0.0.1:9000 -> http://127.0.0.1:8080/: 4 at once, 8 more queued for up to 10s, an answer begun within 1m; readiness follows its circuit and queue",
+        "gate 127.0.0.1:9000 -> http://127.0.0.1:8000/: 4 at once, 8 more queued for up to 10s, an answer begun within 1m; readiness follows its circuit and queue",
         "fleet: results shared through redis://redis.internal:6379/0 (password from REDIS_PASSWORD), keys vitals:",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
@@ -536,5 +536,108 @@ fn validate_advises_against_a_fixed_process_port_in_the_ephemeral_range() {
             "processes[0].port {inside} is in the ephemeral port range"
         )) && notes[0].contains(&format!("a port below {}", ephemeral.start())),
         "{stdout}"
+    );
+}
+
+/// Every TOML block in the README is what a reader copies first: each is valid as it stands,
+/// with the environment variables it names set. The one thing a machine without the software
+/// cannot give it is a command at its absolute path (`/usr/local/bin/llama-server`).
+#[test]
+fn the_readmes_toml_blocks_are_valid_as_written() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let mut blocks = Vec::new();
+    let mut open: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut open, line.trim_start()) {
+            (None, "```toml") => open = Some(String::new()),
+            (Some(_), "```") => blocks.extend(open.take()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(blocks.len() >= 5, "found {} TOML blocks", blocks.len());
+    for block in &blocks {
+        // Every quoted NAME_IN_CAPITALS is an environment variable the block reads.
+        let vars: Vec<(&str, &str)> = block
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.len() > 1
+                    && s.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(|name| (name, "a-value"))
+            .collect();
+        let (code, stdout, stderr) = validate(block, &vars);
+        let problems: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("  "))
+            .filter(|l| !(l.contains(".command: /") && l.ends_with("does not exist")))
+            .collect();
+        assert!(
+            problems.is_empty() && (code == Some(0) || stderr.contains("does not exist")),
+            "README block refused ({code:?}):\n{block}\n{stdout}{stderr}"
+        );
+    }
+}
+
+/// `serve --listen` is where the probe routes are: what would collide with them is judged
+/// there, not at the file's `server.listen` (nor its default, 8080, llama.cpp's default too).
+#[test]
+fn serve_judges_collisions_with_the_probe_server_at_its_listen_flag() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("health.toml");
+    let check_port = |p: u16| {
+        format!("[[processes]]\nname = \"model\"\ncommand = [\"sleep\", \"30\"]\nport = 8080\nhealth = \"none\"\n[[dependencies]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{p}/health\"\ncritical = false\n")
+    };
+    // Elsewhere than 8080, a process on 8080 and a check of it are fine: serve starts.
+    std::fs::write(&path, check_port(8080)).unwrap();
+    let mut serving = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let early = serving.try_wait().unwrap();
+    let _ = serving.kill();
+    let out = serving.wait_with_output().unwrap();
+    assert!(
+        up && early.is_none(),
+        "serve did not start ({early:?}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // At the flag's own port, the check would ask vitals about itself: refused, with the key.
+    std::fs::write(&path, check_port(port)).unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "dependencies[0]: \"web\" checks vitals' own probe server (server.listen = 0.0.0.0:{port})"
+        )),
+        "{stderr}"
     );
 }

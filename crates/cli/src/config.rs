@@ -1,9 +1,10 @@
 //! Loading `health.toml` plus `VITALS_*` variables, and `vitals validate`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use vitals_core::config::{HeartbeatMode, StartupMode};
 use vitals_core::files::MAX_FILE_BYTES;
@@ -96,8 +97,13 @@ fn placeholder(_: &str) -> Option<String> {
 
 /// Reads and validates, and builds every dependency's client (so that what `validate` accepts,
 /// `serve` runs); on failure prints every problem and returns the exit code.
-pub fn load(source: &Source) -> Result<Config, ExitCode> {
-    let config = checked(source, load_with(source, true, &|k| std::env::var(k).ok())?)?;
+/// `listen` is `serve --listen`: where the probe routes will be, which the checks of what would
+/// collide with them need.
+pub fn load(source: &Source, listen: Option<SocketAddr>) -> Result<Config, ExitCode> {
+    let config = checked(
+        source,
+        load_with(source, true, listen, &|k| std::env::var(k).ok())?,
+    )?;
     // The programs [[processes]] run must exist here (render, for another machine, skips this).
     let path = std::env::var("PATH").ok();
     let missing = vitals_core::config::check_programs(&config, None, path.as_deref());
@@ -113,7 +119,7 @@ pub fn load(source: &Source) -> Result<Config, ExitCode> {
 /// `[[processes]]` are not looked for (they need not be installed there).
 pub fn load_offline(path: &Path) -> Result<Config, ExitCode> {
     let source = Source::File(path.to_owned());
-    checked(&source, load_with(&source, true, &placeholder)?)
+    checked(&source, load_with(&source, true, None, &placeholder)?)
 }
 
 /// For `vitals render`: the file alone, with the file's text and the variables its `*_env` keys
@@ -161,6 +167,7 @@ fn checked(source: &Source, config: Config) -> Result<Config, ExitCode> {
 fn load_with(
     source: &Source,
     overrides: bool,
+    listen: Option<SocketAddr>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ExitCode> {
     // A file is read once, and that text is what is checked, parsed and run: a second read
@@ -174,8 +181,11 @@ fn load_with(
         }
         Source::Text(text) => Some(text.as_str()),
     };
-    vitals_core::config::load(&figment(text, overrides), env)
-        .map_err(|errors| report(source, &errors))
+    let mut figment = figment(text, overrides);
+    if let Some(listen) = listen {
+        figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
+    }
+    vitals_core::config::load(&figment, env).map_err(|errors| report(source, &errors))
 }
 
 /// Nothing but whitespace: no configuration, whatever delivered it.
@@ -251,7 +261,7 @@ pub fn validate_command(path: &Path, offline: bool) -> ExitCode {
     let loaded = if offline {
         load_offline(path)
     } else {
-        load(&Source::File(path.to_owned()))
+        load(&Source::File(path.to_owned()), None)
     };
     match loaded {
         Err(code) => code,

@@ -233,10 +233,11 @@ fn run(command: Command) -> ExitCode {
             listen,
             command,
         } => {
-            let config = match config::Source::from_args(config).and_then(|s| config::load(&s)) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
+            let config =
+                match config::Source::from_args(config).and_then(|s| config::load(&s, listen)) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
             let path = std::env::var("PATH").ok();
             if let Some(problem) = command
                 .first()

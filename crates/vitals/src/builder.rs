@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use vitals_core::config::{
-    invalid_name, valid_name, Config, ConfigError, ConfigErrors, HeartbeatMode, Signal, StartupMode,
+    check_probe_address, invalid_name, valid_name, Config, ConfigError, ConfigErrors,
+    HeartbeatMode, Routes, Signal, StartupMode,
 };
 use vitals_probes::Poller;
 use vitals_server::Shared;
@@ -48,7 +49,13 @@ impl Builder {
 
     /// From `health.toml` text; `*_env` keys are read from the process environment.
     pub fn from_toml(toml: &str) -> Result<Self, Error> {
-        let config = vitals_core::config::from_toml(toml, &|k| std::env::var(k).ok())?;
+        // The routes are wherever the agent mounts them, or at `listen`: server.listen is not
+        // an address in use here (`build` checks the one given).
+        let config = vitals_core::config::from_toml_for(
+            toml,
+            &|k| std::env::var(k).ok(),
+            Routes::Elsewhere,
+        )?;
         Ok(Self::from_config(config))
     }
 
@@ -128,6 +135,14 @@ impl Builder {
     /// (run it on a task you own) and a handle to it.
     pub fn build(mut self) -> Result<(Runtime, Handle), Error> {
         check_signals(&self.config)?;
+        let probe = match &self.listen {
+            Some(Listen::Addr(addr)) => Some(*addr),
+            Some(Listen::Bound(listener)) => listener.local_addr().ok(),
+            None => None,
+        };
+        if let Some(probe) = probe {
+            check_probe_address(&self.config, probe)?;
+        }
         let grace = self.config.drain.grace;
         if let Some(agent) = self
             .config

@@ -130,6 +130,30 @@ fn signals_declared_in_code_are_validated_like_the_file() {
     );
 }
 
+/// Embedded, the routes are where the agent mounts them, not on `server.listen`: a local model
+/// server on 8080 (llama.cpp's default, and `server.listen`'s) is no collision until the runtime
+/// is told to listen there.
+#[tokio::test]
+async fn server_listen_is_no_address_in_use_until_the_runtime_listens_there() {
+    let toml = "[[dependencies]]\nname = \"llm\"\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/health\"\n";
+    assert!(Builder::from_toml(toml).unwrap().build().is_ok());
+    let other: std::net::SocketAddr = "127.0.0.1:9090".parse().unwrap();
+    assert!(Builder::from_toml(toml)
+        .unwrap()
+        .listen(other)
+        .build()
+        .is_ok());
+    let err = Builder::from_toml(toml)
+        .unwrap()
+        .listen("0.0.0.0:8080".parse().unwrap())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("dependencies[0]: \"llm\" checks vitals' own probe server (server.listen = 0.0.0.0:8080)"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_port_in_use_is_an_error_before_anything_starts() {
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,14 +9,25 @@ use serde::de::DeserializeOwned;
 
 use super::names::suggest;
 use super::raw::{self, RawDependency};
-use super::validate::{validate, RawConfig};
+use super::validate::{validate, RawConfig, Routes};
 use super::{Config, ConfigError, ConfigErrors};
 
-/// Reads and validates a `health.toml` given as text, resolving `*_env` keys through `env`
-/// (for tests and for agents that embed vitals and hold their config in memory).
+/// Reads and validates a `health.toml` given as text, resolving `*_env` keys through `env`, for
+/// probe routes served on `server.listen` as `vitals serve` serves them.
 pub fn from_toml(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    from_toml_for(toml, env, Routes::OnListen)
+}
+
+/// [`from_toml`] for routes served where `routes` says: an agent that embeds vitals and mounts
+/// them in its own app gives [`Routes::Elsewhere`], and `server.listen` is then not taken as an
+/// address in use.
+pub fn from_toml_for(
+    toml: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    routes: Routes,
+) -> Result<Config, ConfigErrors> {
     use figment::providers::{Format, Toml};
-    load(&Figment::from(Toml::string(toml)), env)
+    load_for(&Figment::from(Toml::string(toml)), env, routes)
 }
 
 /// Reads and validates the configuration held by `figment`. `env` resolves the environment
@@ -24,6 +35,15 @@ pub fn from_toml(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
 pub fn load(
     figment: &Figment,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    load_for(figment, env, Routes::OnListen)
+}
+
+/// [`load`] for probe routes served where `routes` says.
+pub fn load_for(
+    figment: &Figment,
+    env: &dyn Fn(&str) -> Option<String>,
+    routes: Routes,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let root: Dict = match figment.extract::<Dict>() {
@@ -84,7 +104,7 @@ pub fn load(
             |_: &mut raw::RawProcess, _| {},
         ),
     };
-    match validate(raw, env) {
+    match validate(raw, env, routes) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(more) => {

@@ -11,15 +11,15 @@ pub mod raw;
 mod validate;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::{Duration, Secret};
 
-pub use load::{from_toml, load};
+pub use load::{from_toml, from_toml_for, load, load_for};
 pub use names::{invalid_name, valid_name};
 pub use validate::{
-    check_programs, program_problem, startup_failure_threshold, validate, GATE_SATURATION_SIGNAL,
-    GATE_SIGNAL, PORT_PLACEHOLDER,
+    check_probe_address, check_programs, program_problem, startup_failure_threshold, validate,
+    Routes, GATE_SATURATION_SIGNAL, GATE_SIGNAL, PORT_PLACEHOLDER,
 };
 
 /// One problem in the configuration, under the key that caused it.
@@ -383,6 +383,32 @@ pub fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host_ip(host).is_some_and(|ip| ip.is_loopback())
 }
 
+/// Whether connecting to `host`:`port` from this machine reaches a socket listening on `listen`.
+/// Only what the names say for certain: a host named other than by a loopback name or the
+/// listener's own address is taken to be elsewhere.
+pub fn reaches(listen: SocketAddr, host: &str, port: u16) -> bool {
+    if port != listen.port() {
+        return false;
+    }
+    let to = if host.eq_ignore_ascii_case("localhost") {
+        None
+    } else {
+        match host_ip(host) {
+            Some(ip) => Some(ip),
+            None => return false,
+        }
+    };
+    // Connecting to 0.0.0.0 or :: reaches this machine's loopback, as localhost does.
+    let local = to.is_none_or(|ip| ip.is_loopback() || ip.is_unspecified());
+    match listen.ip() {
+        // An IPv6 wildcard takes IPv4 too (Linux's default, net.ipv6.bindv6only = 0).
+        IpAddr::V6(ip) if ip.is_unspecified() => local,
+        IpAddr::V4(ip) if ip.is_unspecified() => local && to.is_none_or(|ip| ip.is_ipv4()),
+        ip if ip.is_loopback() => to.is_none_or(|to| to == ip || to.is_unspecified()),
+        ip => to == Some(ip),
+    }
+}
+
 /// The address a host names literally (brackets around IPv6 allowed), if it is one.
 pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
     host.trim_start_matches('[')
@@ -410,7 +436,8 @@ pub struct GateBreaker {
 impl Default for Config {
     /// No dependencies: ready as soon as it starts.
     fn default() -> Self {
-        validate(Default::default(), &|_| None).expect("the empty configuration is valid")
+        validate(Default::default(), &|_| None, Routes::Elsewhere)
+            .expect("the empty configuration is valid")
     }
 }
 
@@ -647,13 +674,11 @@ impl Dependency {
         }
     }
 
-    /// The port this dependency reaches on loopback, if it reaches one.
-    pub fn loopback_port(&self) -> Option<u16> {
-        let of = |u: &url::Url| {
-            u.host_str()
-                .filter(|h| is_loopback_host(h))
-                .and(u.port_or_known_default())
-        };
+    /// The host and port this dependency's check connects to (none for `exec`).
+    pub fn address(&self) -> Option<(&str, u16)> {
+        fn of(u: &url::Url) -> Option<(&str, u16)> {
+            Some((u.host_str()?, u.port_or_known_default()?))
+        }
         match &self.check {
             Check::Http(c) => of(&c.url),
             Check::Llm(c) => of(&c.base_url),
@@ -662,10 +687,16 @@ impl Dependency {
             Check::Tcp(c) => c
                 .address
                 .rsplit_once(':')
-                .filter(|(host, _)| is_loopback_host(host))
-                .and_then(|(_, port)| port.parse().ok()),
+                .and_then(|(host, port)| Some((host, port.parse().ok()?))),
             Check::Exec(_) => None,
         }
+    }
+
+    /// The port this dependency reaches on loopback, if it reaches one.
+    pub fn loopback_port(&self) -> Option<u16> {
+        self.address()
+            .filter(|(host, _)| is_loopback_host(host))
+            .map(|(_, port)| port)
     }
 }
 

@@ -77,7 +77,7 @@ fn full_example_reads() {
         [[dependencies]]
         name = "search-tool"
         kind = "http"
-        url = "http://127.0.0.1:9000/health"
+        url = "http://127.0.0.1:9001/health"
         method = "head"
         expect_status = [200, 204]
         headers_env = { Authorization = "TOOL_TOKEN" }
@@ -582,12 +582,10 @@ fn a_gate_takes_its_defaults_and_no_gate_is_none() {
         r#"
         [gate]
         listen = "0.0.0.0:8081"
-        upstream = "http://127.0.0.1:8080"
+        upstream = "http://127.0.0.1:8000"
         max_concurrent = 4
         "#,
     );
-    // The probe server is on 8080 too (the default) but on every address, and the upstream is
-    // another process's 8080 on loopback: that is fine, since the gate listens on 8081.
     let g = c.unwrap().gate.unwrap();
     assert_eq!(g.max_concurrent, GateLimit::Fixed(4));
     assert_eq!(g.queue_depth, 8);
@@ -932,7 +930,7 @@ fn fleet_reads_and_shares_remote_llm_dependencies_by_default() {
         [[dependencies]]
         name = "local"
         kind = "openai"
-        base_url = "http://127.0.0.1:8080/v1"
+        base_url = "http://127.0.0.1:8000/v1"
 
         [[dependencies]]
         name = "tool"
@@ -1111,7 +1109,7 @@ fn https_takes_a_private_ca_for_http_and_llm_checks_and_the_gate() {
         &["dependencies[0].ca_file: is used only with TLS; make the URL https://, or remove ca_file"],
     );
     assert_reported(
-        &errors("[gate]\nlisten = \"127.0.0.1:9000\"\nupstream = \"http://127.0.0.1:8080\"\nmax_concurrent = 2\nca_file = \"/ca.pem\"\n"),
+        &errors("[gate]\nlisten = \"127.0.0.1:9000\"\nupstream = \"http://127.0.0.1:8000\"\nmax_concurrent = 2\nca_file = \"/ca.pem\"\n"),
         &["gate.ca_file: is used only with TLS; make the URL https://, or remove ca_file"],
     );
     assert_reported(
@@ -1221,4 +1219,41 @@ fn a_critical_signal_gets_a_note_to_report_it_without_traffic() {
         a.starts_with("signals[0]") && a.contains("db-writes") && a.contains("timer"),
         "{a}"
     );
+}
+
+#[test]
+fn nothing_is_sent_to_vitals_own_probe_server() {
+    // llama.cpp's server defaults to port 8080, as vitals' probe server does. Pointed there on
+    // loopback, the gate would send completions to /readyz's listener and a check would ask
+    // vitals about itself: each answers 404 for ever, and nothing says why.
+    let gate = errors(
+        "[gate]\nlisten = \"127.0.0.1:8081\"\nupstream = \"http://127.0.0.1:8080\"\nmax_concurrent = 2\n",
+    );
+    assert_reported(
+        &gate,
+        &["gate.upstream: http://127.0.0.1:8080/ is vitals' own probe server (server.listen = 0.0.0.0:8080)"],
+    );
+    let checks = errors(
+        "[server]\nlisten = \"[::]:9000\"\n\
+         [[dependencies]]\nname = \"llm\"\nkind = \"openai\"\nbase_url = \"http://localhost:9000/v1\"\nmodel = \"m\"\n\
+         [[dependencies]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://[::1]:9000/health\"\n\
+         [[dependencies]]\nname = \"port\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9000\"\n",
+    );
+    assert_reported(
+        &checks,
+        &[
+            "dependencies[0]: \"llm\" checks vitals' own probe server (server.listen = [::]:9000)",
+            "dependencies[1]: \"web\" checks vitals' own probe server",
+            "dependencies[2]: \"port\" checks vitals' own probe server",
+        ],
+    );
+    // A probe server on one address leaves that port free on the others, and the gate's own
+    // address is a loop only where it listens.
+    for toml in [
+        "[server]\nlisten = \"10.1.2.3:8080\"\n[gate]\nlisten = \"127.0.0.1:8081\"\nupstream = \"http://127.0.0.1:8080\"\nmax_concurrent = 2\n",
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[[dependencies]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://10.1.2.3:8080/\"\n",
+        "[gate]\nlisten = \"10.1.2.3:8081\"\nupstream = \"http://127.0.0.1:8081\"\nmax_concurrent = 2\n",
+    ] {
+        assert!(parse(toml).is_ok(), "{toml}: {:#?}", parse(toml).err());
+    }
 }

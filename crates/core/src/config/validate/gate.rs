@@ -11,7 +11,7 @@ pub const GATE_SIGNAL: &str = "gate";
 /// The signal a saturated upstream takes in readiness: non-critical (degraded).
 pub const GATE_SATURATION_SIGNAL: &str = "gate-saturation";
 
-pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Option<Gate> {
+pub(super) fn gate(e: &mut Errors, raw: RawGate) -> Option<Gate> {
     let listen = match raw.listen.as_deref() {
         None => {
             e.push(
@@ -31,22 +31,11 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe_listen: SocketAddr) -> Op
             }
         },
     };
-    if let Some(listen) = listen {
-        let overlaps = listen.ip() == probe_listen.ip()
-            || listen.ip().is_unspecified()
-            || probe_listen.ip().is_unspecified();
-        if listen.port() == probe_listen.port() && overlaps {
-            e.push(
-                "gate.listen",
-                format!("{listen} is the probe server's address (server.listen = {probe_listen}); the probes must never sit behind the gate's limits: give the gate a port of its own"),
-            );
-        }
-    }
     let upstream = match (raw.upstream.as_deref(), raw.process.as_deref()) {
         (None, None) => {
             e.push(
                 "gate.upstream",
-                "missing; set the inference server's base URL, such as \"http://127.0.0.1:8080\" (llama.cpp) or \"https://api.openai.com\", or gate.process to front a [[processes]] entry",
+                "missing; set the inference server's base URL, such as \"http://127.0.0.1:8000\" or \"https://api.openai.com\", or gate.process to front a [[processes]] entry",
             );
             None
         }
@@ -314,7 +303,7 @@ fn upstream(e: &mut Errors, s: &str, listen: Option<SocketAddr>) -> Option<url::
             e.push(
                 "gate.upstream",
                 format!(
-                    "\"{s}\" is not a URL ({err}); write one such as \"http://127.0.0.1:8080\""
+                    "\"{s}\" is not a URL ({err}); write one such as \"http://127.0.0.1:8000\""
                 ),
             );
             return None;
@@ -343,11 +332,9 @@ fn upstream(e: &mut Errors, s: &str, listen: Option<SocketAddr>) -> Option<url::
         return None;
     }
     let loops = listen.is_some_and(|l| {
-        url.port_or_known_default() == Some(l.port())
-            && url.host_str().is_some_and(|h| {
-                is_loopback_host(h)
-                    || host_ip(h).is_some_and(|ip| ip == l.ip() || ip.is_unspecified())
-            })
+        url.host_str()
+            .zip(url.port_or_known_default())
+            .is_some_and(|(host, port)| reaches(l, host, port))
     });
     if loops {
         e.push(

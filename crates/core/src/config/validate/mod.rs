@@ -37,6 +37,94 @@ pub struct RawConfig {
     pub fleet: Option<RawFleet>,
 }
 
+/// Where the probe routes are served, which decides what would collide with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// On `server.listen`, as `vitals serve` serves them.
+    OnListen,
+    /// Wherever the embedding program mounts them (the `vitals` crate's `Builder`, which checks
+    /// the address it is given with [`check_probe_address`]).
+    Elsewhere,
+}
+
+/// What would collide with probe routes served at `probe`: the gate on the same address, a
+/// supervised process given its port, and a gate upstream or a check that would reach vitals
+/// itself there (llama.cpp's server, like vitals, takes 8080 unless told otherwise).
+fn probe_server(
+    e: &mut Errors,
+    probe: SocketAddr,
+    gate: Option<&Gate>,
+    processes: &[Process],
+    dependencies: &[Dependency],
+) {
+    // Port 0: the system picks a free one, which nothing configured can name.
+    if probe.port() == 0 {
+        return;
+    }
+    if let Some(g) = gate {
+        let overlaps = g.listen.ip() == probe.ip()
+            || g.listen.ip().is_unspecified()
+            || probe.ip().is_unspecified();
+        if g.listen.port() == probe.port() && overlaps {
+            e.push(
+                "gate.listen",
+                format!("{} is the probe server's address (server.listen = {probe}); the probes must never sit behind the gate's limits: give the gate a port of its own", g.listen),
+            );
+        }
+        let url = &g.upstream;
+        if g.process.is_none()
+            && url
+                .host_str()
+                .zip(url.port_or_known_default())
+                .is_some_and(|(host, port)| reaches(probe, host, port))
+        {
+            e.push(
+                "gate.upstream",
+                format!("{url} is vitals' own probe server (server.listen = {probe}), not an inference server; point it at the inference server's port (llama.cpp's server takes 8080 unless told otherwise: start it with --port 8000, say)"),
+            );
+        }
+    }
+    for (i, p) in processes.iter().enumerate() {
+        if p.port == Some(Ports::Fixed(probe.port())) {
+            e.push(
+                format!("processes[{i}].port"),
+                format!("{} is the probe server's port (server.listen = {probe}); give the process a port of its own", probe.port()),
+            );
+        }
+    }
+    for (i, d) in dependencies.iter().enumerate() {
+        if d.address()
+            .is_some_and(|(host, port)| reaches(probe, host, port))
+        {
+            e.push(
+                format!("dependencies[{i}]"),
+                format!(
+                    "\"{}\" checks vitals' own probe server (server.listen = {probe}), which answers for vitals, not for the dependency; point it at the dependency's own port, or move server.listen",
+                    d.name
+                ),
+            );
+        }
+    }
+}
+
+/// Whether probe routes served at `probe` collide with what `config` sets up: what `validate`
+/// checks against `server.listen`, for an address given in code.
+pub fn check_probe_address(config: &Config, probe: SocketAddr) -> Result<(), ConfigErrors> {
+    let mut e = Errors(Vec::new());
+    probe_server(
+        &mut e,
+        probe,
+        config.gate.as_ref(),
+        &config.processes,
+        &config.dependencies,
+    );
+    if e.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(e.0))
+    }
+}
+
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
@@ -137,6 +225,7 @@ impl Errors {
 pub fn validate(
     raw: RawConfig,
     env: &dyn Fn(&str) -> Option<String>,
+    routes: Routes,
 ) -> Result<Config, ConfigErrors> {
     let mut e = Errors(Vec::new());
 
@@ -222,7 +311,7 @@ pub fn validate(
             }
         }
     }
-    let gate = raw.gate.and_then(|g| gate::gate(&mut e, g, server.listen));
+    let gate = raw.gate.and_then(|g| gate::gate(&mut e, g));
     let raw_names: Vec<&str> = written.iter().filter_map(|(_, n)| n.as_deref()).collect();
     let has_fleet = raw.fleet.is_some();
     let fleet = raw.fleet.and_then(|f| fleet::fleet(&mut e, f, env));
@@ -252,8 +341,17 @@ pub fn validate(
         .processes
         .into_iter()
         .enumerate()
-        .filter_map(|(i, p)| processes::process(&mut e, i, p, server.listen))
+        .filter_map(|(i, p)| processes::process(&mut e, i, p))
         .collect();
+    if routes == Routes::OnListen {
+        probe_server(
+            &mut e,
+            server.listen,
+            gate.as_ref(),
+            &processes,
+            &dependencies,
+        );
+    }
     // A dependency cannot follow a process that moves within its port range: say so, and how.
     for (i, d) in dependencies.iter().enumerate() {
         let Some(port) = d.loopback_port() else {

@@ -8,12 +8,7 @@ use crate::config::*;
 /// The placeholder replaced by the process's port in its command and environment.
 pub const PORT_PLACEHOLDER: &str = "{port}";
 
-pub(super) fn process(
-    e: &mut Errors,
-    i: usize,
-    raw: RawProcess,
-    probe_listen: SocketAddr,
-) -> Option<Process> {
+pub(super) fn process(e: &mut Errors, i: usize, raw: RawProcess) -> Option<Process> {
     let at = |key: &str| format!("processes[{i}].{key}");
     let before = e.0.len();
     let name = match raw.name {
@@ -71,14 +66,6 @@ pub(super) fn process(
         }
     }
     let port = raw.port.and_then(|p| ports(e, &at("port"), p));
-    if let Some(Ports::Fixed(p)) = port {
-        if p == probe_listen.port() {
-            e.push(
-                at("port"),
-                format!("{p} is the probe server's port (server.listen = {probe_listen}); give the process a port of its own"),
-            );
-        }
-    }
     let uses_placeholder = command.iter().any(|a| a.contains(PORT_PLACEHOLDER))
         || env.iter().any(|(_, v)| v.contains(PORT_PLACEHOLDER));
     match port {
