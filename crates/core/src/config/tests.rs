@@ -1231,7 +1231,7 @@ fn nothing_is_sent_to_vitals_own_probe_server() {
     );
     assert_reported(
         &gate,
-        &["gate.upstream: http://127.0.0.1:8080/ is vitals' own probe server (server.listen = 0.0.0.0:8080)"],
+        &["gate.upstream: 127.0.0.1:8080 is vitals' own probe server (server.listen = 0.0.0.0:8080)"],
     );
     let checks = errors(
         "[server]\nlisten = \"[::]:9000\"\n\

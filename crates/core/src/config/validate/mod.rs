@@ -72,15 +72,15 @@ fn probe_server(
             );
         }
         let url = &g.upstream;
-        if g.process.is_none()
-            && url
-                .host_str()
-                .zip(url.port_or_known_default())
-                .is_some_and(|(host, port)| reaches(probe, host, port))
+        // Host and port only: a path may hold what is not to be echoed.
+        if let Some((host, port)) = url
+            .host_str()
+            .zip(url.port_or_known_default())
+            .filter(|&(host, port)| g.process.is_none() && reaches(probe, host, port))
         {
             e.push(
                 "gate.upstream",
-                format!("{url} is vitals' own probe server (server.listen = {probe}), not an inference server; point it at the inference server's port (llama.cpp's server takes 8080 unless told otherwise: start it with --port 8000, say)"),
+                format!("{host}:{port} is vitals' own probe server (server.listen = {probe}), not an inference server; point it at the inference server's port (llama.cpp's server takes 8080 unless told otherwise: start it with --port 8000, say)"),
             );
         }
     }
