@@ -359,27 +359,50 @@ async fn auto_learns_the_slot_count_from_the_upstream() {
     );
 }
 
-/// An upstream that cannot say its slot count: vitals stops with the key and the fix, once the
-/// startup budget is spent. So does one that claims more slots than a limit can be (it used to
-/// abort vitals).
+/// An upstream that answers and cannot say its slot count (a 404: not llama.cpp's server; one
+/// that claims more slots than a limit can be, which used to abort vitals) will not say it by
+/// waiting: vitals stops at once with the key and the fix, not after the whole startup budget
+/// (here a minute, and a model's load can take ten).
 #[test]
-fn auto_without_props_stops_with_the_key_and_the_fix() {
+fn auto_without_props_stops_at_once_with_the_key_and_the_fix() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(async { StubServer::start(404).await });
     let absurd = rt.block_on(props_server(u64::MAX));
-    auto_stops_with_the_key_and_the_fix(up.addr().to_string());
-    let out = auto_stops_with_the_key_and_the_fix(absurd.trim_start_matches("http://").to_owned());
+    let (out, took) = auto_stops_with_the_key_and_the_fix(up.addr().to_string(), "60s");
+    assert!(out.contains("answered 404 Not Found"), "{out}");
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    let (out, took) =
+        auto_stops_with_the_key_and_the_fix(absurd.trim_start_matches("http://").to_owned(), "60s");
     assert!(out.contains("total_slots"), "{out}");
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
 }
 
-/// vitals' stderr once it stopped for want of a slot count from `addr`.
-fn auto_stops_with_the_key_and_the_fix(addr: String) -> String {
+/// A server still loading its model (llama.cpp answers 503 meanwhile) is waited for, and the
+/// log says so while it lasts; at the end of the startup budget vitals stops with the fix.
+#[test]
+fn auto_waits_for_a_loading_upstream_and_says_so() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(async { StubServer::start(503).await });
+    let (out, took) = auto_stops_with_the_key_and_the_fix(up.addr().to_string(), "3s");
+    assert!(
+        took >= Duration::from_secs(3),
+        "stopped after {took:?}: {out}"
+    );
+    assert!(
+        out.contains("waiting for the upstream's slot count")
+            && out.contains("answered 503 Service Unavailable"),
+        "{out}"
+    );
+}
+
+/// vitals' stderr once it stopped for want of a slot count from `addr`, and how long it ran.
+fn auto_stops_with_the_key_and_the_fix(addr: String, startup: &str) -> (String, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("health.toml");
     std::fs::write(
         &path,
         format!(
-            "[startup]\ntimeout = \"2s\"\n[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{addr}\"\nmax_concurrent = \"auto\"\n",
+            "[startup]\ntimeout = \"{startup}\"\n[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{addr}\"\nmax_concurrent = \"auto\"\n",
         ),
     )
     .unwrap();
@@ -402,6 +425,7 @@ fn auto_stops_with_the_key_and_the_fix(addr: String) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let took = started.elapsed();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
@@ -410,7 +434,7 @@ fn auto_stops_with_the_key_and_the_fix(addr: String) -> String {
             && stderr.contains("set gate.max_concurrent to a number"),
         "{stderr}"
     );
-    stderr
+    (stderr, took)
 }
 
 /// A kept-alive TLS connection that sat idle for 4 s is closed by the gate rather than reused:

@@ -527,41 +527,54 @@ impl Gate {
         }
     }
 
-    /// The upstream's slot count, from llama.cpp's `GET /props` (`total_slots`).
-    pub async fn upstream_slots(&self) -> Result<usize, String> {
+    /// The upstream's slot count, from llama.cpp's `GET /props` (`total_slots`). An error says
+    /// whether asking again may help: a server still loading its model answers 503, or not yet
+    /// at all; one that answers 404 or without `total_slots` will not change its mind.
+    pub async fn upstream_slots(&self) -> Result<usize, NoSlots> {
         let url = self.upstream_url("/props");
         let answer = self
             .get("/props")
             .await
-            .map_err(|_| format!("GET {url} did not answer"))?
-            .map_err(|e| format!("GET {url}: {}", e.detail))?;
-        if !answer.status.is_success() {
-            return Err(format!("GET {url} answered {}", answer.status));
+            .map_err(|_| NoSlots::later(format!("GET {url} did not answer")))?
+            .map_err(|e| NoSlots::later(format!("GET {url}: {}", e.detail)))?;
+        let status = answer.status;
+        if !status.is_success() {
+            let why = format!("GET {url} answered {status}");
+            let passing = status.is_server_error()
+                || status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS;
+            return Err(if passing {
+                NoSlots::later(why)
+            } else {
+                NoSlots::never(why)
+            });
         }
         let body = tokio::time::timeout(
             self.inner.options.request_timeout,
             answer.bytes_within(SHORT_ANSWER),
         )
         .await
-        .map_err(|_| format!("GET {url} did not finish its answer"))?
+        .map_err(|_| NoSlots::later(format!("GET {url} did not finish its answer")))?
         .map_err(|e| match e {
-            upstream::Unread::TooLong => format!("GET {url} answered more than 64 KiB"),
-            upstream::Unread::Cut => format!("GET {url}: the answer was cut short"),
+            upstream::Unread::TooLong => {
+                NoSlots::never(format!("GET {url} answered more than 64 KiB"))
+            }
+            upstream::Unread::Cut => NoSlots::later(format!("GET {url}: the answer was cut short")),
         })?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| format!("GET {url} did not answer JSON"))?;
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| NoSlots::never(format!("GET {url} did not answer JSON")))?;
         // The same bounds as a number in the configuration: a limit must be a semaphore's.
         match json.get("total_slots").and_then(serde_json::Value::as_u64) {
             Some(n) if (1..=u64::from(u32::MAX)).contains(&n) => {
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
-            Some(n) if n >= 1 => Err(format!(
+            Some(n) if n >= 1 => Err(NoSlots::never(format!(
                 "GET {url} says total_slots = {n}, more than a limit can be ({})",
                 u32::MAX
-            )),
-            _ => Err(format!(
+            ))),
+            _ => Err(NoSlots::never(format!(
                 "GET {url} has no total_slots ≥ 1 (is it llama.cpp's server?)"
-            )),
+            ))),
         }
     }
 
@@ -1817,5 +1830,30 @@ mod tests {
         }
         strip(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-end"]);
+    }
+}
+
+/// Why the upstream's slot count is not known (`max_concurrent = "auto"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoSlots {
+    /// What the upstream did, for the log and the error.
+    pub why: String,
+    /// Whether asking again may help (the server may still be loading its model).
+    pub may_change: bool,
+}
+
+impl NoSlots {
+    fn later(why: String) -> Self {
+        NoSlots {
+            why,
+            may_change: true,
+        }
+    }
+
+    fn never(why: String) -> Self {
+        NoSlots {
+            why,
+            may_change: false,
+        }
     }
 }

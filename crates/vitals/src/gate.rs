@@ -13,6 +13,9 @@ use vitals_gate::saturation::Load;
 use vitals_gate::{BreakerOptions, CircuitState, Gate};
 use vitals_server::Shared;
 
+/// How often the log says the gate still waits for the upstream's slot count.
+const SAY_WAITING_EVERY: Duration = Duration::from_secs(30);
+
 use crate::Error;
 
 /// The gate of a runtime, built with the other parts and started by [`GatePart::start`].
@@ -254,19 +257,42 @@ impl GatePart {
     }
 
     /// llama.cpp's `/props` `total_slots`, asked until it answers or the startup budget ends
-    /// (the server may still be loading its model).
+    /// (the server may still be loading its model), and said in the log while it waits. An
+    /// answer that will not change (a 404: not llama.cpp's server) stops at once.
     async fn learn_slots(&self) -> Result<usize, Error> {
-        let deadline = tokio::time::Instant::now() + self.startup_timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.startup_timeout;
+        let mut said: Option<tokio::time::Instant> = None;
         loop {
             let last = match self.gate.upstream_slots().await {
                 Ok(n) => return Ok(n),
                 Err(e) => e,
             };
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if !last.may_change || now >= deadline {
+                let what = if last.may_change {
+                    format!(
+                        "did not say its slot count within startup.timeout ({:?})",
+                        self.startup_timeout
+                    )
+                } else {
+                    "cannot say its slot count".to_owned()
+                };
                 return Err(Error::Gate(format!(
-                    "gate.max_concurrent = \"auto\": the upstream did not say its slot count within startup.timeout ({:?}): {last}; set gate.max_concurrent to a number",
-                    self.startup_timeout
+                    "gate.max_concurrent = \"auto\": the upstream {what}: {}; set gate.max_concurrent to a number",
+                    last.why
                 )));
+            }
+            if said.is_none_or(|at| now - at >= SAY_WAITING_EVERY) {
+                tracing::info!(
+                    waited_s = (now - started).as_secs(),
+                    "gate: max_concurrent = \"auto\": waiting for the upstream's slot count \
+                     (a model server answers once its model is loaded): {}; asking each second \
+                     until startup.timeout ({:?})",
+                    last.why,
+                    self.startup_timeout
+                );
+                said = Some(now);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
