@@ -18,6 +18,7 @@ mod ecs;
 mod fleet;
 mod gate;
 mod hostile;
+mod llamacpp;
 mod llm;
 mod metrics;
 mod readiness;

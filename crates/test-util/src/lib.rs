@@ -23,8 +23,8 @@ pub use golden::assert_golden;
 pub use process::VitalsProcess;
 pub use prometheus::PrometheusProcess;
 pub use services::{
-    llm_python, postgres_addr, redis_addr, tiny_model, LlmServer, MotoServer, TcpProxy, TlsHttp,
-    TlsRedis, POSTGRES_PASSWORD,
+    llama_server, llm_python, postgres_addr, redis_addr, tiny_model, LlmServer, MotoServer,
+    TcpProxy, TlsHttp, TlsRedis, POSTGRES_PASSWORD,
 };
 pub use spec::{arb_spec, assert_limits, spec_from_toml, Change};
 pub use stub::{HangingTcp, StubServer};

@@ -129,6 +129,24 @@ pub fn llm_python() -> PathBuf {
     py
 }
 
+/// llama.cpp's own server, `llama-server` (C++), which `scripts/setup-test-deps` builds from
+/// the llama.cpp sources llama-cpp-python ships: `VITALS_TEST_LLAMA_SERVER`, or where that script
+/// puts it.
+pub fn llama_server() -> PathBuf {
+    let path = std::env::var("VITALS_TEST_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            PathBuf::from(home).join(".cache/vitals-llama-server/llama-server")
+        });
+    assert!(
+        path.exists(),
+        "{} not found: llama.cpp's server is not built; run {SETUP}",
+        path.display()
+    );
+    path
+}
+
 /// `make_tiny_gguf.py` from the shared validators, found from the workspace root.
 fn tiny_model_script() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

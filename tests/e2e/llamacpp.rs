@@ -1,0 +1,137 @@
+//! llama.cpp's own server (`llama-server`, C++), as `examples/llamacpp-supervised` runs it:
+//! vitals starts it, learns its slots from its `/props`, puts the gate in front of it and
+//! restarts it after a crash. The example's file is run as written, less the paths of the
+//! binary and the model, the gate's port, and `max_concurrent = "auto"` in place of its 4.
+
+use std::time::{Duration, Instant};
+
+use vitals_test_util::{llama_server, tiny_model, VitalsProcess};
+
+use crate::{bin, client, expect_status_within, metric};
+
+/// The pid of llama-server's `n`th start, from vitals' log.
+fn nth_start(v: &VitalsProcess, n: usize, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        let starts: Vec<i32> = v
+            .logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|j| j["message"] == "started" && j["process"] == "llama")
+            .filter_map(|j| j["pid"].as_i64().map(|p| p as i32))
+            .collect();
+        if let Some(&pid) = starts.get(n - 1) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "llama-server did not start {n} times within {within:?}: {:#?}",
+            v.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A chat completion through the gate: 200 and an answer, streamed or not.
+async fn complete(gate: &str, stream: bool) -> (reqwest::StatusCode, String, String) {
+    let answer = client()
+        .post(format!("{gate}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "messages": [{"role": "user", "content": "Say ready."}],
+            "max_tokens": 4,
+            "stream": stream,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let kind = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, kind, answer.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_supervised_example_runs_llama_server_behind_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let gate_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/llamacpp-supervised/health.toml"),
+    )
+    .unwrap();
+    let mut config = example.clone();
+    for (from, to) in [
+        (
+            "\"/usr/local/bin/llama-server\"",
+            format!("{:?}", llama_server().display().to_string()),
+        ),
+        (
+            "\"/models/model.gguf\"",
+            format!("{:?}", model.display().to_string()),
+        ),
+        (
+            "listen = \"127.0.0.1:8081\"",
+            format!("listen = \"127.0.0.1:{gate_port}\""),
+        ),
+        (
+            "max_concurrent = 4 ",
+            "max_concurrent = \"auto\" ".to_owned(),
+        ),
+    ] {
+        assert!(config.contains(from), "the example no longer has {from}");
+        config = config.replace(from, &to);
+    }
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let pid = nth_start(&v, 1, Duration::from_secs(10));
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(120)).await;
+
+    // "auto" asked the real server's /props: its slots are the example's --parallel 4.
+    assert_eq!(metric(&v, "vitals_gate_concurrency_limit").await, 4.0);
+    let gate = format!("http://127.0.0.1:{gate_port}");
+    let (status, kind, text) = complete(&gate, false).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(kind.starts_with("application/json"), "{kind}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(json["choices"][0]["message"].is_object(), "{json}");
+    // Streamed: server-sent events through the gate, to llama.cpp's end marker.
+    let (status, kind, text) = complete(&gate, true).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    assert!(text.starts_with("data: "), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(
+        metric(&v, r#"vitals_gate_requests_total{outcome="ok"}"#).await,
+        2.0
+    );
+
+    // A crash: not ready (never not live) until the server is back; the gate follows it.
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    expect_status_within(&v.url("/readyz"), 503, Duration::from_secs(5)).await;
+    assert_eq!(crate::status(&v.url("/healthz")).await, 200);
+    let again = nth_start(&v, 2, Duration::from_secs(10));
+    assert_ne!(again, pid);
+    expect_status_within(&v.url("/readyz"), 200, Duration::from_secs(120)).await;
+    let (status, _, text) = complete(&gate, false).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        metric(
+            &v,
+            r#"vitals_process_restarts_total{process="llama",reason="exited"}"#
+        )
+        .await,
+        1.0
+    );
+}
