@@ -113,6 +113,27 @@ async fn the_supervised_example_runs_llama_server_behind_the_gate() {
         2.0
     );
 
+    // Requests llama.cpp refuses (a negative max_tokens, a prompt past the context) get its 400,
+    // which is the client's fault, not the server's: more of them than the breaker's threshold
+    // leave the circuit closed and the instance ready.
+    for body in [
+        serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}),
+        serde_json::json!({"messages": [{"role": "user", "content": "word ".repeat(5000)}]}),
+        serde_json::json!({"messages": "not a list"}),
+    ] {
+        for _ in 0..2 {
+            let answer = client()
+                .post(format!("{gate}/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 400, "{}", answer.text().await.unwrap());
+        }
+    }
+    assert_eq!(metric(&v, "vitals_gate_circuit_state").await, 0.0);
+    assert_eq!(crate::status(&v.url("/readyz")).await, 200);
+
     // A crash: not ready (never not live) until the server is back; the gate follows it.
     assert!(std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
