@@ -156,3 +156,91 @@ async fn the_supervised_example_runs_llama_server_behind_the_gate() {
         1.0
     );
 }
+
+/// llama-server on a free loopback port with `args`, killed on drop.
+struct LlamaServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl LlamaServer {
+    async fn start(model: &std::path::Path, args: &[&str]) -> LlamaServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(llama_server())
+            .arg("-m")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = LlamaServer { child, port };
+        // Refused until it listens, 503 while it loads the model.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let health = client()
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await;
+            if health.is_ok_and(|h| h.status() == 200) {
+                return server;
+            }
+            assert!(
+                server.child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+                "llama-server {args:?} did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `examples/llamacpp-slow-load` as written (less the server's port) against a real
+/// llama-server named `local`: its semantic check asks for an answer and validates it. Held to
+/// answer "Ready." by a grammar, the tiny model passes and the instance is ready; free to answer
+/// as its random weights do, it fails the check, with the answer quoted in the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slow_load_example_validates_a_real_llama_servers_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/llamacpp-slow-load/health.toml"),
+    )
+    .unwrap();
+    assert!(example.contains("base_url = \"http://127.0.0.1:8081/v1\""));
+    for (args, ready, says) in [
+        (
+            vec!["--alias", "local", "--grammar", "root ::= \"Ready.\""],
+            200,
+            "[+]llama ok",
+        ),
+        (
+            vec!["--alias", "local"],
+            503,
+            "[-]llama failed: the answer does not match /(?i)ready/",
+        ),
+    ] {
+        let server = LlamaServer::start(&model, &args).await;
+        let config = example.replace(
+            "http://127.0.0.1:8081/v1",
+            &format!("http://127.0.0.1:{}/v1", server.port),
+        );
+        let v = VitalsProcess::start(&bin(), &config, &[]);
+        let verbose =
+            crate::expect_body_within(&v.url("/readyz?verbose"), says, Duration::from_secs(30))
+                .await;
+        assert_eq!(crate::status(&v.url("/readyz")).await, ready, "{verbose}");
+    }
+}
