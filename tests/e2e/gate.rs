@@ -396,7 +396,10 @@ fn auto_waits_for_a_loading_upstream_and_says_so() {
 }
 
 /// vitals' stderr once it stopped for want of a slot count from `addr`, and how long it ran.
-fn auto_stops_with_the_key_and_the_fix(addr: String, startup: &str) -> (String, Duration) {
+pub(crate) fn auto_stops_with_the_key_and_the_fix(
+    addr: String,
+    startup: &str,
+) -> (String, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("health.toml");
     std::fs::write(
@@ -431,7 +434,7 @@ fn auto_stops_with_the_key_and_the_fix(addr: String, startup: &str) -> (String, 
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("gate.max_concurrent = \"auto\"")
-            && stderr.contains("set gate.max_concurrent to a number"),
+            && stderr.contains("set gate.max_concurrent to the server's slot count"),
         "{stderr}"
     );
     (stderr, took)

@@ -244,3 +244,24 @@ async fn the_slow_load_example_validates_a_real_llama_servers_answer() {
         assert_eq!(crate::status(&v.url("/readyz")).await, ready, "{verbose}");
     }
 }
+
+/// llama-server started with `--api-key` answers `/props` only with the key, which the gate does
+/// not hold: `max_concurrent = "auto"` stops at once and says so, with the fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_before_a_llama_server_with_an_api_key_says_why_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let server = LlamaServer::start(&model, &["--api-key", "sk-local-test-key"]).await;
+    let addr = format!("127.0.0.1:{}", server.port);
+    let (out, took) = tokio::task::spawn_blocking(move || {
+        crate::gate::auto_stops_with_the_key_and_the_fix(addr, "60s")
+    })
+    .await
+    .unwrap();
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    assert!(
+        out.contains("answered 401 Unauthorized") && out.contains("--api-key"),
+        "{out}"
+    );
+    assert!(!out.contains("sk-local-test-key"), "{out}");
+}

@@ -539,7 +539,11 @@ impl Gate {
             .map_err(|e| NoSlots::later(format!("GET {url}: {}", e.detail)))?;
         let status = answer.status;
         if !status.is_success() {
-            let why = format!("GET {url} answered {status}");
+            let mut why = format!("GET {url} answered {status}");
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                // The gate holds no key of its own: clients bring theirs.
+                why.push_str(" (llama-server started with --api-key answers /props only with the key, which the gate does not hold)");
+            }
             let passing = status.is_server_error()
                 || status == StatusCode::REQUEST_TIMEOUT
                 || status == StatusCode::TOO_MANY_REQUESTS;
