@@ -11,7 +11,7 @@ pub const GATE_SIGNAL: &str = "gate";
 /// The signal a saturated upstream takes in readiness: non-critical (degraded).
 pub const GATE_SATURATION_SIGNAL: &str = "gate-saturation";
 
-pub(super) fn gate(e: &mut Errors, raw: RawGate) -> Option<Gate> {
+pub(super) fn gate(e: &mut Errors, raw: RawGate, probe: Option<SocketAddr>) -> Option<Gate> {
     let listen = match raw.listen.as_deref() {
         None => {
             e.push(
@@ -31,6 +31,9 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate) -> Option<Gate> {
             }
         },
     };
+    if let (Some(listen), Some(probe)) = (listen, probe) {
+        super::gate_on_probe(e, probe, listen);
+    }
     let upstream = match (raw.upstream.as_deref(), raw.process.as_deref()) {
         (None, None) => {
             e.push(

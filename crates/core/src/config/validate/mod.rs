@@ -9,6 +9,7 @@ mod sections;
 mod signals;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use super::names::suggest;
 use super::raw::*;
@@ -47,48 +48,51 @@ pub enum Routes {
     Elsewhere,
 }
 
-/// What would collide with probe routes served at `probe`: the gate on the same address, a
-/// supervised process given its port, and a gate upstream or a check that would reach vitals
-/// itself there (llama.cpp's server, like vitals, takes 8080 unless told otherwise).
-fn probe_server(
+/// The gate on the probe server's address: the probes would sit behind its limits.
+fn gate_on_probe(e: &mut Errors, probe: SocketAddr, listen: SocketAddr) {
+    let overlaps =
+        listen.ip() == probe.ip() || listen.ip().is_unspecified() || probe.ip().is_unspecified();
+    // Port 0: the system picks a free one, which nothing configured can name.
+    if probe.port() != 0 && listen.port() == probe.port() && overlaps {
+        e.push(
+            "gate.listen",
+            format!("{listen} is the probe server's address (server.listen = {probe}); the probes must never sit behind the gate's limits: give the gate a port of its own"),
+        );
+    }
+}
+
+/// A supervised process given the probe server's port.
+fn process_on_probe(e: &mut Errors, probe: SocketAddr, index: usize, port: Option<Ports>) {
+    if probe.port() != 0 && port == Some(Ports::Fixed(probe.port())) {
+        e.push(
+            format!("processes[{index}].port"),
+            format!("{} is the probe server's port (server.listen = {probe}); give the process a port of its own", probe.port()),
+        );
+    }
+}
+
+/// A gate upstream or a check that would reach vitals' own probe server at `probe` (llama.cpp's
+/// server, like vitals, takes 8080 unless told otherwise).
+fn reaching_probe(
     e: &mut Errors,
     probe: SocketAddr,
     gate: Option<&Gate>,
-    processes: &[Process],
     dependencies: &[Dependency],
 ) {
-    // Port 0: the system picks a free one, which nothing configured can name.
     if probe.port() == 0 {
         return;
     }
-    if let Some(g) = gate {
-        let overlaps = g.listen.ip() == probe.ip()
-            || g.listen.ip().is_unspecified()
-            || probe.ip().is_unspecified();
-        if g.listen.port() == probe.port() && overlaps {
-            e.push(
-                "gate.listen",
-                format!("{} is the probe server's address (server.listen = {probe}); the probes must never sit behind the gate's limits: give the gate a port of its own", g.listen),
-            );
-        }
+    if let Some(g) = gate.filter(|g| g.process.is_none()) {
         let url = &g.upstream;
         // Host and port only: a path may hold what is not to be echoed.
         if let Some((host, port)) = url
             .host_str()
             .zip(url.port_or_known_default())
-            .filter(|&(host, port)| g.process.is_none() && reaches(probe, host, port))
+            .filter(|&(host, port)| reaches(probe, host, port))
         {
             e.push(
                 "gate.upstream",
                 format!("{host}:{port} is vitals' own probe server (server.listen = {probe}), not an inference server; point it at the inference server's port (llama.cpp's server takes 8080 unless told otherwise: start it with --port 8000, say)"),
-            );
-        }
-    }
-    for (i, p) in processes.iter().enumerate() {
-        if p.port == Some(Ports::Fixed(probe.port())) {
-            e.push(
-                format!("processes[{i}].port"),
-                format!("{} is the probe server's port (server.listen = {probe}); give the process a port of its own", probe.port()),
             );
         }
     }
@@ -111,13 +115,13 @@ fn probe_server(
 /// checks against `server.listen`, for an address given in code.
 pub fn check_probe_address(config: &Config, probe: SocketAddr) -> Result<(), ConfigErrors> {
     let mut e = Errors(Vec::new());
-    probe_server(
-        &mut e,
-        probe,
-        config.gate.as_ref(),
-        &config.processes,
-        &config.dependencies,
-    );
+    if let Some(g) = &config.gate {
+        gate_on_probe(&mut e, probe, g.listen);
+    }
+    for (i, p) in config.processes.iter().enumerate() {
+        process_on_probe(&mut e, probe, i, p.port);
+    }
+    reaching_probe(&mut e, probe, config.gate.as_ref(), &config.dependencies);
     if e.0.is_empty() {
         Ok(())
     } else {
@@ -230,6 +234,8 @@ pub fn validate(
     let mut e = Errors(Vec::new());
 
     let server = sections::server(&mut e, raw.server, env);
+    // Where the probe routes are, when it is server.listen.
+    let probe = (routes == Routes::OnListen).then_some(server.listen);
     let liveness = Liveness {
         stall_after: e.positive(
             "liveness.stall_after",
@@ -311,7 +317,7 @@ pub fn validate(
             }
         }
     }
-    let gate = raw.gate.and_then(|g| gate::gate(&mut e, g));
+    let gate = raw.gate.and_then(|g| gate::gate(&mut e, g, probe));
     let raw_names: Vec<&str> = written.iter().filter_map(|(_, n)| n.as_deref()).collect();
     let has_fleet = raw.fleet.is_some();
     let fleet = raw.fleet.and_then(|f| fleet::fleet(&mut e, f, env));
@@ -341,16 +347,10 @@ pub fn validate(
         .processes
         .into_iter()
         .enumerate()
-        .filter_map(|(i, p)| processes::process(&mut e, i, p))
+        .filter_map(|(i, p)| processes::process(&mut e, i, p, probe))
         .collect();
-    if routes == Routes::OnListen {
-        probe_server(
-            &mut e,
-            server.listen,
-            gate.as_ref(),
-            &processes,
-            &dependencies,
-        );
+    if let Some(probe) = probe {
+        reaching_probe(&mut e, probe, gate.as_ref(), &dependencies);
     }
     // A dependency cannot follow a process that moves within its port range: say so, and how.
     for (i, d) in dependencies.iter().enumerate() {

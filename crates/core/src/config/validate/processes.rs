@@ -1,5 +1,7 @@
 //! `[[processes]]`: the programs vitals supervises.
 
+use std::net::SocketAddr;
+
 use super::Errors;
 use crate::config::names::{invalid_name, suggest, valid_name};
 use crate::config::raw::*;
@@ -8,7 +10,12 @@ use crate::config::*;
 /// The placeholder replaced by the process's port in its command and environment.
 pub const PORT_PLACEHOLDER: &str = "{port}";
 
-pub(super) fn process(e: &mut Errors, i: usize, raw: RawProcess) -> Option<Process> {
+pub(super) fn process(
+    e: &mut Errors,
+    i: usize,
+    raw: RawProcess,
+    probe: Option<SocketAddr>,
+) -> Option<Process> {
     let at = |key: &str| format!("processes[{i}].{key}");
     let before = e.0.len();
     let name = match raw.name {
@@ -66,6 +73,9 @@ pub(super) fn process(e: &mut Errors, i: usize, raw: RawProcess) -> Option<Proce
         }
     }
     let port = raw.port.and_then(|p| ports(e, &at("port"), p));
+    if let Some(probe) = probe {
+        super::process_on_probe(e, probe, i, port);
+    }
     let uses_placeholder = command.iter().any(|a| a.contains(PORT_PLACEHOLDER))
         || env.iter().any(|(_, v)| v.contains(PORT_PLACEHOLDER));
     match port {
