@@ -525,7 +525,7 @@ fn validate_advises_against_a_fixed_process_port_in_the_ephemeral_range() {
     let inside = ephemeral.start() + 100;
     let below = ephemeral.start() - 100;
     let toml = format!(
-        "[[processes]]\nname = \"model\"\ncommand = [\"sleep\", \"60\"]\nport = {inside}\n\n[[processes]]\nname = \"web\"\ncommand = [\"sleep\", \"60\"]\nport = {below}\n"
+        "[[processes]]\nname = \"model\"\ncommand = [\"sleep\", \"60\"]\nenv = {{ PORT = \"{{port}}\" }}\nport = {inside}\n\n[[processes]]\nname = \"web\"\ncommand = [\"sleep\", \"60\"]\nenv = {{ PORT = \"{{port}}\" }}\nport = {below}\n"
     );
     let (code, stdout, stderr) = validate(&toml, &[]);
     assert_eq!(code, Some(0), "{stderr}");

@@ -263,7 +263,7 @@ async fn supervise(
 ) {
     let spec = &m.spec;
     let name = spec.name.as_str();
-    if let Some(advice) =
+    for advice in
         vitals_core::config::port_advice(index, spec, &vitals_core::config::ephemeral_ports())
     {
         tracing::warn!(process = name, "{advice}");

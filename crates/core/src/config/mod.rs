@@ -238,7 +238,7 @@ pub fn advice(config: &Config, ephemeral: &std::ops::RangeInclusive<u16>) -> Vec
         .processes
         .iter()
         .enumerate()
-        .filter_map(|(index, p)| port_advice(index, p, ephemeral));
+        .flat_map(|(index, p)| port_advice(index, p, ephemeral));
     let signals = config
         .signals
         .iter()
@@ -253,25 +253,53 @@ pub fn advice(config: &Config, ephemeral: &std::ops::RangeInclusive<u16>) -> Vec
     ports.chain(signals).collect()
 }
 
-/// [`advice`] on process `index`'s port.
+/// [`advice`] on process `index`'s port: a fixed port in the ephemeral range, or one that the
+/// process is never told.
 pub fn port_advice(
     index: usize,
     process: &Process,
     ephemeral: &std::ops::RangeInclusive<u16>,
-) -> Option<String> {
+) -> Vec<String> {
     let Some(Ports::Fixed(port)) = process.port else {
-        return None;
+        return Vec::new();
     };
-    ephemeral.contains(&port).then(|| {
-        format!(
+    let mut advice = Vec::new();
+    if ephemeral.contains(&port) {
+        advice.push(format!(
             "processes[{index}].port {port} is in the ephemeral port range ({}-{}), from which every outgoing connection takes its local port and holds it up to a minute after it closes: when {} restarts, its port may be taken and it cannot start on it. Fix: a port below {}, or a range such as \"{port}-{}\" (it then moves to a free one, and the gate follows it)",
             ephemeral.start(),
             ephemeral.end(),
             process.name,
             ephemeral.start(),
             port.saturating_add(9)
-        )
-    })
+        ));
+    }
+    if !mentions_port(process, port) {
+        advice.push(format!(
+            "processes[{index}].port {port} appears nowhere in its command or env: vitals checks {port} and sends the gate's requests there, so {} must listen there of its own accord (llama-server listens on 8080 unless told otherwise). Fix: pass it, such as \"--port\", \"{{port}}\" (vitals puts the port in its place)",
+            process.name
+        ));
+    }
+    advice
+}
+
+/// Whether `process`'s command or env holds `{port}` or the number `port` on its own (not
+/// inside a longer number).
+fn mentions_port(process: &Process, port: u16) -> bool {
+    let digits = port.to_string();
+    let alone = |text: &str| {
+        text.match_indices(&digits).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + digits.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit())
+                && !after.is_some_and(|c| c.is_ascii_digit())
+        })
+    };
+    process
+        .command
+        .iter()
+        .chain(process.env.iter().map(|(_, v)| v))
+        .any(|a| a.contains(PORT_PLACEHOLDER) || alone(a))
 }
 
 /// `processes[].health`.

@@ -1257,3 +1257,56 @@ fn nothing_is_sent_to_vitals_own_probe_server() {
         assert!(parse(toml).is_ok(), "{toml}: {:#?}", parse(toml).err());
     }
 }
+
+#[test]
+fn a_fixed_port_the_command_never_mentions_is_noted() {
+    // llama-server listens on 8080 unless given --port: with port = 8000 and no --port, vitals
+    // checks 8000 while the server binds 8080 (or fails to, beside vitals), and restarts it.
+    let config = parse(
+        r#"
+        [[processes]]
+        name = "llama"
+        command = ["llama-server", "-m", "model.gguf"]
+        port = 8000
+        [[processes]]
+        name = "given"
+        command = ["llama-server", "--port", "8001"]
+        port = 8001
+        [[processes]]
+        name = "joined"
+        command = ["python", "-m", "app", "--bind=127.0.0.1:8002"]
+        port = 8002
+        [[processes]]
+        name = "by-env"
+        command = ["app"]
+        env = { PORT = "8003" }
+        port = 8003
+        [[processes]]
+        name = "placeholder"
+        command = ["app", "--port={port}"]
+        port = 8004
+        [[processes]]
+        name = "longer-number"
+        command = ["app", "--port", "18005"]
+        port = 8005
+        "#,
+    )
+    .unwrap();
+    let advice = advice(&config, &(32768..=60999));
+    assert_eq!(advice.len(), 2, "{advice:#?}");
+    assert!(
+        advice[0].starts_with("processes[0].port 8000 appears nowhere in its command or env"),
+        "{}",
+        advice[0]
+    );
+    assert!(
+        advice[0].contains("\"--port\", \"{port}\""),
+        "{}",
+        advice[0]
+    );
+    assert!(
+        advice[1].starts_with("processes[5].port 8005"),
+        "{}",
+        advice[1]
+    );
+}
