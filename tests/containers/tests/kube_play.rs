@@ -480,3 +480,127 @@ async fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
         "{logs}"
     );
 }
+
+/// llamacpp-supervised rendered with `--layout entrypoint`, in an agent image that holds
+/// llama.cpp's real `llama-server` and a model at the example's paths: vitals starts the server
+/// from the example's port range and fronts it with the gate inside the pod; the rendered startup,
+/// liveness and readiness probes pass once it has loaded; the gate reaches it at 127.0.0.1:8081;
+/// and a crash of the server takes the pod out of traffic without failing liveness, so kubelet
+/// restarts nothing, until vitals has the server back.
+#[tokio::test]
+async fn the_supervised_llama_example_runs_llama_server_behind_the_gate_in_the_pod() {
+    let _serial = serial().await;
+    let image = llama_image();
+    let files = render(
+        "llamacpp-supervised",
+        "kubernetes",
+        &[
+            "--layout",
+            "entrypoint",
+            "--image",
+            image,
+            "--",
+            "/usr/local/bin/agent-standin",
+        ],
+    );
+    let (_, yaml) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
+    let all = docs(yaml);
+    let deployment = all
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap()
+        .clone();
+    let probes = probes(&deployment);
+    let mut played_docs: Vec<Value> = all.into_iter().filter(|d| d["kind"] != "Service").collect();
+    for d in played_docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
+        let c = &mut d["spec"]["template"]["spec"]["containers"][0];
+        for (k, v) in [
+            ("STANDIN_ROLE", "agent"),
+            ("AGENT_PORT", "8000"),
+            ("VITALS_PORT", "8080"),
+        ] {
+            let var: Value =
+                serde_yaml_ng::from_str(&format!("{{name: {k}, value: \"{v}\"}}")).unwrap();
+            match c["env"].as_sequence_mut() {
+                Some(env) => env.push(var),
+                None => c["env"] = Value::Sequence(vec![var]),
+            }
+        }
+        strip_ports(d);
+        d["spec"]["replicas"] = Value::from(1);
+    }
+    let played = Played::start(&played_docs, &[]);
+    let pod = &played.pods[0];
+    let name = "llamacpp-supervised";
+    let startup = probe(&probes, name, "startupProbe");
+    let live = probe(&probes, name, "livenessProbe");
+    let ready = probe(&probes, name, "readinessProbe");
+    until(
+        &pod.ip,
+        startup,
+        startup.period * startup.failure_threshold,
+        "startup",
+        |s, _| passes(s),
+    )
+    .await;
+    assert!(passes(probe_once(&pod.ip, live).await.0));
+    until(&pod.ip, ready, Duration::from_secs(30), "ready", |s, _| {
+        passes(s)
+    })
+    .await;
+    let status = get_text(&format!("http://{}:8080/status", pod.ip)).await;
+    assert!(status.contains("\"llama\""), "{status}");
+
+    // The agent's way to the model: the gate on the pod's loopback, to the server on whatever
+    // port of the range it took (vitals' own health command is the one client in the image).
+    let container = format!("{}-{name}", pod.name);
+    let through_gate = || {
+        podman(&[
+            "exec",
+            &container,
+            "/usr/local/bin/vitals",
+            "check",
+            "http://127.0.0.1:8081/v1/models",
+        ])
+    };
+    let out = through_gate();
+    assert!(
+        out.status.success(),
+        "GET /v1/models through the gate: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        pod.logs(name)
+    );
+
+    // The server crashes: out of traffic, still live, and back once vitals restarted it.
+    let pids = std::process::Command::new("pgrep")
+        .args(["-f", "/models/model.gguf"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout).trim().to_owned();
+    assert_eq!(pids.lines().count(), 1, "one llama-server: {pids:?}");
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pids])
+        .status()
+        .unwrap()
+        .success());
+    until(
+        &pod.ip,
+        ready,
+        Duration::from_secs(10),
+        "crashed",
+        |s, _| !passes(s),
+    )
+    .await;
+    assert!(passes(probe_once(&pod.ip, live).await.0));
+    until(
+        &pod.ip,
+        ready,
+        Duration::from_secs(60),
+        "restarted",
+        |s, _| passes(s),
+    )
+    .await;
+    assert!(through_gate().status.success(), "{}", pod.logs(name));
+    assert_no_restarts(&played, &[name], "after the server's crash");
+}

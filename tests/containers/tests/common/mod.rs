@@ -122,6 +122,41 @@ pub fn entrypoint_image() -> &'static str {
     })
 }
 
+/// The supervised llama.cpp example's agent image: [`entrypoint_image`]'s stand-in and vitals,
+/// with llama.cpp's `llama-server` (built by scripts/setup-test-deps) at
+/// `/usr/local/bin/llama-server` and a tiny model at `/models/model.gguf`, the example's paths.
+pub fn llama_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        entrypoint_image();
+        let vitals = std::fs::read_dir(root().join("target/image"))
+            .expect("scripts/build-image built target/image")
+            .flatten()
+            .map(|e| e.path().join("release/vitals"))
+            .find(|p| p.exists())
+            .expect("the vitals binary scripts/build-image built");
+        let dir = tempfile::tempdir().unwrap();
+        let model = vitals_test_util::tiny_model(dir.path());
+        let server = vitals_test_util::llama_server();
+        let image = "vitals-llama-agent:test".to_owned();
+        build_image(&[
+            "--binary",
+            env!("CARGO_BIN_EXE_agent-standin"),
+            "--program",
+            "agent-standin",
+            "--add",
+            vitals.to_str().unwrap(),
+            "--add",
+            server.to_str().unwrap(),
+            "--file",
+            &format!("{}:/models/model.gguf", model.display()),
+            "--tag",
+            &image,
+        ]);
+        image
+    })
+}
+
 /// `vitals render PLATFORM` of `examples/NAME/health.toml`, run by the vitals image itself (as a
 /// CI job would with the image it deploys); the files, by name.
 pub fn render(example: &str, platform: &str, extra: &[&str]) -> Vec<(String, String)> {
