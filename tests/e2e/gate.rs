@@ -434,7 +434,7 @@ pub(crate) fn auto_stops_with_the_key_and_the_fix(
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("gate.max_concurrent = \"auto\"")
-            && stderr.contains("set gate.max_concurrent to the server's slot count"),
+            && stderr.contains("set gate.max_concurrent to a number: the server's slots"),
         "{stderr}"
     );
     (stderr, took)

@@ -11,25 +11,7 @@ use crate::{bin, client, expect_status_within, metric};
 
 /// The pid of llama-server's `n`th start, from vitals' log.
 fn nth_start(v: &VitalsProcess, n: usize, within: Duration) -> i32 {
-    let deadline = Instant::now() + within;
-    loop {
-        let starts: Vec<i32> = v
-            .logs()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|j| j["message"] == "started" && j["process"] == "llama")
-            .filter_map(|j| j["pid"].as_i64().map(|p| p as i32))
-            .collect();
-        if let Some(&pid) = starts.get(n - 1) {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "llama-server did not start {n} times within {within:?}: {:#?}",
-            v.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::supervisor::nth_start(v, "llama", n, within).0
 }
 
 /// A chat completion through the gate: 200 and an answer, streamed or not.

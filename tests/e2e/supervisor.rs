@@ -25,7 +25,12 @@ fn starts(v: &VitalsProcess, name: &str) -> Vec<(i32, Option<u16>)> {
 }
 
 /// Waits until process `name` has started `n` times; returns the last start.
-fn nth_start(v: &VitalsProcess, name: &str, n: usize, within: Duration) -> (i32, Option<u16>) {
+pub(crate) fn nth_start(
+    v: &VitalsProcess,
+    name: &str,
+    n: usize,
+    within: Duration,
+) -> (i32, Option<u16>) {
     let deadline = Instant::now() + within;
     loop {
         let s = starts(v, name);

@@ -279,7 +279,7 @@ impl GatePart {
                     "cannot say its slot count".to_owned()
                 };
                 return Err(Error::Gate(format!(
-                    "gate.max_concurrent = \"auto\": the upstream {what}: {}; set gate.max_concurrent to the server's slot count (llama-server's --parallel)",
+                    "gate.max_concurrent = \"auto\": the upstream {what}: {}; set gate.max_concurrent to a number: the server's slots (llama-server's --parallel, vLLM's max_num_seqs)",
                     last.why
                 )));
             }

@@ -45,6 +45,51 @@ fn rendered(
     (deployment, played)
 }
 
+/// `example` rendered with `--layout entrypoint` in `image` (vitals running the stand-in agent):
+/// the rendered Deployment, and the documents to play, one replica with the stand-in's settings
+/// and no host ports.
+fn rendered_entrypoint(example: &str, image: &str) -> (Value, Vec<Value>) {
+    let files = render(
+        example,
+        "kubernetes",
+        &[
+            "--layout",
+            "entrypoint",
+            "--image",
+            image,
+            "--",
+            "/usr/local/bin/agent-standin",
+        ],
+    );
+    let (_, yaml) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
+    let all = docs(yaml);
+    let deployment = all
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap()
+        .clone();
+    let mut played: Vec<Value> = all.into_iter().filter(|d| d["kind"] != "Service").collect();
+    for d in played.iter_mut().filter(|d| d["kind"] == "Deployment") {
+        // The stand-in's own settings, beside what the render put there.
+        let c = &mut d["spec"]["template"]["spec"]["containers"][0];
+        for (k, v) in [
+            ("STANDIN_ROLE", "agent"),
+            ("AGENT_PORT", "8000"),
+            ("VITALS_PORT", "8080"),
+        ] {
+            let var: Value =
+                serde_yaml_ng::from_str(&format!("{{name: {k}, value: \"{v}\"}}")).unwrap();
+            match c["env"].as_sequence_mut() {
+                Some(env) => env.push(var),
+                None => c["env"] = Value::Sequence(vec![var]),
+            }
+        }
+        strip_ports(d);
+        d["spec"]["replicas"] = Value::from(1);
+    }
+    (deployment, played)
+}
+
 fn probe<'a>(probes: &'a [RenderedProbe], container: &str, kind: &str) -> &'a RenderedProbe {
     probes
         .iter()
@@ -367,50 +412,12 @@ async fn every_other_example_runs_with_its_config_and_secrets() {
 #[tokio::test]
 async fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
     let _serial = serial().await;
-    let image = entrypoint_image();
-    let files = render(
-        "python-agent",
-        "kubernetes",
-        &[
-            "--layout",
-            "entrypoint",
-            "--image",
-            image,
-            "--",
-            "/usr/local/bin/agent-standin",
-        ],
-    );
-    let (_, yaml) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
-    let all = docs(yaml);
-    let deployment = all
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .unwrap()
-        .clone();
+    let (deployment, played_docs) = rendered_entrypoint("python-agent", entrypoint_image());
     let containers = deployment["spec"]["template"]["spec"]["containers"]
         .as_sequence()
         .unwrap();
     assert_eq!(containers.len(), 1, "one container");
     let probes = probes(&deployment);
-    let mut played_docs: Vec<Value> = all.into_iter().filter(|d| d["kind"] != "Service").collect();
-    for d in played_docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
-        // The stand-in's own settings, beside what the render put there.
-        let c = &mut d["spec"]["template"]["spec"]["containers"][0];
-        for (k, v) in [
-            ("STANDIN_ROLE", "agent"),
-            ("AGENT_PORT", "8000"),
-            ("VITALS_PORT", "8080"),
-        ] {
-            let var: Value =
-                serde_yaml_ng::from_str(&format!("{{name: {k}, value: \"{v}\"}}")).unwrap();
-            match c["env"].as_sequence_mut() {
-                Some(env) => env.push(var),
-                None => c["env"] = Value::Sequence(vec![var]),
-            }
-        }
-        strip_ports(d);
-        d["spec"]["replicas"] = Value::from(1);
-    }
     let played = Played::start(&played_docs, &[]);
     let pod = &played.pods[0];
     let startup = probe(&probes, "python-agent", "startupProbe");
@@ -490,45 +497,8 @@ async fn the_entrypoint_layout_runs_the_agent_under_vitals_in_one_container() {
 #[tokio::test]
 async fn the_supervised_llama_example_runs_llama_server_behind_the_gate_in_the_pod() {
     let _serial = serial().await;
-    let image = llama_image();
-    let files = render(
-        "llamacpp-supervised",
-        "kubernetes",
-        &[
-            "--layout",
-            "entrypoint",
-            "--image",
-            image,
-            "--",
-            "/usr/local/bin/agent-standin",
-        ],
-    );
-    let (_, yaml) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
-    let all = docs(yaml);
-    let deployment = all
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .unwrap()
-        .clone();
+    let (deployment, played_docs) = rendered_entrypoint("llamacpp-supervised", llama_image());
     let probes = probes(&deployment);
-    let mut played_docs: Vec<Value> = all.into_iter().filter(|d| d["kind"] != "Service").collect();
-    for d in played_docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
-        let c = &mut d["spec"]["template"]["spec"]["containers"][0];
-        for (k, v) in [
-            ("STANDIN_ROLE", "agent"),
-            ("AGENT_PORT", "8000"),
-            ("VITALS_PORT", "8080"),
-        ] {
-            let var: Value =
-                serde_yaml_ng::from_str(&format!("{{name: {k}, value: \"{v}\"}}")).unwrap();
-            match c["env"].as_sequence_mut() {
-                Some(env) => env.push(var),
-                None => c["env"] = Value::Sequence(vec![var]),
-            }
-        }
-        strip_ports(d);
-        d["spec"]["replicas"] = Value::from(1);
-    }
     let played = Played::start(&played_docs, &[]);
     let pod = &played.pods[0];
     let name = "llamacpp-supervised";

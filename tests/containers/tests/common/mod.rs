@@ -95,31 +95,40 @@ pub fn standin_image() -> &'static str {
     })
 }
 
-/// The entrypoint layout's agent image: the stand-in agent, and the vitals binary of
-/// [`vitals_image`] beside it at /usr/local/bin/vitals.
+/// The static vitals binary [`vitals_image`] holds, as scripts/build-image built it.
+fn image_vitals_binary() -> PathBuf {
+    vitals_image();
+    std::fs::read_dir(root().join("target/image"))
+        .expect("scripts/build-image built target/image")
+        .flatten()
+        .map(|e| e.path().join("release/vitals"))
+        .find(|p| p.exists())
+        .expect("the vitals binary scripts/build-image built")
+}
+
+/// An agent image: the stand-in agent, the vitals binary of [`vitals_image`] beside it at
+/// /usr/local/bin/vitals, and `more` arguments of scripts/build-image.
+fn agent_image(tag: &str, more: &[&str]) -> String {
+    let vitals = image_vitals_binary();
+    let mut args = vec![
+        "--binary",
+        env!("CARGO_BIN_EXE_agent-standin"),
+        "--program",
+        "agent-standin",
+        "--add",
+        vitals.to_str().unwrap(),
+        "--tag",
+        tag,
+    ];
+    args.extend_from_slice(more);
+    build_image(&args);
+    tag.to_owned()
+}
+
+/// The entrypoint layout's agent image: the stand-in agent with vitals beside it.
 pub fn entrypoint_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        vitals_image();
-        let vitals = std::fs::read_dir(root().join("target/image"))
-            .expect("scripts/build-image built target/image")
-            .flatten()
-            .map(|e| e.path().join("release/vitals"))
-            .find(|p| p.exists())
-            .expect("the vitals binary scripts/build-image built");
-        let image = "vitals-entrypoint-agent:test".to_owned();
-        build_image(&[
-            "--binary",
-            env!("CARGO_BIN_EXE_agent-standin"),
-            "--program",
-            "agent-standin",
-            "--add",
-            vitals.to_str().unwrap(),
-            "--tag",
-            &image,
-        ]);
-        image
-    })
+    IMAGE.get_or_init(|| agent_image("vitals-entrypoint-agent:test", &[]))
 }
 
 /// The supervised llama.cpp example's agent image: [`entrypoint_image`]'s stand-in and vitals,
@@ -128,32 +137,18 @@ pub fn entrypoint_image() -> &'static str {
 pub fn llama_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        entrypoint_image();
-        let vitals = std::fs::read_dir(root().join("target/image"))
-            .expect("scripts/build-image built target/image")
-            .flatten()
-            .map(|e| e.path().join("release/vitals"))
-            .find(|p| p.exists())
-            .expect("the vitals binary scripts/build-image built");
         let dir = tempfile::tempdir().unwrap();
         let model = vitals_test_util::tiny_model(dir.path());
         let server = vitals_test_util::llama_server();
-        let image = "vitals-llama-agent:test".to_owned();
-        build_image(&[
-            "--binary",
-            env!("CARGO_BIN_EXE_agent-standin"),
-            "--program",
-            "agent-standin",
-            "--add",
-            vitals.to_str().unwrap(),
-            "--add",
-            server.to_str().unwrap(),
-            "--file",
-            &format!("{}:/models/model.gguf", model.display()),
-            "--tag",
-            &image,
-        ]);
-        image
+        agent_image(
+            "vitals-llama-agent:test",
+            &[
+                "--add",
+                server.to_str().unwrap(),
+                "--file",
+                &format!("{}:/models/model.gguf", model.display()),
+            ],
+        )
     })
 }
 
