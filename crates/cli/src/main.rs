@@ -246,7 +246,7 @@ fn run(command: Command) -> ExitCode {
                 report!("error: the agent's command (after --): {problem}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            serve::run(config, listen, command)
+            serve::run(config, command)
         }
     }
 }

@@ -1,6 +1,5 @@
 //! `vitals serve`: the sidecar, a thin shell over the `vitals` runtime.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use vitals::{Builder, Error};
@@ -8,10 +7,8 @@ use vitals_core::Config;
 
 use crate::EXIT_CONFIG;
 
-pub fn run(mut config: Config, listen: Option<SocketAddr>, entrypoint: Vec<String>) -> ExitCode {
-    if let Some(listen) = listen {
-        config.server.listen = listen;
-    }
+/// `config` as loaded, `--listen` already in its `server.listen` ([`crate::config::load`]).
+pub fn run(mut config: Config, entrypoint: Vec<String>) -> ExitCode {
     fit_open_files(&mut config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

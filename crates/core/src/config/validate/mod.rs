@@ -48,12 +48,17 @@ pub enum Routes {
     Elsewhere,
 }
 
+/// Whether `probe` names a port something configured could collide with: at port 0 the system
+/// picks a free one.
+fn names_a_port(probe: SocketAddr) -> bool {
+    probe.port() != 0
+}
+
 /// The gate on the probe server's address: the probes would sit behind its limits.
 fn gate_on_probe(e: &mut Errors, probe: SocketAddr, listen: SocketAddr) {
     let overlaps =
         listen.ip() == probe.ip() || listen.ip().is_unspecified() || probe.ip().is_unspecified();
-    // Port 0: the system picks a free one, which nothing configured can name.
-    if probe.port() != 0 && listen.port() == probe.port() && overlaps {
+    if listen.port() == probe.port() && overlaps {
         e.push(
             "gate.listen",
             format!("{listen} is the probe server's address (server.listen = {probe}); the probes must never sit behind the gate's limits: give the gate a port of its own"),
@@ -63,7 +68,7 @@ fn gate_on_probe(e: &mut Errors, probe: SocketAddr, listen: SocketAddr) {
 
 /// A supervised process given the probe server's port.
 fn process_on_probe(e: &mut Errors, probe: SocketAddr, index: usize, port: Option<Ports>) {
-    if probe.port() != 0 && port == Some(Ports::Fixed(probe.port())) {
+    if port == Some(Ports::Fixed(probe.port())) {
         e.push(
             format!("processes[{index}].port"),
             format!("{} is the probe server's port (server.listen = {probe}); give the process a port of its own", probe.port()),
@@ -79,9 +84,6 @@ fn reaching_probe(
     gate: Option<&Gate>,
     dependencies: &[Dependency],
 ) {
-    if probe.port() == 0 {
-        return;
-    }
     if let Some(g) = gate.filter(|g| g.process.is_none()) {
         let url = &g.upstream;
         // Host and port only: a path may hold what is not to be echoed.
@@ -114,6 +116,9 @@ fn reaching_probe(
 /// Whether probe routes served at `probe` collide with what `config` sets up: what `validate`
 /// checks against `server.listen`, for an address given in code.
 pub fn check_probe_address(config: &Config, probe: SocketAddr) -> Result<(), ConfigErrors> {
+    if !names_a_port(probe) {
+        return Ok(());
+    }
     let mut e = Errors(Vec::new());
     if let Some(g) = &config.gate {
         gate_on_probe(&mut e, probe, g.listen);
@@ -235,7 +240,9 @@ pub fn validate(
 
     let server = sections::server(&mut e, raw.server, env);
     // Where the probe routes are, when it is server.listen.
-    let probe = (routes == Routes::OnListen).then_some(server.listen);
+    let probe = (routes == Routes::OnListen)
+        .then_some(server.listen)
+        .filter(|&p| names_a_port(p));
     let liveness = Liveness {
         stall_after: e.positive(
             "liveness.stall_after",
