@@ -508,6 +508,8 @@ async fn an_https_upstream_behind_a_private_ca_is_reached_with_gate_ca_file() {
     let json: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(json["path"], "/v1/chat/completions", "{json}");
     assert_eq!(json["body"], "{\"model\":\"m\"}", "{json}");
+    // The upstream is asked for itself, not for the gate the client named.
+    assert_eq!(json["host"], tls.addr, "{json}");
     // A stream passes through as it comes over TLS too: the first event long before the second.
     let started = Instant::now();
     let mut stream = client().get(format!("{gate}/stream")).send().await.unwrap();

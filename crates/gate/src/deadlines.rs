@@ -16,6 +16,14 @@
 //!
 //! [`WriteStall`] puts the writes to the client under one of these deadlines, and [`Deadlines`]
 //! also carries the request to close the connection (the gate's connection cap).
+//!
+//! The deadline for the next request's headers is the connection's own, not hyper's: hyper's
+//! (`header_read_timeout` on its builder) allocates a timer a request, reads the clock for it
+//! and makes one more read of the socket after each answer (BENCHMARKS.md). Here it is one
+//! field: set when an answer's body ends ([`Deadlines::answer_ended`]), ignored while a request
+//! is in progress ([`Deadlines::request_began`]), and [`drive`] ends a connection that reaches it
+//! idle, as hyper does: before a request's headers are complete, or after its answer, waiting
+//! for the next.
 
 use std::future::Future;
 use std::ops::Deref;
@@ -47,10 +55,30 @@ pub struct Deadlines {
     close: AtomicBool,
     /// The connection's task, for [`Deadlines::close`].
     waker: Mutex<Option<Waker>>,
+    /// How long the next request's headers may take (`None`: no limit).
+    head_limit: Option<std::time::Duration>,
+    /// When the next request's headers must have arrived by (`NONE`: no limit), while no
+    /// request is in progress.
+    head: AtomicU64,
+    /// A request is in progress: its headers arrived and its answer's body has not ended.
+    busy: AtomicBool,
 }
 
 impl Deadlines {
+    /// The deadlines of a connection with no limit on its requests' headers.
+    #[cfg(test)]
     pub fn new() -> Arc<Deadlines> {
+        Deadlines::build(None)
+    }
+
+    /// The deadlines of a connection just accepted: its first request's headers must arrive
+    /// within `limit`, and each next request's within `limit` of the end of the answer before.
+    pub fn with_head_limit(limit: std::time::Duration) -> Arc<Deadlines> {
+        Deadlines::build(Some(limit))
+    }
+
+    fn build(head_limit: Option<std::time::Duration>) -> Arc<Deadlines> {
+        let head = head_limit.map_or(NONE, |limit| micros_of(limit).saturating_add(1));
         Arc::new(Deadlines {
             base: Instant::now(),
             slots: std::array::from_fn(|_| AtomicU64::new(NONE)),
@@ -59,7 +87,36 @@ impl Deadlines {
             rearm: AtomicBool::new(false),
             close: AtomicBool::new(false),
             waker: Mutex::new(None),
+            head_limit,
+            head: AtomicU64::new(head),
+            busy: AtomicBool::new(false),
         })
+    }
+
+    /// A request's headers arrived: the connection is busy until its answer's body ends.
+    pub fn request_began(&self) {
+        self.busy.store(true, Relaxed);
+    }
+
+    /// A request's answer ended (its body was taken whole, or dropped): the next request's
+    /// headers must arrive within the limit from now.
+    pub fn answer_ended(&self) {
+        let Some(limit) = self.head_limit else {
+            return;
+        };
+        let at = micros_of(Instant::now().saturating_duration_since(self.base) + limit)
+            .saturating_add(1)
+            .min(NONE - 1);
+        self.head.store(at, Relaxed);
+        self.busy.store(false, Relaxed);
+        if at < self.armed.load(Relaxed) {
+            self.rearm.store(true, Relaxed);
+        }
+    }
+
+    /// No request is in progress and the next one's headers are late.
+    fn head_late(&self) -> bool {
+        !self.busy.load(Relaxed) && self.head.load(Relaxed) <= self.passed.load(Relaxed)
     }
 
     /// A future ready at `at`, on this connection's timer (it must be polled by the task that
@@ -118,9 +175,15 @@ impl Deadlines {
     /// The earliest deadline still to come.
     fn earliest(&self) -> Option<u64> {
         let passed = self.passed.load(Relaxed);
+        let head = if self.busy.load(Relaxed) {
+            NONE
+        } else {
+            self.head.load(Relaxed)
+        };
         self.slots
             .iter()
             .map(|s| s.load(Relaxed))
+            .chain(std::iter::once(head))
             .filter(|&at| at != NONE && at > passed)
             .min()
     }
@@ -130,8 +193,15 @@ impl Deadlines {
     }
 
     fn micros(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_micros()).unwrap_or(NONE - 1)
+        micros_of(at.saturating_duration_since(self.base)).min(NONE - 1)
     }
+}
+
+/// Whole microseconds in `d` (no 128-bit division, as `Duration::as_micros` makes).
+fn micros_of(d: std::time::Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 /// A future ready at a deadline; see [`Deadlines::until`]. `O` holds the [`Deadlines`].
@@ -178,23 +248,6 @@ impl<O: Deref<Target = Deadlines>> Drop for Deadline<O> {
         if let Kind::Slot { owner, slot, .. } = &self.0 {
             owner.slots[*slot].store(NONE, Relaxed);
         }
-    }
-}
-
-impl hyper::rt::Sleep for Deadline<Arc<Deadlines>> {}
-
-/// hyper's timer for one connection: the deadlines it sets for a request's headers are slots
-/// of the connection's [`Deadlines`].
-#[derive(Debug, Clone)]
-pub struct Timer(pub Arc<Deadlines>);
-
-impl hyper::rt::Timer for Timer {
-    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.0.until(Instant::now() + duration))
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.0.until(Instant::from_std(deadline)))
     }
 }
 
@@ -321,12 +374,13 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
 }
 
 /// Runs `conn` with the connection timer of `deadlines`; once [`Deadlines::close`] is called,
-/// `close` is called on it once (and it is polled on to its end).
+/// `close` is called on it once (and it is polled on to its end). `None` where the connection
+/// was idle past its deadline for the next request's headers: it is dropped, which closes it.
 pub async fn drive<C: Future>(
     deadlines: &Deadlines,
     conn: C,
     close: impl FnOnce(Pin<&mut C>),
-) -> C::Output {
+) -> Option<C::Output> {
     let mut conn = std::pin::pin!(conn);
     let mut close = Some(close);
     let mut timer = std::pin::pin!(tokio::time::sleep_until(deadlines.base));
@@ -350,7 +404,10 @@ pub async fn drive<C: Future>(
             }
         }
         if let Poll::Ready(out) = conn.as_mut().poll(cx) {
-            return Poll::Ready(out);
+            return Poll::Ready(Some(out));
+        }
+        if deadlines.head_late() {
+            return Poll::Ready(None);
         }
         if deadlines.rearm.load(Relaxed) {
             deadlines.rearm.store(false, Relaxed);
@@ -397,7 +454,9 @@ mod tests {
 
     /// Polls `fut` inside [`drive`] on `deadlines` until it ends; its output and when.
     async fn run<F: Future>(deadlines: &Arc<Deadlines>, fut: F) -> (F::Output, Instant) {
-        let out = drive(deadlines, fut, |_| {}).await;
+        let out = drive(deadlines, fut, |_| {})
+            .await
+            .expect("no limit on headers");
         (out, Instant::now())
     }
 
@@ -495,7 +554,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         d.close();
         d.close();
-        assert!(task.await.unwrap().is_err(), "ended by its close");
+        assert!(task.await.unwrap().unwrap().is_err(), "ended by its close");
         assert_eq!(calls.load(Relaxed), 1);
     }
 }

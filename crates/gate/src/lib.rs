@@ -591,13 +591,13 @@ impl Gate {
         self.inner.metrics.by_outcome[outcome as usize].get()
     }
 
-    fn counted(&self, outcome: Outcome, response: Response<Body>) -> Response<Body> {
+    fn counted(&self, outcome: Outcome, response: Response<Out>) -> Response<Out> {
         self.count_only(outcome);
         response
     }
 
     /// The gate's own 4xx for a request it cannot forward, counted as `bad_request`.
-    fn bad_request(&self, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    fn bad_request(&self, status: StatusCode, code: &str, message: &str) -> Response<Out> {
         self.counted(
             Outcome::BadRequest,
             error(status, "invalid_request_error", code, message),
@@ -606,7 +606,7 @@ impl Gate {
 
     /// 503 for a request whose body would pass `max_buffered`, counted as `shed_queue_full`:
     /// the gate is full of bodies as its queue would be.
-    fn buffers_full(&self) -> Response<Body> {
+    fn buffers_full(&self) -> Response<Out> {
         let n = self.inner.buffers_full.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(
@@ -635,7 +635,7 @@ impl Gate {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.clone().respond(req, None).await
+        self.clone().respond(req, None).await.map(Out::boxed)
     }
 
     /// [`Gate::handle`], with the deadlines of the connection it came on (`None`: tokio timers).
@@ -643,7 +643,7 @@ impl Gate {
     /// Takes the gate and the deadlines as its own (each an `Arc`), so that the connection's
     /// service returns this future as it is: wrapped in an `async` block, the request would be
     /// held twice in it, once for the block and once for this.
-    async fn respond<B>(self, req: Request<B>, timers: Option<Arc<Deadlines>>) -> Response<Body>
+    async fn respond<B>(self, req: Request<B>, timers: Option<Arc<Deadlines>>) -> Response<Out>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -668,21 +668,27 @@ impl Gate {
             limit: options.max_buffered,
             bytes: AtomicUsize::new(0),
         };
-        let read = within(
-            timers,
-            || Instant::now() + options.header_read_timeout,
-            Limited::new(
-                Charged {
-                    body,
-                    charge: &charge,
-                },
-                options.max_body,
+        // A request without a body (a GET, a `Content-Length: 0`) has nothing to read.
+        let read = if body.is_end_stream() {
+            Ok(Ok(None))
+        } else {
+            within(
+                timers,
+                || Instant::now() + options.header_read_timeout,
+                Limited::new(
+                    Charged {
+                        body,
+                        charge: &charge,
+                    },
+                    options.max_body,
+                )
+                .collect(),
             )
-            .collect(),
-        )
-        .await;
+            .await
+            .map(|read| read.map(Some))
+        };
         let body = match read {
-            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Ok(collected)) => collected.map(|c| c.to_bytes()).unwrap_or_default(),
             Ok(Err(e)) if e.is::<BuffersFull>() => return self.buffers_full(),
             Err(_) => {
                 let limit = options.header_read_timeout;
@@ -777,7 +783,7 @@ impl Gate {
         trial: bool,
         timers: Option<&Arc<Deadlines>>,
         streamed: &mut bool,
-    ) -> Response<Body> {
+    ) -> Response<Out> {
         let options = &self.inner.options;
         let target = parts
             .uri
@@ -789,7 +795,9 @@ impl Gate {
         let for_head = parts.method == Method::HEAD;
         let says_length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
         let headers = &mut parts.headers;
-        strip(headers);
+        // The client's `Host` is replaced as the request is sent, not removed here: one lookup
+        // rather than two.
+        strip_but(headers, HOST);
         // A method that gives content a meaning says its length even when there is none (RFC
         // 9110 §8.6); hyper sends no Content-Length for an empty body, and some servers answer
         // such a POST 411.
@@ -943,7 +951,14 @@ impl Gate {
         // A stream's first byte comes after the upstream's queue and the prompt; a non-streamed
         // answer's after the whole generation, as long as the model writes: no measure of the
         // upstream's pace, so neither the adaptive limit nor saturation takes it as a sample.
-        if is_event_stream(&upstream.headers) {
+        // The Content-Type, looked up once: a stream of events, an HTML page, or another.
+        let (events, html) = upstream
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map_or((false, false), |v| {
+                (media_is(v, b"text/event-stream"), media_is(v, b"text/html"))
+            });
+        if events {
             self.adapt(Adapt::Measured(ttfb), in_flight_at_send);
             self.inner.ttfb_micros.fetch_add(
                 u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX),
@@ -978,7 +993,7 @@ impl Gate {
             .is_some_and(|n| n <= READ_WHOLE_UP_TO);
         let mut headers = std::mem::take(&mut upstream.headers);
         strip(&mut headers);
-        if content_type_is(&headers, b"text/html") {
+        if html {
             return self.html_page(trial, status, answered);
         }
         // A sized answer is read whole (within request_timeout more), so a truncated one
@@ -1035,14 +1050,14 @@ impl Gate {
                 done: false,
             }
         });
-        let body = BoxBody::new(upstream::Held {
+        let body = Out::Stream(BoxBody::new(upstream::Held {
             body,
             ahead,
             _slot: slot,
             progress: self.inner.progress.clone(),
             silence: deadlines::Stall::new(timers.cloned(), options.request_timeout),
             settle,
-        });
+        }));
         if fault {
             return self.pass_on(trial, status, headers, body, false, for_head, answered);
         }
@@ -1062,10 +1077,10 @@ impl Gate {
         slot: Slot,
         for_head: bool,
         now: Instant,
-    ) -> Response<Body> {
+    ) -> Response<Out> {
         slot.release_at(now);
         let loading = status == StatusCode::SERVICE_UNAVAILABLE && is_loading(&bytes);
-        let body = BoxBody::new(Full::new(bytes).map_err(|never| match never {}));
+        let body = Out::Whole(Full::new(bytes));
         self.pass_on(trial, status, headers, body, loading, for_head, now)
     }
 
@@ -1078,11 +1093,11 @@ impl Gate {
         trial: bool,
         status: StatusCode,
         headers: HeaderMap,
-        body: Body,
+        body: Out,
         loading: bool,
         for_head: bool,
         now: Instant,
-    ) -> Response<Body> {
+    ) -> Response<Out> {
         // An answer, even a 5xx, is the upstream making progress.
         self.inner.progress.mark_at(now);
         let fault = status.is_server_error();
@@ -1108,7 +1123,7 @@ impl Gate {
         status: StatusCode,
         code: &str,
         reason: &str,
-    ) -> Response<Body> {
+    ) -> Response<Out> {
         self.record(trial, Err(reason));
         self.counted(
             Outcome::UpstreamError,
@@ -1117,7 +1132,7 @@ impl Gate {
     }
 
     /// 502 for an answer that is not an API answer, with `reason`.
-    fn garbage(&self, trial: bool, reason: &str) -> Response<Body> {
+    fn garbage(&self, trial: bool, reason: &str) -> Response<Out> {
         self.upstream_fault(trial, StatusCode::BAD_GATEWAY, "upstream_garbage", reason)
     }
 
@@ -1128,7 +1143,7 @@ impl Gate {
     /// faults would let any client open the circuit and take the instance out of readiness, so
     /// they count as answers. The client gets the reason as an API error: a 4xx keeps its status
     /// (a client's library retries a 502, not a 404 or a 401); a 2xx or 3xx becomes a 502.
-    fn html_page(&self, trial: bool, status: StatusCode, now: Instant) -> Response<Body> {
+    fn html_page(&self, trial: bool, status: StatusCode, now: Instant) -> Response<Out> {
         let reason = format!(
             "the upstream answered {} with an HTML page, not an API answer (a web page of the server's, or a proxy or error page in the way?)",
             status.as_u16()
@@ -1156,7 +1171,7 @@ impl Gate {
         )
     }
 
-    fn truncated(&self, trial: bool) -> Response<Body> {
+    fn truncated(&self, trial: bool) -> Response<Out> {
         self.upstream_fault(
             trial,
             StatusCode::BAD_GATEWAY,
@@ -1291,7 +1306,8 @@ impl Gate {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (id, deadlines) = (next_id, Deadlines::new());
+            let header_read_timeout = self.inner.options.header_read_timeout;
+            let (id, deadlines) = (next_id, Deadlines::with_head_limit(header_read_timeout));
             next_id += 1;
             {
                 let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
@@ -1312,16 +1328,16 @@ impl Gate {
             }
             let open = open.clone();
             let here = Arc::new((self.clone(), deadlines));
-            let header_read_timeout = self.inner.options.header_read_timeout;
             tokio::spawn(async move {
-                let timer = deadlines::Timer(here.1.clone());
                 let svc = {
                     let here = here.clone();
                     service_fn(move |req: Request<Incoming>| {
+                        here.1.request_began();
+                        let ended = AnswerEnd(here.1.clone());
                         here.0
                             .clone()
                             .respond(req, Some(here.1.clone()))
-                            .map(Ok::<_, Infallible>)
+                            .map(move |r| Ok::<_, Infallible>(r.map(|body| Ending { body, ended })))
                     })
                 };
                 // One buffer and send(2) per write, not writev(2) of a head and a body: on
@@ -1331,8 +1347,9 @@ impl Gate {
                     .writev(false)
                     .max_header_size(MAX_HEAD_BYTES)
                     .max_buf_size(MAX_HEAD_BYTES)
-                    .timer(timer)
-                    .header_read_timeout(header_read_timeout)
+                    // hyper's own (30 s once it has a timer) allocates a timer a request: the
+                    // next request's headers have the connection's deadline (`Deadlines`).
+                    .header_read_timeout(None)
                     .serve_connection(
                         TokioIo::new(deadlines::WriteStall::new(
                             stream,
@@ -1343,7 +1360,7 @@ impl Gate {
                     );
                 // Closes at once when idle; a request in progress finishes first.
                 let served = deadlines::drive(&here.1, conn, |conn| conn.graceful_shutdown()).await;
-                if served.is_err_and(|e| e.is_parse_version_h2()) {
+                if served.is_some_and(|s| s.is_err_and(|e| e.is_parse_version_h2())) {
                     let n = here.0.inner.h2_clients.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_power_of_two() {
                         tracing::warn!(
@@ -1466,8 +1483,10 @@ impl Charge<'_> {
 
 impl Drop for Charge<'_> {
     fn drop(&mut self) {
-        self.buffered
-            .fetch_sub(*self.bytes.get_mut(), Ordering::Relaxed);
+        let bytes = *self.bytes.get_mut();
+        if bytes > 0 {
+            self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 }
 
@@ -1527,14 +1546,101 @@ where
     }
 }
 
+/// An answer's body as the gate makes it: whole (its own answers, and the upstream's read whole)
+/// or a stream. Not boxed: a whole answer, the usual one, goes to hyper with no allocation.
+pub(crate) enum Out {
+    Whole(Full<Bytes>),
+    Stream(Body),
+}
+
+impl Out {
+    fn boxed(self) -> Body {
+        match self {
+            Out::Whole(full) => BoxBody::new(full.map_err(|never| match never {})),
+            Out::Stream(body) => body,
+        }
+    }
+}
+
+impl http_body::Body for Out {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Out::Whole(full) => std::pin::Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            Out::Stream(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Out::Whole(full) => full.is_end_stream(),
+            Out::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Out::Whole(full) => full.size_hint(),
+            Out::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Tells a connection's [`Deadlines`] that its request's answer ended, when dropped: hyper drops
+/// an answer's body once it has taken its last piece (or the connection closed).
+struct AnswerEnd(Arc<Deadlines>);
+
+impl Drop for AnswerEnd {
+    fn drop(&mut self) {
+        self.0.answer_ended();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body on a client connection of the gate's: ends its request for the
+    /// connection's deadline on the next request's headers ([`AnswerEnd`]).
+    struct Ending {
+        #[pin]
+        body: Out,
+        ended: AnswerEnd,
+    }
+}
+
+impl http_body::Body for Ending {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The upstream's answer as it goes to the client: its status, headers and body (`for_head`:
 /// to a HEAD request).
 fn answer_with(
     status: StatusCode,
     mut headers: HeaderMap,
-    body: Body,
+    body: Out,
     for_head: bool,
-) -> Response<Body> {
+) -> Response<Out> {
     // hyper frames the answer itself: the upstream's length may not hold for it (one sent
     // chunked as well). A HEAD answer has no body to frame, and its length is the GET's.
     if !for_head {
@@ -1610,7 +1716,7 @@ fn is_loading(body: &[u8]) -> bool {
 }
 
 /// 503 while the circuit is open, with when to come back.
-fn circuit_open(retry_after: Duration) -> Response<Body> {
+fn circuit_open(retry_after: Duration) -> Response<Out> {
     overloaded(
         "circuit_open",
         "the upstream is failing and the gate's circuit is open; retry after the Retry-After delay",
@@ -1640,6 +1746,14 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn strip(headers: &mut HeaderMap) {
+    strip_but(headers, 0);
+}
+
+/// [`NOT_FORWARDED`]'s bit for `Host`.
+const HOST: u16 = 1 << 7;
+
+/// [`strip`], keeping the headers of [`NOT_FORWARDED`] whose bits are in `keep`.
+fn strip_but(headers: &mut HeaderMap, keep: u16) {
     // One pass over the few names present, and removals only for those listed: a request always
     // carries `host`, and looking up all nine would cost eight lookups of absent names.
     let mut present = 0u16;
@@ -1648,6 +1762,7 @@ fn strip(headers: &mut HeaderMap) {
             present |= 1 << i;
         }
     }
+    present &= !keep;
     // The fields a Connection header names are for this hop only, as it is (RFC 9110 §7.6.1).
     if present & 1 != 0 {
         let named: Vec<header::HeaderName> = headers
@@ -1676,14 +1791,12 @@ fn strip(headers: &mut HeaderMap) {
 
 /// An OpenAI-shaped error: `{"error": {"message", "type", "code"}}`, never a 200 with an error
 /// inside.
-fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response<Body> {
+fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response<Out> {
     let body = serde_json::json!({
         "error": { "message": message, "type": kind, "code": code }
     })
     .to_string();
-    let mut r = Response::new(BoxBody::new(
-        Full::new(Bytes::from(body)).map_err(|never| match never {}),
-    ));
+    let mut r = Response::new(Out::Whole(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1700,16 +1813,10 @@ enum Adapt {
 }
 
 /// Whether the `Content-Type` begins with `media` (ASCII case ignored, parameters after it).
-fn content_type_is(headers: &HeaderMap, media: &[u8]) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes().trim_ascii_start();
-        v.len() >= media.len() && v[..media.len()].eq_ignore_ascii_case(media)
-    })
-}
-
-/// An answer of server-sent events (`text/event-stream`): a streamed completion.
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    content_type_is(headers, b"text/event-stream")
+/// Whether a `Content-Type` value begins with `media` (ASCII case ignored).
+fn media_is(content_type: &HeaderValue, media: &[u8]) -> bool {
+    let v = content_type.as_bytes().trim_ascii_start();
+    v.len() >= media.len() && v[..media.len()].eq_ignore_ascii_case(media)
 }
 
 /// Where a body that says it is JSON (`application/json`, or a `+json` type) fails to parse,
@@ -1721,10 +1828,13 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 /// A malformed request is the gate's to refuse: sent on, llama-cpp-python answers it with a
 /// 500, which the breaker would count against the upstream.
 fn not_json(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
     let encoded = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
-    if body.is_empty() || encoded {
+    if encoded {
         return None;
     }
     let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
@@ -1742,7 +1852,7 @@ fn not_json(headers: &HeaderMap, body: &[u8]) -> Option<String> {
 }
 
 /// 503 with `Retry-After` (whole seconds, rounded up) and `x-vitals-overloaded`.
-fn shed_response(shed: Shed) -> Response<Body> {
+fn shed_response(shed: Shed) -> Response<Out> {
     let (code, message) = match shed {
         Shed::QueueFull { .. } => (
             "queue_full",
@@ -1758,7 +1868,7 @@ fn shed_response(shed: Shed) -> Response<Body> {
 
 /// 503 `server_overloaded` with `Retry-After` (whole seconds, rounded up, at least 1) and
 /// `x-vitals-overloaded: code`: what every refusal of the gate's own says.
-fn overloaded(code: &'static str, message: &str, retry_after: Duration) -> Response<Body> {
+fn overloaded(code: &'static str, message: &str, retry_after: Duration) -> Response<Out> {
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "server_overloaded",
@@ -1778,6 +1888,17 @@ fn overloaded(code: &'static str, message: &str, retry_after: Duration) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_is_the_bit_named_for_it() {
+        assert_eq!(NOT_FORWARDED[HOST.trailing_zeros() as usize], header::HOST);
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("gate"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_but(&mut h, HOST);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[header::HOST], "gate");
+    }
 
     #[test]
     fn strip_removes_every_hop_by_hop_header_and_keeps_the_rest() {

@@ -95,7 +95,43 @@ pub(crate) fn cut_short(error: &std::io::Error) -> bool {
 pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Body,
+    pub body: Answered,
+}
+
+/// An upstream answer's body: on a connection of the plain pool, or through reqwest. Not boxed:
+/// an answer read whole (the usual one) is read and dropped where it is, with no allocation.
+pub(crate) enum Answered {
+    Plain(Returning),
+    Other(Body),
+}
+
+impl http_body::Body for Answered {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            Answered::Plain(body) => Pin::new(body).poll_frame(cx),
+            Answered::Other(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answered::Plain(body) => body.is_end_stream(),
+            Answered::Other(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Answered::Plain(body) => body.size_hint(),
+            Answered::Other(body) => body.size_hint(),
+        }
+    }
 }
 
 impl Answer {
@@ -111,9 +147,31 @@ impl Answer {
             .and_then(|v| v.trim().parse().ok())
     }
 
-    /// The whole body; an error when the upstream cut it short.
+    /// The whole body; an error when the upstream cut it short. A body that comes in one piece
+    /// (the usual answer) is that piece, with nothing copied or allocated.
     pub async fn bytes(self) -> Result<Bytes, std::io::Error> {
-        Ok(self.body.collect().await?.to_bytes())
+        let mut body = self.body;
+        let mut first: Option<Bytes> = None;
+        let mut more: Option<bytes::BytesMut> = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            match (&mut first, &mut more) {
+                (None, _) => first = Some(data),
+                (Some(head), None) => {
+                    let mut joined = bytes::BytesMut::with_capacity(head.len() + data.len());
+                    joined.extend_from_slice(head);
+                    joined.extend_from_slice(&data);
+                    more = Some(joined);
+                }
+                (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            }
+        }
+        Ok(match more {
+            Some(joined) => joined.freeze(),
+            None => first.unwrap_or_default(),
+        })
     }
 
     /// The whole body if it ends within `limit` bytes; `Unread::TooLong` as soon as it runs
@@ -178,7 +236,8 @@ impl Client {
     }
 
     /// Sends `method` `target` (the client's path and query, appended to the upstream's base)
-    /// to the upstream, on `port` when it moved (0: the URL's).
+    /// to the upstream, on `port` when it moved (0: the URL's). A `Host` in `headers` (the
+    /// client's) is replaced by the upstream's.
     ///
     /// Not an `async fn`: one would hold these arguments beside the future it passes them to.
     pub fn send<'a>(
@@ -206,9 +265,11 @@ impl Tls {
         &self,
         method: Method,
         target: &PathAndQuery,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: Bytes,
     ) -> Result<Answer, SendError> {
+        // reqwest keeps a `Host` it is given: the client's is for the gate, not the upstream.
+        headers.remove(header::HOST);
         let mut url = self.base.clone();
         let base = self.base.path().trim_end_matches('/');
         url.set_path(&format!("{base}{}", target.path()));
@@ -234,7 +295,7 @@ impl Tls {
         Ok(Answer {
             status,
             headers,
-            body: BoxBody::new(StreamBody::new(stream)),
+            body: Answered::Other(BoxBody::new(StreamBody::new(stream))),
         })
     }
 }
@@ -314,6 +375,22 @@ fn poll_driven<T>(
     target: impl FnMut(&mut Context<'_>) -> Poll<T>,
 ) -> Poll<T> {
     poll_driven_by(conn, |c| c, cx, target)
+}
+
+/// [`poll_driven`] where `target` is not expected to be ready (a request just handed to the
+/// connection): the connection is driven once, with the task's waker, rather than once to see
+/// and once more to wait. Should `target` be ready after all, the task's waker may be woken
+/// for nothing, once.
+fn poll_driven_first<T>(
+    conn: &mut Option<Box<Conn>>,
+    cx: &mut Context<'_>,
+    mut target: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    if conn.as_mut().is_some_and(|c| !c.drive(cx)) {
+        *conn = None;
+    }
+    let mut quiet = Context::from_waker(std::task::Waker::noop());
+    target(&mut quiet)
 }
 
 fn poll_driven_by<C, T>(
@@ -480,16 +557,24 @@ impl Plain {
             // The request's task drives its connection until the answer's head arrives. A
             // connection that ends is dropped, which fails what it held: the request comes back
             // unsent, or fails.
-            let got =
-                std::future::poll_fn(|cx| poll_driven(&mut conn, cx, |q| sent.as_mut().poll(q)))
-                    .await;
+            // Its first poll writes the request: no answer can be there yet, so the connection
+            // is driven once, with the task's waker (`poll_driven_first`).
+            let mut first = true;
+            let got = std::future::poll_fn(|cx| {
+                if std::mem::take(&mut first) {
+                    poll_driven_first(&mut conn, cx, |q| sent.as_mut().poll(q))
+                } else {
+                    poll_driven(&mut conn, cx, |q| sent.as_mut().poll(q))
+                }
+            })
+            .await;
             match got {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
                     return Ok(Answer {
                         status: parts.status,
                         headers: parts.headers,
-                        body: BoxBody::new(Returning {
+                        body: Answered::Plain(Returning {
                             body,
                             back: conn.map(|c| (self.clone(), port, c)),
                         }),
@@ -555,7 +640,7 @@ fn closed_unanswered(error: &hyper::Error) -> bool {
 
 /// An upstream answer's body, driving its connection as it is read, that puts the connection
 /// back in the pool once read to the end (and closes it when dropped before).
-struct Returning {
+pub(crate) struct Returning {
     body: hyper::body::Incoming,
     /// The pool, the port and the connection, until the end of the answer.
     back: Option<(Arc<Plain>, u16, Box<Conn>)>,
@@ -604,7 +689,7 @@ impl http_body::Body for Returning {
 /// upstream that sends nothing for `silence` ends it with an error: the client's stream ends
 /// short, and the slot is freed.
 pub(crate) struct Held {
-    pub body: Body,
+    pub body: Answered,
     /// What had arrived with the answer's head ([`Ahead::peek`]), given out first.
     pub ahead: Ahead,
     /// Counts the request, and judges it for the breaker, by how the stream ends; `None` where
@@ -733,7 +818,7 @@ impl Ahead {
     /// its end, or its error. A body that breaks anywhere in what came with the head is then a
     /// 502 while nothing has gone to the client. Given on to hyper, the break would come as
     /// hyper writes the head: the client would see its connection close without an answer.
-    pub fn peek(body: &mut Body) -> Result<Ahead, std::io::Error> {
+    pub fn peek(body: &mut Answered) -> Result<Ahead, std::io::Error> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut ahead = Ahead {
             frames: std::collections::VecDeque::new(),
@@ -755,5 +840,44 @@ impl Ahead {
             }
         }
         Ok(ahead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(frames: Vec<Result<Frame<Bytes>, std::io::Error>>) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Answered::Other(BoxBody::new(StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))),
+        }
+    }
+
+    /// An answer read whole is its pieces joined in order, trailers aside; one in a single
+    /// piece is that piece, not a copy.
+    #[tokio::test]
+    async fn an_answer_read_whole_is_its_pieces_joined() {
+        let data = |s: &'static str| Ok(Frame::data(Bytes::from_static(s.as_bytes())));
+        let joined = answer(vec![
+            data("{\"a\":"),
+            data("1,"),
+            Ok(Frame::trailers(HeaderMap::new())),
+            data("\"b\":2}"),
+        ]);
+        assert_eq!(joined.bytes().await.unwrap(), "{\"a\":1,\"b\":2}");
+
+        let piece = Bytes::from_static(b"{\"ok\":true}");
+        let one = answer(vec![Ok(Frame::data(piece.clone()))]);
+        let got = one.bytes().await.unwrap();
+        assert_eq!(got, piece);
+        assert_eq!(got.as_ptr(), piece.as_ptr(), "the piece itself");
+
+        assert!(answer(vec![]).bytes().await.unwrap().is_empty());
+        let cut = answer(vec![data("{\"a\""), Err(std::io::Error::other("reset"))]);
+        assert!(cut.bytes().await.is_err());
     }
 }

@@ -1887,6 +1887,62 @@ async fn headers_must_arrive_within_header_read_timeout_of_each_request() {
     }
 }
 
+/// The limit on the next request's headers never cuts a request in progress: an answer that
+/// begins, or ends, later than `header_read_timeout` after its request reaches the client whole,
+/// and the connection serves the next request; the limit counts again from each answer's end.
+#[tokio::test]
+async fn answers_longer_than_header_read_timeout_are_not_cut() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (up, _) = upstream().await;
+    let (url, gate) = serve_gate(Options {
+        header_read_timeout: Duration::from_millis(300),
+        ..options(&up, 4, 4, Duration::from_secs(5))
+    })
+    .await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    // Slow to begin (800 ms), then slow to end (8 events 100 ms apart): each past the limit.
+    let requests: [(&[u8], &[u8]); 2] = [
+        (
+            b"GET /slow?ms=800 HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"{\"ok\":true}",
+        ),
+        (
+            b"GET /stream?chunks=8&every=100 HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"data: 7\n\n\r\n0\r\n\r\n",
+        ),
+    ];
+    for (request, end) in requests {
+        s.write_all(request).await.unwrap();
+        got.clear();
+        while !got.ends_with(end) {
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+                .await
+                .expect("the answer goes on")
+                .unwrap();
+            assert!(n > 0, "cut: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(gate.count(Outcome::Ok), 2);
+    // Idle after its answer, the connection is closed once the limit has passed.
+    let started = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+    assert!(closed, "still open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the limit",
+        started.elapsed()
+    );
+}
+
 /// A connection to `addr` with a 4 KiB receive buffer: what it does not read soon stalls the
 /// writer.
 async fn small_reader(addr: std::net::SocketAddr) -> tokio::net::TcpStream {

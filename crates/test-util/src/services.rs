@@ -477,8 +477,8 @@ impl Drop for TlsRedis {
 /// - `GET /stream` streams two server-sent events 1.2 s apart;
 /// - `GET /cut` hangs up 0.3 s after the first event of its stream;
 /// - `GET /connections` answers `{"connections": N}`, the connections accepted so far.
-/// - every `POST` answers 200 with `{"path", "body", "content_length"}`: its path, its body
-///   echoed, and the `Content-Length` header it came with (null without one).
+/// - every `POST` answers 200 with `{"path", "body", "content_length", "host"}`: its path, its
+///   body echoed, and the `Content-Length` and `Host` headers it came with (null without).
 ///
 /// Stopped when dropped.
 #[derive(Debug)]
@@ -535,7 +535,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
         self.answer({"path": self.path, "body": self.rfile.read(n).decode(),
-                     "content_length": self.headers.get("Content-Length")})
+                     "content_length": self.headers.get("Content-Length"),
+                     "host": self.headers.get("Host")})
     def log_message(self, *args):
         pass
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
