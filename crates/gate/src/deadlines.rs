@@ -146,11 +146,11 @@ impl Deadlines {
 
     /// A free slot, now holding `at`; and `at` as kept.
     fn take_slot(&self, at: Instant) -> Option<(usize, u64)> {
-        let micros = at
-            .saturating_duration_since(self.base)
-            .as_nanos()
-            .div_ceil(1000);
-        let micros = u64::try_from(micros).unwrap_or(NONE - 1).min(NONE - 1);
+        let since = at.saturating_duration_since(self.base);
+        // Rounded up, without the 128-bit division `as_nanos().div_ceil(1000)` makes.
+        let micros = micros_of(since)
+            .saturating_add(u64::from(!since.subsec_nanos().is_multiple_of(1000)))
+            .min(NONE - 1);
         let slot = self.slots.iter().position(|s| s.load(Relaxed) == NONE)?;
         self.slots[slot].store(micros, Relaxed);
         if micros < self.armed.load(Relaxed) {

@@ -1749,6 +1749,23 @@ fn strip(headers: &mut HeaderMap) {
     strip_but(headers, 0);
 }
 
+/// `name`'s bit in [`NOT_FORWARDED`] (`1 << index`), 0 for a name not in it: a match on the
+/// name's text (its length, then its bytes) rather than nine comparisons.
+fn hop_bit(name: &header::HeaderName) -> u16 {
+    match name.as_str() {
+        "connection" => 1 << 0,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "transfer-encoding" => 1 << 3,
+        "te" => 1 << 4,
+        "trailer" => 1 << 5,
+        "upgrade" => 1 << 6,
+        "host" => 1 << 7,
+        "expect" => 1 << 8,
+        _ => 0,
+    }
+}
+
 /// [`NOT_FORWARDED`]'s bit for `Host`.
 const HOST: u16 = 1 << 7;
 
@@ -1758,9 +1775,7 @@ fn strip_but(headers: &mut HeaderMap, keep: u16) {
     // carries `host`, and looking up all nine would cost eight lookups of absent names.
     let mut present = 0u16;
     for k in headers.keys() {
-        if let Some(i) = NOT_FORWARDED.iter().position(|h| h == k) {
-            present |= 1 << i;
-        }
+        present |= hop_bit(k);
     }
     present &= !keep;
     // The fields a Connection header names are for this hop only, as it is (RFC 9110 §7.6.1).
@@ -1888,6 +1903,15 @@ fn overloaded(code: &'static str, message: &str, retry_after: Duration) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_header_not_forwarded_has_its_own_bit() {
+        for (i, name) in NOT_FORWARDED.iter().enumerate() {
+            assert_eq!(hop_bit(name), 1 << i, "{name}");
+        }
+        assert_eq!(hop_bit(&header::CONTENT_TYPE), 0);
+        assert_eq!(hop_bit(&header::HeaderName::from_static("x-te")), 0);
+    }
 
     #[test]
     fn host_is_the_bit_named_for_it() {
