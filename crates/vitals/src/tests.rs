@@ -148,10 +148,13 @@ async fn server_listen_is_no_address_in_use_until_the_runtime_listens_there() {
         .listen("0.0.0.0:8080".parse().unwrap())
         .build()
         .unwrap_err();
+    // The address named is the one given in code, not a `server.listen` nobody set.
     assert!(
-        err.to_string().contains("dependencies[0]: \"llm\" checks vitals' own probe server (server.listen = 0.0.0.0:8080)"),
+        err.to_string().contains("dependencies[0]: \"llm\" checks vitals' own probe server (Builder::listen(0.0.0.0:8080))"),
         "{err}"
     );
+    assert!(err.to_string().contains("or listen elsewhere"), "{err}");
+    assert!(!err.to_string().contains("server.listen"), "{err}");
 }
 
 #[tokio::test]

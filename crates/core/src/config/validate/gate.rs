@@ -32,7 +32,7 @@ pub(super) fn gate(e: &mut Errors, raw: RawGate, probe: Option<SocketAddr>) -> O
         },
     };
     if let (Some(listen), Some(probe)) = (listen, probe) {
-        super::gate_on_probe(e, probe, listen);
+        super::gate_on_probe(e, super::Probe::listen(probe), listen);
     }
     let upstream = match (raw.upstream.as_deref(), raw.process.as_deref()) {
         (None, None) => {

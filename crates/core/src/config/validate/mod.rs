@@ -48,6 +48,49 @@ pub enum Routes {
     Elsewhere,
 }
 
+/// The probe server's address, and how a message names it: `server.listen` for `vitals serve`,
+/// the call that gave it for a program embedding vitals.
+#[derive(Debug, Clone, Copy)]
+struct Probe<'a> {
+    addr: SocketAddr,
+    /// The setting that holds it: `server.listen`, or `Builder::listen`.
+    setting: &'a str,
+    /// How to move it, for a fix.
+    move_it: &'a str,
+}
+
+impl std::fmt::Display for Probe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.setting == SERVER_LISTEN {
+            write!(f, "{} = {}", self.setting, self.addr)
+        } else {
+            write!(f, "{}({})", self.setting, self.addr)
+        }
+    }
+}
+
+const SERVER_LISTEN: &str = "server.listen";
+
+impl Probe<'_> {
+    /// `server.listen`'s address, as `validate` checks it.
+    fn listen(addr: SocketAddr) -> Probe<'static> {
+        Probe {
+            addr,
+            setting: SERVER_LISTEN,
+            move_it: "or move server.listen",
+        }
+    }
+
+    /// The address given to the `vitals` crate's `Builder::listen`.
+    fn builder(addr: SocketAddr) -> Probe<'static> {
+        Probe {
+            addr,
+            setting: "Builder::listen",
+            move_it: "or listen elsewhere",
+        }
+    }
+}
+
 /// Whether `probe` names a port something configured could collide with: at port 0 the system
 /// picks a free one.
 fn names_a_port(probe: SocketAddr) -> bool {
@@ -55,23 +98,27 @@ fn names_a_port(probe: SocketAddr) -> bool {
 }
 
 /// The gate on the probe server's address: the probes would sit behind its limits.
-fn gate_on_probe(e: &mut Errors, probe: SocketAddr, listen: SocketAddr) {
+fn gate_on_probe(e: &mut Errors, probe: Probe<'_>, listen: SocketAddr) {
+    let at = probe.addr;
     let overlaps =
-        listen.ip() == probe.ip() || listen.ip().is_unspecified() || probe.ip().is_unspecified();
-    if listen.port() == probe.port() && overlaps {
+        listen.ip() == at.ip() || listen.ip().is_unspecified() || at.ip().is_unspecified();
+    if listen.port() == at.port() && overlaps {
         e.push(
             "gate.listen",
-            format!("{listen} is the probe server's address (server.listen = {probe}); the probes must never sit behind the gate's limits: give the gate a port of its own"),
+            format!("{listen} is the probe server's address ({probe}); the probes must never sit behind the gate's limits: give the gate a port of its own"),
         );
     }
 }
 
 /// A supervised process given the probe server's port.
-fn process_on_probe(e: &mut Errors, probe: SocketAddr, index: usize, port: Option<Ports>) {
-    if port == Some(Ports::Fixed(probe.port())) {
+fn process_on_probe(e: &mut Errors, probe: Probe<'_>, index: usize, port: Option<Ports>) {
+    if port == Some(Ports::Fixed(probe.addr.port())) {
         e.push(
             format!("processes[{index}].port"),
-            format!("{} is the probe server's port (server.listen = {probe}); give the process a port of its own", probe.port()),
+            format!(
+                "{} is the probe server's port ({probe}); give the process a port of its own",
+                probe.addr.port()
+            ),
         );
     }
 }
@@ -80,7 +127,7 @@ fn process_on_probe(e: &mut Errors, probe: SocketAddr, index: usize, port: Optio
 /// server, like vitals, takes 8080 unless told otherwise).
 fn reaching_probe(
     e: &mut Errors,
-    probe: SocketAddr,
+    probe: Probe<'_>,
     gate: Option<&Gate>,
     dependencies: &[Dependency],
 ) {
@@ -90,23 +137,23 @@ fn reaching_probe(
         if let Some((host, port)) = url
             .host_str()
             .zip(url.port_or_known_default())
-            .filter(|&(host, port)| reaches(probe, host, port))
+            .filter(|&(host, port)| reaches(probe.addr, host, port))
         {
             e.push(
                 "gate.upstream",
-                format!("{host}:{port} is vitals' own probe server (server.listen = {probe}), not an inference server; point it at the inference server's port (llama.cpp's server takes 8080 unless told otherwise: start it with --port 8000, say)"),
+                format!("{host}:{port} is vitals' own probe server ({probe}), not an inference server; point it at the inference server's port (llama.cpp's server takes 8080 unless told otherwise: start it with --port 8000, say)"),
             );
         }
     }
     for (i, d) in dependencies.iter().enumerate() {
         if d.address()
-            .is_some_and(|(host, port)| reaches(probe, host, port))
+            .is_some_and(|(host, port)| reaches(probe.addr, host, port))
         {
             e.push(
                 format!("dependencies[{i}]"),
                 format!(
-                    "\"{}\" checks vitals' own probe server (server.listen = {probe}), which answers for vitals, not for the dependency; point it at the dependency's own port, or move server.listen",
-                    d.name
+                    "\"{}\" checks vitals' own probe server ({probe}), which answers for vitals, not for the dependency; point it at the dependency's own port, {}",
+                    d.name, probe.move_it
                 ),
             );
         }
@@ -120,6 +167,7 @@ pub fn check_probe_address(config: &Config, probe: SocketAddr) -> Result<(), Con
         return Ok(());
     }
     let mut e = Errors(Vec::new());
+    let probe = Probe::builder(probe);
     if let Some(g) = &config.gate {
         gate_on_probe(&mut e, probe, g.listen);
     }
@@ -357,7 +405,7 @@ pub fn validate(
         .filter_map(|(i, p)| processes::process(&mut e, i, p, probe))
         .collect();
     if let Some(probe) = probe {
-        reaching_probe(&mut e, probe, gate.as_ref(), &dependencies);
+        reaching_probe(&mut e, Probe::listen(probe), gate.as_ref(), &dependencies);
     }
     // A dependency cannot follow a process that moves within its port range: say so, and how.
     for (i, d) in dependencies.iter().enumerate() {

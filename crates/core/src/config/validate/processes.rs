@@ -74,7 +74,7 @@ pub(super) fn process(
     }
     let port = raw.port.and_then(|p| ports(e, &at("port"), p));
     if let Some(probe) = probe {
-        super::process_on_probe(e, probe, i, port);
+        super::process_on_probe(e, super::Probe::listen(probe), i, port);
     }
     let uses_placeholder = command.iter().any(|a| a.contains(PORT_PLACEHOLDER))
         || env.iter().any(|(_, v)| v.contains(PORT_PLACEHOLDER));
