@@ -16,6 +16,7 @@
 pub mod config;
 pub mod contract;
 mod duration;
+pub mod evictions;
 pub mod files;
 pub mod lifecycle;
 mod secret;

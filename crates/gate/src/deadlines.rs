@@ -62,6 +62,8 @@ pub struct Deadlines {
     head: AtomicU64,
     /// A request is in progress: its headers arrived and its answer's body has not ended.
     busy: AtomicBool,
+    /// Asked to close while idle, and counted in the accept loop's evictions until it has.
+    evicted_idle: AtomicBool,
 }
 
 impl Deadlines {
@@ -90,7 +92,22 @@ impl Deadlines {
             head_limit,
             head: AtomicU64::new(head),
             busy: AtomicBool::new(false),
+            evicted_idle: AtomicBool::new(false),
         })
+    }
+
+    /// Asks the connection to close to make room ([`Deadlines::close`]): `true` where it is
+    /// idle, so closes at once (one with a request in progress closes after it).
+    pub fn evict(&self) -> bool {
+        let idle = !self.busy.load(Relaxed);
+        self.evicted_idle.store(idle, Relaxed);
+        self.close();
+        idle
+    }
+
+    /// Whether [`Deadlines::evict`] found it idle.
+    pub fn evicted_idle(&self) -> bool {
+        self.evicted_idle.load(Relaxed)
     }
 
     /// A request's headers arrived: the connection is busy until its answer's body ends.

@@ -1297,8 +1297,12 @@ impl Gate {
         ));
         let max = self.inner.options.max_connections.max(1);
         let (mut next_id, mut evicted) = (0u64, 0u64);
+        let evictions = Arc::new(vitals_core::evictions::Evictions::default());
         tokio::spawn(self.clone().trials(shutdown.clone()));
         loop {
+            // The connections evicted for the last ones accepted are closed first: their
+            // sockets count against the open-file limit the probe listener shares.
+            evictions.settle().await;
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
                 accepted = listener.accept() => accepted,
@@ -1316,7 +1320,11 @@ impl Gate {
                 let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
                 if open.len() >= max {
                     if let Some((_, oldest)) = open.pop_first() {
-                        oldest.close();
+                        // Waited for before the next accept where it closes at once (idle).
+                        evictions.evicting();
+                        if !oldest.evict() {
+                            evictions.closed();
+                        }
                         evicted += 1;
                         if evicted.is_power_of_two() {
                             tracing::warn!(
@@ -1329,7 +1337,7 @@ impl Gate {
                 }
                 open.insert(id, deadlines.clone());
             }
-            let open = open.clone();
+            let (open, evictions) = (open.clone(), evictions.clone());
             let here = Arc::new((self.clone(), deadlines));
             tokio::spawn(async move {
                 let svc = {
@@ -1374,7 +1382,11 @@ impl Gate {
                         );
                     }
                 }
+                // The connection and its socket were dropped as `drive` returned.
                 open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                if here.1.evicted_idle() {
+                    evictions.closed();
+                }
             });
         }
     }

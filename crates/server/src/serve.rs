@@ -30,6 +30,8 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use vitals_core::evictions::Evictions;
+
 use crate::{Resp, Routes};
 
 /// Largest request head accepted; a probe needs a few hundred bytes.
@@ -53,7 +55,11 @@ struct Slot {
 impl Slots {
     /// A slot for a new connection: free, or taken from the oldest connection with no request
     /// in progress. `None` when every connection is busy.
-    fn take(&mut self, max: usize) -> Option<(u64, Arc<AtomicBool>, CancellationToken, bool)> {
+    fn take(
+        &mut self,
+        max: usize,
+        evictions: &Evictions,
+    ) -> Option<(u64, Arc<AtomicBool>, CancellationToken, bool)> {
         let mut evicted = false;
         if self.open.len() >= max {
             let victim = self
@@ -62,6 +68,7 @@ impl Slots {
                 .find(|(_, s)| !s.busy.load(Ordering::Acquire))
                 .map(|(id, _)| *id)?;
             if let Some(s) = self.open.remove(&victim) {
+                evictions.evicting();
                 s.evict.cancel();
                 evicted = true;
             }
@@ -92,8 +99,12 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
     let (mut evicted, mut refused): (u64, u64) = (0, 0);
+    let evictions = Arc::new(Evictions::default());
 
     loop {
+        // The connections evicted for the last ones accepted are closed first: their sockets
+        // count against the open-file limit the gate's listener shares.
+        evictions.settle().await;
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -106,7 +117,10 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
                 }
             },
         };
-        let taken = slots.lock().unwrap_or_else(|p| p.into_inner()).take(max);
+        let taken = slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(max, &evictions);
         let Some((id, busy, evict, did_evict)) = taken else {
             refused += 1;
             if refused.is_power_of_two() {
@@ -148,12 +162,17 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
             .serve_connection(TokioIo::new(io), service);
         let conn = graceful.watch(conn);
         let slots = slots.clone();
+        let evictions = evictions.clone();
         connections.spawn(async move {
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
                 _ = evict.cancelled() => tracing::debug!(%peer, "connection closed to make room"),
+            }
+            // The connection (and its socket) was dropped with the branch not taken.
+            if evict.is_cancelled() {
+                evictions.closed();
             }
             slots
                 .lock()
@@ -284,21 +303,24 @@ mod tests {
     #[test]
     fn a_full_table_gives_up_the_oldest_idle_slot_and_never_a_busy_one() {
         let mut slots = Slots::default();
-        let (a, a_busy, a_evict, _) = slots.take(3).unwrap();
-        let (b, _, b_evict, _) = slots.take(3).unwrap();
-        let (_c, _, _, evicted) = slots.take(3).unwrap();
+        let e = Evictions::default();
+        let (a, a_busy, a_evict, _) = slots.take(3, &e).unwrap();
+        let (b, _, b_evict, _) = slots.take(3, &e).unwrap();
+        let (_c, _, _, evicted) = slots.take(3, &e).unwrap();
         assert!(!evicted);
+        assert_eq!(e.pending(), 0);
         a_busy.store(true, Ordering::Release);
-        // Full: the oldest (a) is busy, so b goes.
-        let (_d, _, _, evicted) = slots.take(3).unwrap();
+        // Full: the oldest (a) is busy, so b goes, and the next accept waits for it to close.
+        let (_d, _, _, evicted) = slots.take(3, &e).unwrap();
         assert!(evicted);
+        assert_eq!(e.pending(), 1);
         assert!(b_evict.is_cancelled() && !a_evict.is_cancelled());
         assert!(slots.open.contains_key(&a) && !slots.open.contains_key(&b));
         // All busy: no room, and nothing is cut.
         for s in slots.open.values() {
             s.busy.store(true, Ordering::Release);
         }
-        assert!(slots.take(3).is_none());
+        assert!(slots.take(3, &e).is_none());
         assert_eq!(slots.open.len(), 3);
     }
 
