@@ -14,14 +14,9 @@ use std::time::Duration;
 use common::*;
 use serde_yaml_ng::Value;
 
-/// The rendered Deployment (with its ConfigMap and Service), and the documents to play: the
-/// same, with the stand-in agent, no host ports and `extra` applied to the Deployment.
-fn rendered(
-    example: &str,
-    agent_env: &[(&str, &str)],
-    extra: impl Fn(&mut Value),
-) -> (Value, Vec<Value>) {
-    let files = render(example, "kubernetes", &[]);
+/// From a Kubernetes render's files: its Deployment, and the documents podman plays
+/// (Deployments, Pods and ConfigMaps; a Service has nothing to run).
+fn deployment_and_played(files: &[(String, String)]) -> (Value, Vec<Value>) {
     let (_, yaml) = files
         .iter()
         .find(|(n, _)| n == "deployment.yaml")
@@ -30,13 +25,20 @@ fn rendered(
     let deployment = all
         .iter()
         .find(|d| d["kind"] == "Deployment")
-        .unwrap()
+        .expect("a Deployment")
         .clone();
-    let mut played: Vec<Value> = all
-        .into_iter()
-        // podman plays Deployments, Pods and ConfigMaps; a Service has nothing to run.
-        .filter(|d| d["kind"] != "Service")
-        .collect();
+    let played = all.into_iter().filter(|d| d["kind"] != "Service").collect();
+    (deployment, played)
+}
+
+/// The rendered Deployment (with its ConfigMap and Service), and the documents to play: the
+/// same, with the stand-in agent, no host ports and `extra` applied to the Deployment.
+fn rendered(
+    example: &str,
+    agent_env: &[(&str, &str)],
+    extra: impl Fn(&mut Value),
+) -> (Value, Vec<Value>) {
+    let (deployment, mut played) = deployment_and_played(&render(example, "kubernetes", &[]));
     for d in played.iter_mut().filter(|d| d["kind"] == "Deployment") {
         stand_in_for_agent(d, example, agent_env);
         strip_ports(d);
@@ -49,7 +51,7 @@ fn rendered(
 /// the rendered Deployment, and the documents to play, one replica with the stand-in's settings
 /// and no host ports.
 fn rendered_entrypoint(example: &str, image: &str) -> (Value, Vec<Value>) {
-    let files = render(
+    let (deployment, mut played) = deployment_and_played(&render(
         example,
         "kubernetes",
         &[
@@ -60,15 +62,7 @@ fn rendered_entrypoint(example: &str, image: &str) -> (Value, Vec<Value>) {
             "--",
             "/usr/local/bin/agent-standin",
         ],
-    );
-    let (_, yaml) = files.iter().find(|(n, _)| n == "deployment.yaml").unwrap();
-    let all = docs(yaml);
-    let deployment = all
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .unwrap()
-        .clone();
-    let mut played: Vec<Value> = all.into_iter().filter(|d| d["kind"] != "Service").collect();
+    ));
     for d in played.iter_mut().filter(|d| d["kind"] == "Deployment") {
         // The stand-in's own settings, beside what the render put there.
         let c = &mut d["spec"]["template"]["spec"]["containers"][0];
