@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
+use vitals_core::evictions::Evictions;
 
 /// More than a connection ever holds at once (the next request's headers, or a request's
 /// body, answer and answer body); one more falls back to a tokio timer.
@@ -80,7 +81,7 @@ impl Deadlines {
     }
 
     fn build(head_limit: Option<std::time::Duration>) -> Arc<Deadlines> {
-        let head = head_limit.map_or(NONE, |limit| micros_of(limit).saturating_add(1));
+        let head = head_limit.map_or(NONE, micros_up);
         Arc::new(Deadlines {
             base: Instant::now(),
             slots: std::array::from_fn(|_| AtomicU64::new(NONE)),
@@ -96,16 +97,19 @@ impl Deadlines {
         })
     }
 
-    /// Asks the connection to close to make room ([`Deadlines::close`]): `true` where it is
-    /// idle, so closes at once (one with a request in progress closes after it).
-    pub fn evict(&self) -> bool {
+    /// Asks the connection to close to make room ([`Deadlines::close`]). An idle one closes at
+    /// once, and counts in `evictions` until it has (the next accept waits for it); one with a
+    /// request in progress closes after it, and is not waited for.
+    pub fn evict(&self, evictions: &Evictions) {
         let idle = !self.busy.load(Relaxed);
+        if idle {
+            evictions.evicting();
+        }
         self.evicted_idle.store(idle, Relaxed);
         self.close();
-        idle
     }
 
-    /// Whether [`Deadlines::evict`] found it idle.
+    /// Whether [`Deadlines::evict`] found it idle: its end is owed to the evictions.
     pub fn evicted_idle(&self) -> bool {
         self.evicted_idle.load(Relaxed)
     }
@@ -121,9 +125,7 @@ impl Deadlines {
         let Some(limit) = self.head_limit else {
             return;
         };
-        let at = micros_of(Instant::now().saturating_duration_since(self.base) + limit)
-            .saturating_add(1)
-            .min(NONE - 1);
+        let at = micros_up(Instant::now().saturating_duration_since(self.base) + limit);
         self.head.store(at, Relaxed);
         self.busy.store(false, Relaxed);
         if at < self.armed.load(Relaxed) {
@@ -163,11 +165,7 @@ impl Deadlines {
 
     /// A free slot, now holding `at`; and `at` as kept.
     fn take_slot(&self, at: Instant) -> Option<(usize, u64)> {
-        let since = at.saturating_duration_since(self.base);
-        // Rounded up, without the 128-bit division `as_nanos().div_ceil(1000)` makes.
-        let micros = micros_of(since)
-            .saturating_add(u64::from(!since.subsec_nanos().is_multiple_of(1000)))
-            .min(NONE - 1);
+        let micros = micros_up(at.saturating_duration_since(self.base));
         let slot = self.slots.iter().position(|s| s.load(Relaxed) == NONE)?;
         self.slots[slot].store(micros, Relaxed);
         if micros < self.armed.load(Relaxed) {
@@ -219,6 +217,14 @@ fn micros_of(d: std::time::Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1_000_000)
         .saturating_add(u64::from(d.subsec_micros()))
+}
+
+/// A deadline `d` after the connection's base, as kept: microseconds rounded up (never before
+/// its time), below `NONE`.
+fn micros_up(d: std::time::Duration) -> u64 {
+    micros_of(d)
+        .saturating_add(u64::from(!d.subsec_nanos().is_multiple_of(1000)))
+        .min(NONE - 1)
 }
 
 /// A future ready at a deadline; see [`Deadlines::until`]. `O` holds the [`Deadlines`].
@@ -549,6 +555,22 @@ mod tests {
         let ((), ended) = run(&d, extra).await;
         assert_eq!(ended, start + Duration::from_millis(70));
         drop(held);
+    }
+
+    /// An idle connection evicted closes at once, so the next accept waits for it; one with a
+    /// request in progress closes after it, and is not waited for.
+    #[test]
+    fn only_an_idle_connection_evicted_is_waited_for() {
+        let e = Evictions::default();
+        let idle = Deadlines::new();
+        idle.evict(&e);
+        assert!(idle.evicted_idle() && idle.close.load(Relaxed));
+        assert_eq!(e.pending(), 1);
+        let busy = Deadlines::new();
+        busy.request_began();
+        busy.evict(&e);
+        assert!(!busy.evicted_idle() && busy.close.load(Relaxed));
+        assert_eq!(e.pending(), 1);
     }
 
     /// `close` wakes the connection's task and calls its close function once.

@@ -1320,11 +1320,7 @@ impl Gate {
                 let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
                 if open.len() >= max {
                     if let Some((_, oldest)) = open.pop_first() {
-                        // Waited for before the next accept where it closes at once (idle).
-                        evictions.evicting();
-                        if !oldest.evict() {
-                            evictions.closed();
-                        }
+                        oldest.evict(&evictions);
                         evicted += 1;
                         if evicted.is_power_of_two() {
                             tracing::warn!(
@@ -1842,8 +1838,8 @@ enum Adapt {
     Failed,
 }
 
-/// Whether the `Content-Type` begins with `media` (ASCII case ignored, parameters after it).
-/// Whether a `Content-Type` value begins with `media` (ASCII case ignored).
+/// Whether a `Content-Type` value begins with `media` (ASCII case ignored, parameters after
+/// it).
 fn media_is(content_type: &HeaderValue, media: &[u8]) -> bool {
     let v = content_type.as_bytes().trim_ascii_start();
     v.len() >= media.len() && v[..media.len()].eq_ignore_ascii_case(media)

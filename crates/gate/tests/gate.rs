@@ -1899,8 +1899,7 @@ async fn answers_longer_than_header_read_timeout_are_not_cut() {
         ..options(&up, 4, 4, Duration::from_secs(5))
     })
     .await;
-    let addr = url.trim_start_matches("http://").to_owned();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut s = raw(&url).await;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
     // Slow to begin (800 ms), then slow to end (8 events 100 ms apart): each past the limit.
