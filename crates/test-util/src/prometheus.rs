@@ -36,21 +36,9 @@ impl PrometheusProcess {
                 panic!("cannot start prometheus ({e}); install it with scripts/setup-test-deps")
             });
         let watch = Watch::start(&mut child);
-        // `msg="Listening on" address=127.0.0.1:44213`, then, once the API answers,
-        // `msg="Server is ready to receive web requests."`.
-        let mut listening: Option<SocketAddr> = None;
+        let mut startup = Startup::default();
         let addr = watch.wait_for(&mut child, "prometheus", Duration::from_secs(30), |line| {
-            if line.contains("msg=\"Listening on\"") {
-                listening = line
-                    .split("address=")
-                    .nth(1)
-                    .and_then(|a| a.split_whitespace().next())
-                    .and_then(|a| a.parse().ok());
-            }
-            if line.contains("Server is ready to receive web requests") {
-                return listening;
-            }
-            None
+            startup.see(line)
         });
         let logs = watch.logs;
         PrometheusProcess { child, addr, logs }
@@ -65,9 +53,54 @@ impl PrometheusProcess {
     }
 }
 
+/// What Prometheus says as it starts: `msg="Listening on" address=127.0.0.1:44213`, and
+/// `msg="Server is ready to receive web requests."`. Two goroutines print them, in either
+/// order (the same millisecond, as often as not).
+#[derive(Debug, Default)]
+struct Startup {
+    listening: Option<SocketAddr>,
+    ready: bool,
+}
+
+impl Startup {
+    /// Takes in one line of its output: the address once both lines are in.
+    fn see(&mut self, line: &str) -> Option<SocketAddr> {
+        if line.contains("msg=\"Listening on\"") {
+            self.listening = line
+                .split("address=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .and_then(|a| a.parse().ok());
+        }
+        if line.contains("Server is ready to receive web requests") {
+            self.ready = true;
+        }
+        self.listening.filter(|_| self.ready)
+    }
+}
+
 impl Drop for PrometheusProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The address, once it is listening and ready, whichever it says first.
+    #[test]
+    fn startup_is_seen_in_either_order() {
+        let listening = r#"ts=x caller=tls_config.go:232 level=info component=web msg="Listening on" address=127.0.0.1:38523"#;
+        let ready =
+            r#"ts=x caller=main.go:973 level=info msg="Server is ready to receive web requests.""#;
+        let addr: SocketAddr = "127.0.0.1:38523".parse().unwrap();
+        for order in [[listening, ready], [ready, listening]] {
+            let mut s = Startup::default();
+            assert_eq!(s.see(order[0]), None);
+            assert_eq!(s.see(order[1]), Some(addr), "{order:?}");
+        }
     }
 }
