@@ -86,6 +86,16 @@ impl Slots {
         );
         Some((id, busy, evict, evicted))
     }
+
+    /// Connection `id` is closed (its socket dropped): its slot is freed. A slot already gone
+    /// was taken by [`Slots::take`], whose eviction counts in `evictions` until this close. The
+    /// slot table, not the eviction token, says so: a connection that ends on its own just as
+    /// it is evicted sees no cancelled token, and its eviction would be counted for ever.
+    fn closed(&mut self, id: u64, evictions: &Evictions) {
+        if self.open.remove(&id).is_none() {
+            evictions.closed();
+        }
+    }
 }
 
 /// Serves `routes` on `listener` until `shutdown` fires, then stops accepting, asks every open
@@ -171,14 +181,10 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
                 _ = evict.cancelled() => tracing::debug!(%peer, "connection closed to make room"),
             }
             // The connection (and its socket) was dropped with the branch not taken.
-            if evict.is_cancelled() {
-                evictions.closed();
-            }
             slots
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .open
-                .remove(&id);
+                .closed(id, &evictions);
         });
     }
     drop(listener);
@@ -322,6 +328,32 @@ mod tests {
         }
         assert!(slots.take(3, &e).is_none());
         assert_eq!(slots.open.len(), 3);
+    }
+
+    /// An evicted connection's close settles its eviction, even when the connection ended on
+    /// its own just before it was evicted (its token was not cancelled when it looked); a
+    /// connection that simply ends settles nothing.
+    #[test]
+    fn an_evicted_connection_settles_its_eviction_when_it_closes() {
+        let mut slots = Slots::default();
+        let e = Evictions::default();
+        let (a, _, _, _) = slots.take(2, &e).unwrap();
+        let (b, _, _, _) = slots.take(2, &e).unwrap();
+        // a's connection ends, and before its task frees the slot the next accept evicts it.
+        let (_c, _, _, evicted) = slots.take(2, &e).unwrap();
+        assert!(evicted);
+        assert_eq!(e.pending(), 1);
+        slots.closed(a, &e);
+        assert_eq!(e.pending(), 0, "the eviction is settled");
+        // b was never evicted: its close leaves the count alone.
+        e.evicting();
+        slots.closed(b, &e);
+        assert_eq!(
+            e.pending(),
+            1,
+            "a close that settles no eviction counts for none"
+        );
+        assert!(!slots.open.contains_key(&b));
     }
 
     #[tokio::test(start_paused = true)]
