@@ -51,42 +51,49 @@ pub enum Routes {
 /// The probe server's address, and how a message names it: `server.listen` for `vitals serve`,
 /// the call that gave it for a program embedding vitals.
 #[derive(Debug, Clone, Copy)]
-struct Probe<'a> {
+struct Probe {
     addr: SocketAddr,
-    /// The setting that holds it: `server.listen`, or `Builder::listen`.
-    setting: &'a str,
-    /// How to move it, for a fix.
-    move_it: &'a str,
+    given: Given,
 }
 
-impl std::fmt::Display for Probe<'_> {
+/// Where the probe server's address was given.
+#[derive(Debug, Clone, Copy)]
+enum Given {
+    /// `server.listen`, as `validate` checks it.
+    ServerListen,
+    /// The `vitals` crate's `Builder::listen`.
+    Builder,
+}
+
+impl std::fmt::Display for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.setting == SERVER_LISTEN {
-            write!(f, "{} = {}", self.setting, self.addr)
-        } else {
-            write!(f, "{}({})", self.setting, self.addr)
+        match self.given {
+            Given::ServerListen => write!(f, "server.listen = {}", self.addr),
+            Given::Builder => write!(f, "Builder::listen({})", self.addr),
         }
     }
 }
 
-const SERVER_LISTEN: &str = "server.listen";
-
-impl Probe<'_> {
-    /// `server.listen`'s address, as `validate` checks it.
-    fn listen(addr: SocketAddr) -> Probe<'static> {
+impl Probe {
+    fn listen(addr: SocketAddr) -> Probe {
         Probe {
             addr,
-            setting: SERVER_LISTEN,
-            move_it: "or move server.listen",
+            given: Given::ServerListen,
         }
     }
 
-    /// The address given to the `vitals` crate's `Builder::listen`.
-    fn builder(addr: SocketAddr) -> Probe<'static> {
+    fn builder(addr: SocketAddr) -> Probe {
         Probe {
             addr,
-            setting: "Builder::listen",
-            move_it: "or listen elsewhere",
+            given: Given::Builder,
+        }
+    }
+
+    /// How to move it, for a fix.
+    fn move_it(&self) -> &'static str {
+        match self.given {
+            Given::ServerListen => "or move server.listen",
+            Given::Builder => "or listen elsewhere",
         }
     }
 }
@@ -98,7 +105,7 @@ fn names_a_port(probe: SocketAddr) -> bool {
 }
 
 /// The gate on the probe server's address: the probes would sit behind its limits.
-fn gate_on_probe(e: &mut Errors, probe: Probe<'_>, listen: SocketAddr) {
+fn gate_on_probe(e: &mut Errors, probe: Probe, listen: SocketAddr) {
     let at = probe.addr;
     let overlaps =
         listen.ip() == at.ip() || listen.ip().is_unspecified() || at.ip().is_unspecified();
@@ -111,7 +118,7 @@ fn gate_on_probe(e: &mut Errors, probe: Probe<'_>, listen: SocketAddr) {
 }
 
 /// A supervised process given the probe server's port.
-fn process_on_probe(e: &mut Errors, probe: Probe<'_>, index: usize, port: Option<Ports>) {
+fn process_on_probe(e: &mut Errors, probe: Probe, index: usize, port: Option<Ports>) {
     if port == Some(Ports::Fixed(probe.addr.port())) {
         e.push(
             format!("processes[{index}].port"),
@@ -125,12 +132,7 @@ fn process_on_probe(e: &mut Errors, probe: Probe<'_>, index: usize, port: Option
 
 /// A gate upstream or a check that would reach vitals' own probe server at `probe` (llama.cpp's
 /// server, like vitals, takes 8080 unless told otherwise).
-fn reaching_probe(
-    e: &mut Errors,
-    probe: Probe<'_>,
-    gate: Option<&Gate>,
-    dependencies: &[Dependency],
-) {
+fn reaching_probe(e: &mut Errors, probe: Probe, gate: Option<&Gate>, dependencies: &[Dependency]) {
     if let Some(g) = gate.filter(|g| g.process.is_none()) {
         let url = &g.upstream;
         // Host and port only: a path may hold what is not to be echoed.
@@ -153,7 +155,7 @@ fn reaching_probe(
                 format!("dependencies[{i}]"),
                 format!(
                     "\"{}\" checks vitals' own probe server ({probe}), which answers for vitals, not for the dependency; point it at the dependency's own port, {}",
-                    d.name, probe.move_it
+                    d.name, probe.move_it()
                 ),
             );
         }
