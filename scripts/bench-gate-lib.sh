@@ -1,10 +1,12 @@
-# The pieces scripts/bench-gate and scripts/bench-gate-ab share: sourced, with CONNS and DUR set,
-# from the repository root. Installs wrk and HAProxy where missing, builds vitals and the test
-# servers, and kills every server it started when the script exits.
+# The pieces the scripts/bench-gate* scripts share: sourced, with CONNS and DUR set, from the
+# repository root. Installs what BENCH_NEEDS names where missing (wrk and HAProxy unless the
+# script says otherwise), builds vitals and the test servers, and kills every server it started
+# when the script exits.
 if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then SERVER_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; else SERVER_CPU=""; LOAD_CPU=""; fi
 need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v haproxy >/dev/null || need+=(haproxy)
+for tool in ${BENCH_NEEDS:-wrk haproxy}; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -12,7 +14,8 @@ cargo build --release -q --locked -p vitals-cli -p vitals-test-util
 T=$(mktemp -d)
 # The servers start inside $(...) subshells: their pids go to a file, which cleanup reads (an
 # array filled in a subshell stays empty in the script, and the servers would outlive it).
-cleanup() { [ -f "$T/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done < "$T/pids"; rm -rf "$T"; }
+# Quiet: the shell would report each server it kills.
+cleanup() { exec 2>/dev/null; [ -f "$T/pids" ] && while read -r p; do kill -9 "$p" 2>/dev/null || true; done < "$T/pids"; rm -rf "$T"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -21,11 +24,14 @@ start_hello() { # ms -> prints address
   until [ -s "$T/hello.$1" ]; do sleep 0.05; done
   cat "$T/hello.$1"
 }
+gate_toml() { # name probe_port gate_port upstream max depth queue_timeout -> writes $T/name.toml
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[gate]\nlisten = "127.0.0.1:%s"\nupstream = "http://%s"\nmax_concurrent = %s\nqueue_depth = %s\nqueue_timeout = "%s"\nrequest_timeout = "30s"\n[gate.retry]\nattempts = 0\n' \
+    "$2" "$3" "$4" "$5" "$6" "$7" > "$T/$1.toml"
+}
 start_gate() { # name upstream max depth queue_timeout [vitals binary] -> prints the gate's address; probe address in $T/name.probe
   local name=$1 up=$2 max=$3 depth=$4 qt=$5 bin=${6:-./target/release/vitals} port probe
   port=$(free_port); probe=$(free_port)
-  printf '[server]\nlisten = "127.0.0.1:%s"\n[gate]\nlisten = "127.0.0.1:%s"\nupstream = "http://%s"\nmax_concurrent = %s\nqueue_depth = %s\nqueue_timeout = "%s"\nrequest_timeout = "30s"\n[gate.retry]\nattempts = 0\n' \
-    "$probe" "$port" "$up" "$max" "$depth" "$qt" > "$T/$name.toml"
+  gate_toml "$name" "$probe" "$port" "$up" "$max" "$depth" "$qt"
   RUST_LOG=warn $SERVER_CPU "$bin" serve --config "$T/$name.toml" 2>"$T/$name.log" >/dev/null & echo $! >> "$T/pids"; echo $! > "$T/$name.pid"
   until curl -fs "http://127.0.0.1:$probe/readyz" >/dev/null 2>&1; do sleep 0.05; done
   echo "127.0.0.1:$probe" > "$T/$name.probe"
