@@ -92,6 +92,20 @@ pub struct Options {
     /// `gate.limit = "adaptive"`: the limit follows the upstream's pace within these bounds
     /// (see [`adaptive`]); `None` keeps `max_concurrent`.
     pub adaptive: Option<adaptive::AdaptiveOptions>,
+    /// Requests read together are sent to the upstream together: each admitted request lets
+    /// the others ready now go first (one turn of the runtime's loop) before it is sent. For a
+    /// gate with one CPU ([`one_cpu`]): there each write to a local upstream wakes it on the
+    /// gate's own core, and batched writes wake it less often (less CPU a request, so more
+    /// requests a second). With more CPUs the upstream answers on another core while the gate
+    /// reads on, and a request sent at once is answered sooner. Measured both ways in
+    /// BENCHMARKS.md.
+    pub batch_sends: bool,
+}
+
+/// Whether this thread may run on one CPU only (its affinity, or a cgroup's CPU quota of one
+/// core or less): the default of [`Options::batch_sends`].
+pub fn one_cpu() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() == 1)
 }
 
 /// One attempt's result.
@@ -816,13 +830,16 @@ impl Gate {
         if options.retry.attempts > 0 {
             self.budget().deposit(sent);
         }
-        // Sent once the requests read with this one are in: tokio runs a yielded task after the
-        // others ready now and a look at the sockets. Every write to the upstream wakes it, and
-        // a woken upstream takes the core from the gate (they share it, and the upstream is owed
-        // time): writes spread over the batch made it answer a request or two at a time. Sent
-        // together, 1.5 to 3 % more requests a second and p50 25 to 30 µs lower in paired rounds
-        // at saturation (BENCHMARKS.md); a request alone waits one turn of the loop.
-        tokio::task::yield_now().await;
+        // With one CPU, sent once the requests read with this one are in: tokio runs a yielded
+        // task after the others ready now and a look at the sockets. Every write to the upstream
+        // wakes it, and a woken upstream takes the core from the gate (they share it, and the
+        // upstream is owed time): writes spread over the batch made it answer a request or two
+        // at a time. Sent together, 1.5 to 3 % more requests a second and p50 25 to 30 µs lower
+        // in paired rounds at saturation (BENCHMARKS.md); a request alone waits one turn of the
+        // loop. With more CPUs the wait is only latency: 3.9 % fewer requests a second.
+        if options.batch_sends {
+            tokio::task::yield_now().await;
+        }
         let mut attempt = 0u32;
         let awaiting = Awaiting::new(&self.inner.awaiting);
         // Each attempt holds the same slot: retries never raise the upstream's concurrency.
@@ -1914,6 +1931,45 @@ fn overloaded(code: &'static str, message: &str, retry_after: Duration) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `one_cpu` as a process started by `taskset -c CPUS` (util-linux) sees it: this test
+    /// binary again, running only `one_cpu_as_pinned_reports`.
+    fn one_cpu_under(cpus: &str) -> bool {
+        let out = std::process::Command::new("taskset")
+            .args(["-c", cpus])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::one_cpu_as_pinned_reports", "--nocapture"])
+            .env("VITALS_ONE_CPU_CHILD", "1")
+            .output()
+            .expect("taskset runs (apt-get install util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "taskset -c {cpus}: {out:?}");
+        // The harness prints the test's name on the same line.
+        match text.split("one_cpu=").nth(1) {
+            Some(said) => said.starts_with("true"),
+            None => panic!("no answer from the child: {text}"),
+        }
+    }
+
+    /// The child's half of the test below: says what `one_cpu` is where it runs.
+    #[test]
+    fn one_cpu_as_pinned_reports() {
+        if std::env::var_os("VITALS_ONE_CPU_CHILD").is_some() {
+            println!("one_cpu={}", one_cpu());
+        }
+    }
+
+    /// Pinned to one CPU, the gate batches its sends; free to run on two, it sends at once.
+    #[test]
+    fn one_cpu_follows_the_cpus_the_process_may_run_on() {
+        assert!(one_cpu_under("0"));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(
+            cpus >= 2,
+            "this test needs two CPUs to tell the cases apart: {cpus}"
+        );
+        assert!(!one_cpu_under("0,1"));
+    }
 
     #[test]
     fn each_header_not_forwarded_has_its_own_bit() {

@@ -337,6 +337,7 @@ fn options(upstream: &str, max: usize, depth: usize, queue_timeout: Duration) ->
         saturation: SATURATION,
         retry: RETRY,
         adaptive: None,
+        batch_sends: true,
     }
 }
 
@@ -372,8 +373,23 @@ fn client() -> reqwest::Client {
 /// more than two.
 #[tokio::test]
 async fn twenty_at_once_give_exactly_the_served_and_shed_mix() {
+    twenty_at_once(true).await;
+}
+
+/// The same mix where the gate sends each request as soon as it is admitted (a gate with more
+/// than one CPU, `Options::batch_sends` off).
+#[tokio::test]
+async fn twenty_at_once_give_the_same_mix_sent_at_once() {
+    twenty_at_once(false).await;
+}
+
+async fn twenty_at_once(batch_sends: bool) {
     let (up, seen) = upstream().await;
-    let (gate_url, gate) = start_gate(&up, 2, 4, Duration::from_secs(20)).await;
+    let (gate_url, gate) = serve_gate(Options {
+        batch_sends,
+        ..options(&up, 2, 4, Duration::from_secs(20))
+    })
+    .await;
     let c = client();
     let answers = futures_util::future::join_all((0..20).map(|_| {
         let c = c.clone();
@@ -1653,8 +1669,18 @@ async fn counting_self_wakes<F: std::future::Future>(
 /// counted is one the request gave itself.
 #[tokio::test]
 async fn a_forwarded_request_never_wakes_its_own_task() {
+    for batch_sends in [true, false] {
+        never_wakes_its_own_task(batch_sends).await;
+    }
+}
+
+async fn never_wakes_its_own_task(batch_sends: bool) {
     let (up, _) = upstream().await;
-    let (_, gate) = start_gate(&up, 4, 4, Duration::from_secs(5)).await;
+    let (_, gate) = serve_gate(Options {
+        batch_sends,
+        ..options(&up, 4, 4, Duration::from_secs(5))
+    })
+    .await;
     let request = || {
         Request::post("/v1/completions")
             .body(Full::new(Bytes::from_static(b"{\"prompt\":\"hi\"}")))
@@ -1680,7 +1706,7 @@ async fn a_forwarded_request_never_wakes_its_own_task() {
     assert_eq!(
         self_wakes.load(Ordering::SeqCst),
         0,
-        "self-wakes in 20 requests"
+        "self-wakes in 20 requests (batch_sends {batch_sends})"
     );
 }
 

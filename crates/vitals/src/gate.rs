@@ -77,6 +77,7 @@ impl GatePart {
                 ratio: g.retry.budget,
                 min_per_sec: g.retry.budget_min_per_sec,
             },
+            batch_sends: vitals_gate::one_cpu(),
         })
         .map_err(|e| Error::Gate(format!("gate: cannot build the upstream client: {e}")))?;
         Ok(Some(GatePart {
