@@ -389,12 +389,39 @@ fn with_open_files(soft_hard: &str) -> (VitalsProcess, String) {
     (v, gate)
 }
 
+/// The flood tests hold hundreds of sockets each in this process: one at a time.
+static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Raises this test process's soft open-file limit to 4,096 (or its hard limit, if lower), so
+/// the floods' client sockets (600 at once) and the other tests' fit beside each other on a
+/// machine whose soft limit is 1,024.
+fn room_for_sockets() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let hard = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .expect("/proc/self/limits has Max open files");
+        let soft = hard.parse::<u64>().map_or(4096, |h| h.min(4096));
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string()])
+            .arg(format!("--nofile={soft}:"))
+            .status()
+            .expect("prlimit runs (apt-get install util-linux)");
+        assert!(status.success(), "prlimit --nofile={soft}: {status}");
+    });
+}
+
 /// With few file descriptors (a container's `nofile` of 256 here), a flood of idle connections
 /// on the gate's port or on the probe port runs into vitals' own connection cap, which closes
 /// the oldest to make room, and not into the process's limit, where accepting a probe's
 /// connection would fail. vitals lowers `server.max_connections` to fit the limit and says so.
 #[tokio::test]
 async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
+    let _alone = FLOODS.lock().await;
+    room_for_sockets();
     let (v, gate) = with_open_files("256:256");
     assert!(
         v.logs()
@@ -426,6 +453,58 @@ async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
             failures.is_empty(),
             "with 300 connections held on {target}: {failures:#?}"
         );
+        drop(held);
+    }
+    assert!(
+        !v.logs().iter().any(|l| l.contains("Too many open files")),
+        "{:#?}",
+        v.logs()
+    );
+}
+
+/// Both listeners flooded at once, with vitals on one CPU: each accept loop at its cap waits
+/// for the connection it evicted to close before it accepts the next, so a burst of accepts
+/// never holds more than the cap. Without that wait, a burst on the gate's single-threaded
+/// runtime and one on the probe routes' (whose evicted connections wait for the same core)
+/// together went past the 256 files, and the probe listener's accept failed with `EMFILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_on_both_listeners_at_once_never_take_the_probes_file_descriptors() {
+    let _alone = FLOODS.lock().await;
+    room_for_sockets();
+    let nofile = "--nofile=256:256";
+    let v = VitalsProcess::start_wrapped(
+        &["taskset", "-c", "0", "prlimit", nofile, "--"],
+        &bin(),
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
+        &[],
+    );
+    let gate = crate::gate::gate_addr(&v)
+        .trim_start_matches("http://")
+        .to_owned();
+    let probe = v.addr().to_string();
+    // Over four times the cap of 64 on each: 600 sockets in this process at once.
+    const PER_LISTENER: usize = 300;
+    let flood = |target: String| {
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..PER_LISTENER {
+                held.push(TcpStream::connect(&target).await.unwrap());
+            }
+            held
+        })
+    };
+    for round in 0..5 {
+        let (a, b) = (flood(gate.clone()), flood(probe.clone()));
+        let held = (a.await.unwrap(), b.await.unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let prober = crate::prober();
+        for path in ["/healthz", "/readyz"] {
+            let r = prober.get(v.url(path)).send().await;
+            assert!(
+                r.as_ref().is_ok_and(|r| r.status() == 200),
+                "round {round}, {PER_LISTENER} connections held on each listener: {path}: {r:?}"
+            );
+        }
         drop(held);
     }
     assert!(
