@@ -389,6 +389,15 @@ fn with_open_files(soft_hard: &str) -> (VitalsProcess, String) {
     (v, gate)
 }
 
+/// No accept of vitals' failed for want of a file descriptor.
+fn never_out_of_files(v: &VitalsProcess) {
+    assert!(
+        !v.logs().iter().any(|l| l.contains("Too many open files")),
+        "{:#?}",
+        v.logs()
+    );
+}
+
 /// The flood tests hold hundreds of sockets each in this process: one at a time.
 static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -455,11 +464,7 @@ async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
         );
         drop(held);
     }
-    assert!(
-        !v.logs().iter().any(|l| l.contains("Too many open files")),
-        "{:#?}",
-        v.logs()
-    );
+    never_out_of_files(&v);
 }
 
 /// Both listeners flooded at once, with vitals on one CPU: each accept loop at its cap waits
@@ -507,11 +512,7 @@ async fn floods_on_both_listeners_at_once_never_take_the_probes_file_descriptors
         }
         drop(held);
     }
-    assert!(
-        !v.logs().iter().any(|l| l.contains("Too many open files")),
-        "{:#?}",
-        v.logs()
-    );
+    never_out_of_files(&v);
 }
 
 /// Below what two listeners need but with a higher ceiling, vitals raises its own open-file
