@@ -435,8 +435,9 @@ async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
     assert!(
         v.logs()
             .iter()
-            .any(|l| l.contains("server.max_connections lowered to 64")),
-        "(256 files - 128 reserved) / 2 listeners: {:#?}",
+            .any(|l| l
+                .contains("server.max_connections lowered to 63 (with 2 upstream connections)")),
+        "(256 files - 128 reserved - 2 to the upstream) / 2 listeners: {:#?}",
         v.logs()
     );
     let prober = crate::prober();
@@ -515,8 +516,78 @@ async fn floods_on_both_listeners_at_once_never_take_the_probes_file_descriptors
     never_out_of_files(&v);
 }
 
+/// The gate's connections to its upstream come out of the same open-file budget as the two
+/// listeners': with 512 files, each listener's cap is lowered so that both full, and the gate
+/// holding a request in flight on every one of its connections (an upstream that never
+/// answers, one connection each), still leave vitals its own files. Probes answer; no accept
+/// and no connect runs out of files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_count_in_the_open_file_budget() {
+    let _alone = FLOODS.lock().await;
+    room_for_sockets();
+    let up = vitals_test_util::StubServer::start(200).await;
+    up.hang();
+    let config = format!(
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_concurrent = 1000\nrequest_timeout = \"60s\"\n",
+        up.addr()
+    );
+    let v =
+        VitalsProcess::start_wrapped(&["prlimit", "--nofile=512:512", "--"], &bin(), &config, &[]);
+    let cap: usize = v
+        .logs()
+        .iter()
+        .find_map(|l| {
+            let at = l.find("server.max_connections lowered to ")?;
+            let rest = &l[at + "server.max_connections lowered to ".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no cap lowered: {:#?}", v.logs()));
+    let gate = crate::gate::gate_addr(&v)
+        .trim_start_matches("http://")
+        .to_owned();
+    // A request in flight on each of the gate's connections: each holds an upstream socket.
+    let mut in_flight = Vec::new();
+    for _ in 0..cap {
+        let mut s = TcpStream::connect(&gate).await.unwrap();
+        s.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        in_flight.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.requests() < cap {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {cap} requests reached the upstream: {:#?}",
+            up.requests(),
+            v.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the probe listener flooded past its cap.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(TcpStream::connect(v.addr()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prober = crate::prober();
+    for path in ["/healthz", "/readyz"] {
+        let r = prober.get(v.url(path)).send().await;
+        assert!(
+            r.as_ref().is_ok_and(|r| r.status() == 200),
+            "{cap} requests in flight through the gate, 300 connections on the probe port: {path}: {r:?}"
+        );
+    }
+    never_out_of_files(&v);
+    drop((held, in_flight));
+}
+
 /// Below what two listeners need but with a higher ceiling, vitals raises its own open-file
-/// limit as far as needed (2 × 1024 connections + 128) and keeps `server.max_connections`.
+/// limit as far as needed (2 × 1024 connections, 2 to the upstream (`max_concurrent`) and 128)
+/// and keeps `server.max_connections`.
 #[tokio::test]
 async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
     let (v, _) = with_open_files("256:4096");
@@ -526,7 +597,7 @@ async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
         .find(|l| l.starts_with("Max open files"))
         .unwrap();
     let soft: Vec<&str> = files.split_whitespace().collect();
-    assert_eq!(&soft[3..5], ["2176", "4096"], "{files}");
+    assert_eq!(&soft[3..5], ["2178", "4096"], "{files}");
     assert!(
         !v.logs().iter().any(|l| l.contains("lowered")),
         "{:#?}",
