@@ -585,6 +585,70 @@ async fn upstream_connections_count_in_the_open_file_budget() {
     drop((held, in_flight));
 }
 
+/// Out of files all the same (the limit lowered under a running vitals: another process's
+/// doing, or a limit set below what vitals needs), each listener says so in the log, at the
+/// 1st, 2nd, 4th… failed accept, and serves again once files are free.
+#[tokio::test]
+async fn listeners_out_of_files_say_so_and_serve_again() {
+    let up = vitals_test_util::StubServer::start(200).await;
+    let config = format!(
+        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://{}\"\nmax_concurrent = 2\n",
+        up.addr()
+    );
+    let v = VitalsProcess::start(&bin(), &config, &[]);
+    let gate = crate::gate::gate_addr(&v);
+    let pid = v.pid().to_string();
+    let soft_limit = |soft: String| {
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={soft}:")])
+            .status()
+            .expect("prlimit runs (apt-get install util-linux)");
+        assert!(status.success(), "prlimit --nofile={soft}: {status}");
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("/proc/PID/limits has Max open files")
+        .to_owned();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // Room for two more files: the flood's third connection finds none.
+    soft_limit((open + 2).to_string());
+    // The kernel completes the connections; the gate's accepts fail on them.
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        flood.push(TcpStream::connect(gate.trim_start_matches("http://")).await);
+        flood.push(TcpStream::connect(v.addr()).await);
+    }
+    let said = |what: &str| {
+        v.logs()
+            .iter()
+            .filter(|l| l.contains(what) && l.contains("Too many open files"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while said("gate: accept failed") == 0 || said("\"accept failed\"") == 0 {
+        assert!(Instant::now() < deadline, "{:#?}", v.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Failing every 50 ms for a second, the probe listener logs 5 lines at most (1, 2, 4, 8, 16).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(said("\"accept failed\"") <= 5, "{:#?}", v.logs());
+    drop(flood);
+    soft_limit(soft);
+    let r = client()
+        .post(format!("{gate}/v1/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:#?}", v.logs());
+    assert_eq!(crate::status(&v.url("/readyz")).await, 200);
+}
+
 /// Below what two listeners need but with a higher ceiling, vitals raises its own open-file
 /// limit as far as needed (2 × 1024 connections, 2 to the upstream (`max_concurrent`) and 128)
 /// and keeps `server.max_connections`.

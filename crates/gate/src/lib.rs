@@ -1313,7 +1313,7 @@ impl Gate {
             std::collections::BTreeMap::<u64, Arc<Deadlines>>::new(),
         ));
         let max = self.inner.options.max_connections.max(1);
-        let (mut next_id, mut evicted) = (0u64, 0u64);
+        let (mut next_id, mut evicted, mut failed) = (0u64, 0u64, 0u64);
         let evictions = Arc::new(vitals_core::evictions::Evictions::default());
         tokio::spawn(self.clone().trials(shutdown.clone()));
         loop {
@@ -1324,10 +1324,17 @@ impl Gate {
                 () = shutdown.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
-            let Ok((stream, _)) = accepted else {
-                // Out of file descriptors or a reset before accept: keep serving the others.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors or a reset before accept: keep serving the others.
+                    failed += 1;
+                    if failed.is_power_of_two() {
+                        tracing::warn!(error = %e, failed, "gate: accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let header_read_timeout = self.inner.options.header_read_timeout;

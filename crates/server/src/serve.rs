@@ -108,7 +108,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
     let header_read_timeout: Duration = config.server.header_read_timeout.std();
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
-    let (mut evicted, mut refused): (u64, u64) = (0, 0);
+    let (mut evicted, mut refused, mut failed): (u64, u64, u64) = (0, 0, 0);
     let evictions = Arc::new(Evictions::default());
 
     loop {
@@ -120,8 +120,12 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // EMFILE and friends: back off a little instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off a little instead of spinning, and log the
+                    // 1st, 2nd, 4th… failure, not 20 a second.
+                    failed += 1;
+                    if failed.is_power_of_two() {
+                        tracing::warn!(error = %e, failed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
