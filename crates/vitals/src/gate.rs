@@ -41,6 +41,12 @@ impl GatePart {
             // Learned from the upstream at start; one request at a time until then.
             GateLimit::Auto => (1, true),
         };
+        let batch_sends = vitals_gate::one_cpu();
+        if batch_sends {
+            tracing::debug!("gate: one CPU: requests read together go to the upstream together");
+        } else {
+            tracing::debug!("gate: more than one CPU: each request goes to the upstream at once");
+        }
         let gate = Gate::new(vitals_gate::Options {
             upstream: g.upstream.clone(),
             max_concurrent: limit,
@@ -77,7 +83,7 @@ impl GatePart {
                 ratio: g.retry.budget,
                 min_per_sec: g.retry.budget_min_per_sec,
             },
-            batch_sends: vitals_gate::one_cpu(),
+            batch_sends,
         })
         .map_err(|e| Error::Gate(format!("gate: cannot build the upstream client: {e}")))?;
         Ok(Some(GatePart {
