@@ -389,6 +389,31 @@ fn with_open_files(soft_hard: &str) -> (VitalsProcess, String) {
     (v, gate)
 }
 
+/// `/healthz` and `/readyz` answer 200 on a fresh connection (a prober's), `while_` saying what
+/// holds vitals meanwhile.
+async fn probes_answer(v: &VitalsProcess, while_: &str) {
+    let prober = crate::prober();
+    for path in ["/healthz", "/readyz"] {
+        let r = prober.get(v.url(path)).send().await;
+        assert!(
+            r.as_ref().is_ok_and(|r| r.status() == 200),
+            "{while_}: {path}: {r:?}"
+        );
+    }
+}
+
+/// The soft and hard open-file limits of process `pid` ("self" for this one), as
+/// `/proc/PID/limits` states them (a number, or "unlimited").
+fn open_file_limits(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("/proc/PID/limits has Max open files");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[3].to_owned(), words[4].to_owned())
+}
+
 /// No accept of vitals' failed for want of a file descriptor.
 fn never_out_of_files(v: &VitalsProcess) {
     assert!(
@@ -407,12 +432,7 @@ static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn room_for_sockets() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-        let hard = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(4))
-            .expect("/proc/self/limits has Max open files");
+        let (_, hard) = open_file_limits("self");
         let soft = hard.parse::<u64>().map_or(4096, |h| h.min(4096));
         let status = std::process::Command::new("prlimit")
             .args(["--pid", &std::process::id().to_string()])
@@ -503,14 +523,11 @@ async fn floods_on_both_listeners_at_once_never_take_the_probes_file_descriptors
         let (a, b) = (flood(gate.clone()), flood(probe.clone()));
         let held = (a.await.unwrap(), b.await.unwrap());
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let prober = crate::prober();
-        for path in ["/healthz", "/readyz"] {
-            let r = prober.get(v.url(path)).send().await;
-            assert!(
-                r.as_ref().is_ok_and(|r| r.status() == 200),
-                "round {round}, {PER_LISTENER} connections held on each listener: {path}: {r:?}"
-            );
-        }
+        probes_answer(
+            &v,
+            &format!("round {round}, {PER_LISTENER} connections held on each listener"),
+        )
+        .await;
         drop(held);
     }
     never_out_of_files(&v);
@@ -573,14 +590,11 @@ async fn upstream_connections_count_in_the_open_file_budget() {
         held.push(TcpStream::connect(v.addr()).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let prober = crate::prober();
-    for path in ["/healthz", "/readyz"] {
-        let r = prober.get(v.url(path)).send().await;
-        assert!(
-            r.as_ref().is_ok_and(|r| r.status() == 200),
-            "{cap} requests in flight through the gate, 300 connections on the probe port: {path}: {r:?}"
-        );
-    }
+    probes_answer(
+        &v,
+        &format!("{cap} requests in flight through the gate, 300 connections on the probe port"),
+    )
+    .await;
     never_out_of_files(&v);
     drop((held, in_flight));
 }
@@ -605,13 +619,7 @@ async fn listeners_out_of_files_say_so_and_serve_again() {
             .expect("prlimit runs (apt-get install util-linux)");
         assert!(status.success(), "prlimit --nofile={soft}: {status}");
     };
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .expect("/proc/PID/limits has Max open files")
-        .to_owned();
+    let (soft, _) = open_file_limits(&pid);
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
@@ -655,13 +663,8 @@ async fn listeners_out_of_files_say_so_and_serve_again() {
 #[tokio::test]
 async fn the_open_file_limit_is_raised_as_far_as_the_listeners_need() {
     let (v, _) = with_open_files("256:4096");
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", v.pid())).unwrap();
-    let files = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let soft: Vec<&str> = files.split_whitespace().collect();
-    assert_eq!(&soft[3..5], ["2178", "4096"], "{files}");
+    let limits = open_file_limits(&v.pid().to_string());
+    assert_eq!(limits, ("2178".to_owned(), "4096".to_owned()));
     assert!(
         !v.logs().iter().any(|l| l.contains("lowered")),
         "{:#?}",
