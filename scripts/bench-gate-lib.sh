@@ -37,6 +37,11 @@ start_gate() { # name upstream max depth queue_timeout [vitals binary] -> prints
   echo "127.0.0.1:$probe" > "$T/$name.probe"
   echo "127.0.0.1:$port"
 }
+start_bare() { # upstream -> prints the address of hyper-proxy, the smallest hyper proxy, in front of it
+  $SERVER_CPU ./target/release/hyper-proxy 127.0.0.1:0 "$1" > "$T/bare.addr" 2>/dev/null & echo $! >> "$T/pids"; echo $! > "$T/bare.pid"
+  until [ -s "$T/bare.addr" ]; do sleep 0.05; done
+  cat "$T/bare.addr"
+}
 start_haproxy() { # name upstream maxconn queue_timeout -> prints address
   local name=$1 up=$2 max=$3 qt=$4 port
   port=$(free_port)
