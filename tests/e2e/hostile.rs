@@ -378,9 +378,19 @@ async fn probes_keep_answering_while_hostile_clients_hold_every_slot() {
 /// vitals with a gate (its upstream unused), under `prlimit --nofile=SOFT:HARD`; and the gate's
 /// address.
 fn with_open_files(soft_hard: &str) -> (VitalsProcess, String) {
+    with_open_files_under(&[], soft_hard)
+}
+
+/// [`with_open_files`], run by `wrapper` (`taskset -c 0`: on one CPU).
+fn with_open_files_under(wrapper: &[&str], soft_hard: &str) -> (VitalsProcess, String) {
     let nofile = format!("--nofile={soft_hard}");
+    let wrapper: Vec<&str> = wrapper
+        .iter()
+        .copied()
+        .chain(["prlimit", &nofile, "--"])
+        .collect();
     let v = VitalsProcess::start_wrapped(
-        &["prlimit", &nofile, "--"],
+        &wrapper,
         &bin(),
         "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
         &[],
@@ -414,6 +424,18 @@ fn open_file_limits(pid: &str) -> (String, String) {
     (words[3].to_owned(), words[4].to_owned())
 }
 
+/// Sets process `pid`'s soft open-file limit to `soft`, its hard limit kept.
+fn set_soft_open_files(pid: &str, soft: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", pid, &format!("--nofile={soft}:")])
+        .status()
+        .expect("prlimit runs (apt-get install util-linux)");
+    assert!(
+        status.success(),
+        "prlimit --pid {pid} --nofile={soft}: {status}"
+    );
+}
+
 /// No accept of vitals' failed for want of a file descriptor.
 fn never_out_of_files(v: &VitalsProcess) {
     assert!(
@@ -434,12 +456,7 @@ fn room_for_sockets() {
     ONCE.call_once(|| {
         let (_, hard) = open_file_limits("self");
         let soft = hard.parse::<u64>().map_or(4096, |h| h.min(4096));
-        let status = std::process::Command::new("prlimit")
-            .args(["--pid", &std::process::id().to_string()])
-            .arg(format!("--nofile={soft}:"))
-            .status()
-            .expect("prlimit runs (apt-get install util-linux)");
-        assert!(status.success(), "prlimit --nofile={soft}: {status}");
+        set_soft_open_files(&std::process::id().to_string(), &soft.to_string());
     });
 }
 
@@ -497,16 +514,8 @@ async fn a_connection_flood_never_takes_the_probes_file_descriptors() {
 async fn floods_on_both_listeners_at_once_never_take_the_probes_file_descriptors() {
     let _alone = FLOODS.lock().await;
     room_for_sockets();
-    let nofile = "--nofile=256:256";
-    let v = VitalsProcess::start_wrapped(
-        &["taskset", "-c", "0", "prlimit", nofile, "--"],
-        &bin(),
-        "[gate]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\nmax_concurrent = 2\n",
-        &[],
-    );
-    let gate = crate::gate::gate_addr(&v)
-        .trim_start_matches("http://")
-        .to_owned();
+    let (v, gate) = with_open_files_under(&["taskset", "-c", "0"], "256:256");
+    let gate = gate.trim_start_matches("http://").to_owned();
     let probe = v.addr().to_string();
     // Over four times the cap of 64 on each: 600 sockets in this process at once.
     const PER_LISTENER: usize = 300;
@@ -612,19 +621,12 @@ async fn listeners_out_of_files_say_so_and_serve_again() {
     let v = VitalsProcess::start(&bin(), &config, &[]);
     let gate = crate::gate::gate_addr(&v);
     let pid = v.pid().to_string();
-    let soft_limit = |soft: String| {
-        let status = std::process::Command::new("prlimit")
-            .args(["--pid", &pid, &format!("--nofile={soft}:")])
-            .status()
-            .expect("prlimit runs (apt-get install util-linux)");
-        assert!(status.success(), "prlimit --nofile={soft}: {status}");
-    };
     let (soft, _) = open_file_limits(&pid);
     let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
     // Room for two more files: the flood's third connection finds none.
-    soft_limit((open + 2).to_string());
+    set_soft_open_files(&pid, &(open + 2).to_string());
     // The kernel completes the connections; the gate's accepts fail on them.
     let mut flood = Vec::new();
     for _ in 0..8 {
@@ -646,7 +648,7 @@ async fn listeners_out_of_files_say_so_and_serve_again() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(said("\"accept failed\"") <= 5, "{:#?}", v.logs());
     drop(flood);
-    soft_limit(soft);
+    set_soft_open_files(&pid, &soft);
     let r = client()
         .post(format!("{gate}/v1/completions"))
         .body("{}")
