@@ -65,11 +65,15 @@ fn upstream_files(config: &Config, per_listener: u64) -> u64 {
     }
 }
 
+/// The listeners that take client connections: the probe port, and the gate's.
+fn listeners(config: &Config) -> u64 {
+    1 + u64::from(config.gate.is_some())
+}
+
 /// The files `per_listener` connections on each listener take, with the gate's upstream
 /// connections and vitals' own.
 fn files_for(config: &Config, per_listener: u64) -> u64 {
-    let listeners = 1 + u64::from(config.gate.is_some());
-    per_listener * listeners + upstream_files(config, per_listener) + RESERVED_FILES
+    per_listener * listeners(config) + upstream_files(config, per_listener) + RESERVED_FILES
 }
 
 /// The most connections a listener that `files` hold ([`files_for`] grows with it: one file a
@@ -96,7 +100,6 @@ fn connections_that_fit(config: &Config, files: u64) -> u64 {
 /// each listener: the probe port, and the gate's).
 fn fit_open_files(config: &mut Config) {
     use rustix::process::{getrlimit, setrlimit, Resource};
-    let listeners = 1 + u64::from(config.gate.is_some());
     let max = u64::from(config.server.max_connections);
     let needed = files_for(config, max);
     let mut limit = getrlimit(Resource::Nofile);
@@ -126,7 +129,7 @@ fn fit_open_files(config: &mut Config) {
     // does not fit either, and every start would warn about a default.
     tracing::info!(
         open_files = files,
-        listeners,
+        listeners = listeners(config),
         "the open-file limit ({files}) cannot hold server.max_connections ({max}) connections on \
          each listener, the gate's connections to its upstream and vitals' own files \
          ({RESERVED_FILES}): server.max_connections lowered to {fit} (with {upstream} upstream \
